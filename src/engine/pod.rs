@@ -1,0 +1,143 @@
+//! A read-only view of the raw pod JSON. The shapes the patch depends on are
+//! checked once here, so the rest of the engine can rely on them and a
+//! malformed pod gets a clear error instead of a patch that cannot apply.
+
+use serde_json::{Map, Value};
+
+use super::EngineError;
+
+pub struct PodView<'a> {
+    pub raw: &'a Value,
+    pub annotations: Option<&'a Map<String, Value>>,
+    pub labels: Option<&'a Map<String, Value>>,
+    pub containers: &'a [Value],
+    /// `None` when the pod has no `initContainers` field at all.
+    pub init_containers: Option<&'a [Value]>,
+    pub volumes: Option<&'a [Value]>,
+}
+
+fn object<'a>(
+    v: Option<&'a Value>,
+    field: &str,
+) -> Result<Option<&'a Map<String, Value>>, EngineError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(EngineError::MalformedPod(format!(
+            "{field} is not an object"
+        ))),
+    }
+}
+
+fn array<'a>(v: Option<&'a Value>, field: &str) -> Result<Option<&'a [Value]>, EngineError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(_) => Err(EngineError::MalformedPod(format!(
+            "{field} is not an array"
+        ))),
+    }
+}
+
+fn string_map(m: Option<&Map<String, Value>>, field: &str) -> Result<(), EngineError> {
+    match m.and_then(|m| m.iter().find(|(_, v)| !v.is_string())) {
+        Some((k, _)) => Err(EngineError::MalformedPod(format!(
+            "{field}[{k:?}] is not a string"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn named_objects(items: &[Value], field: &str) -> Result<(), EngineError> {
+    for (i, item) in items.iter().enumerate() {
+        if !item.get("name").is_some_and(Value::is_string) {
+            return Err(EngineError::MalformedPod(format!(
+                "{field}[{i}].name is not a string"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl<'a> PodView<'a> {
+    pub fn new(raw: &'a Value) -> Result<PodView<'a>, EngineError> {
+        if !raw.is_object() {
+            return Err(EngineError::MalformedPod("the pod is not an object".into()));
+        }
+        let metadata = object(raw.get("metadata"), "metadata")?;
+        let annotations = object(
+            metadata.and_then(|m| m.get("annotations")),
+            "metadata.annotations",
+        )?;
+        let labels = object(metadata.and_then(|m| m.get("labels")), "metadata.labels")?;
+        string_map(annotations, "metadata.annotations")?;
+        string_map(labels, "metadata.labels")?;
+        let spec = object(raw.get("spec"), "spec")?
+            .ok_or_else(|| EngineError::MalformedPod("spec is missing".into()))?;
+        let containers = array(spec.get("containers"), "spec.containers")?.unwrap_or_default();
+        let init_containers = array(spec.get("initContainers"), "spec.initContainers")?;
+        let volumes = array(spec.get("volumes"), "spec.volumes")?;
+        named_objects(containers, "spec.containers")?;
+        named_objects(init_containers.unwrap_or_default(), "spec.initContainers")?;
+        named_objects(volumes.unwrap_or_default(), "spec.volumes")?;
+        for (list, items) in [
+            ("spec.containers", containers),
+            ("spec.initContainers", init_containers.unwrap_or_default()),
+        ] {
+            for (i, c) in items.iter().enumerate() {
+                for field in ["env", "envFrom", "volumeMounts", "ports"] {
+                    array(c.get(field), &format!("{list}[{i}].{field}"))?;
+                }
+            }
+        }
+        Ok(PodView {
+            raw,
+            annotations,
+            labels,
+            containers,
+            init_containers,
+            volumes,
+        })
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&'a str> {
+        self.annotations?.get(key)?.as_str()
+    }
+
+    pub fn label(&self, key: &str) -> Option<&'a str> {
+        self.labels?.get(key)?.as_str()
+    }
+
+    /// The pod's `restartPolicy`, `Always` when unset as the API server defaults it.
+    pub fn restart_policy(&self) -> &'a str {
+        self.raw
+            .pointer("/spec/restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
+    }
+
+    /// `name`, or `generateName…` for pods that controllers create.
+    pub fn display_name(&self) -> String {
+        let meta = self.raw.get("metadata");
+        match meta.and_then(|m| m.get("name")).and_then(Value::as_str) {
+            Some(n) => n.to_string(),
+            None => match meta
+                .and_then(|m| m.get("generateName"))
+                .and_then(Value::as_str)
+            {
+                Some(g) => format!("{g}*"),
+                None => "(unnamed pod)".to_string(),
+            },
+        }
+    }
+}
+
+/// The `name` of a container or volume object (checked to be a string by `PodView::new`).
+pub fn name_of(v: &Value) -> &str {
+    v.get("name").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Whether an init container is a native sidecar.
+pub fn is_native_sidecar(c: &Value) -> bool {
+    c.get("restartPolicy").and_then(Value::as_str) == Some("Always")
+}

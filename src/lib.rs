@@ -1,0 +1,11 @@
+//! Tandem: a Kubernetes mutating admission webhook that injects sidecar,
+//! ambassador, adapter and init containers.
+//!
+//! Data flows one way: decode → decide ([`engine`]) → patch ([`patch`]) → encode.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod engine;
+pub mod patch;
+pub mod quantity;
+pub mod template;

@@ -1,0 +1,169 @@
+//! Lints for `tandem check`: templates that load fine but will hurt someone.
+
+use k8s_openapi::api::core::v1::Container;
+use serde_json::json;
+
+use super::{Lifecycle, Pattern, Template};
+use crate::engine::conflicts::PodIndex;
+use crate::engine::pod::PodView;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lint {
+    pub template: String,
+    pub source: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Lint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: template \"{}\": {}: {}",
+            self.source, self.template, self.field, self.message
+        )
+    }
+}
+
+/// Names that say nothing of what a helper does.
+const VAGUE_NAMES: &[&str] = &[
+    "sidecar",
+    "container",
+    "helper",
+    "proxy",
+    "main",
+    "init",
+    "app",
+    "agent",
+    "test",
+    "tmp",
+];
+
+pub fn lint<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<Lint> {
+    let templates: Vec<&Template> = templates.into_iter().collect();
+    let mut out = Vec::new();
+    for t in &templates {
+        let mut push = |field: String, message: &str| {
+            out.push(Lint {
+                template: t.name.clone(),
+                source: t.source.clone(),
+                field,
+                message: message.to_string(),
+            })
+        };
+        let spec = &t.spec;
+        let lists = [
+            ("spec.initContainers", &spec.init_containers),
+            ("spec.containers", &spec.containers),
+        ];
+        for (list, containers) in lists {
+            for (i, c) in containers.iter().enumerate() {
+                container(&format!("{list}[{i}]"), c, &mut push);
+            }
+        }
+        let native_possible = spec.lifecycle != Lifecycle::Classic;
+        for (i, c) in spec.containers.iter().enumerate() {
+            let field = format!("spec.containers[{i}]");
+            if native_possible && c.readiness_probe.is_some() && c.startup_probe.is_none() {
+                push(
+                    field,
+                    "readinessProbe of a native sidecar gates nothing: add a startupProbe so the app waits for it",
+                );
+            } else if native_possible
+                && spec.pattern == Pattern::Ambassador
+                && c.startup_probe.is_none()
+            {
+                push(
+                    field,
+                    "ambassador without startupProbe: the app may start before the proxy listens",
+                );
+            }
+        }
+        for (i, v) in spec.volumes.iter().enumerate() {
+            if let Some(e) = &v.empty_dir {
+                if e.medium.as_deref() == Some("Memory") && e.size_limit.is_none() {
+                    push(
+                        format!("spec.volumes[{i}].emptyDir"),
+                        "medium Memory without sizeLimit: its bytes count against the writer's memory limit, unbounded",
+                    );
+                }
+            }
+        }
+    }
+    out.extend(collisions(&templates));
+    out
+}
+
+fn container(field: &str, c: &Container, push: &mut impl FnMut(String, &str)) {
+    let resources = c.resources.as_ref();
+    if resources
+        .and_then(|r| r.requests.as_ref())
+        .is_none_or(|r| r.is_empty())
+    {
+        push(
+            format!("{field}.resources.requests"),
+            "not set: the scheduler cannot account for this container",
+        );
+    }
+    if resources
+        .and_then(|r| r.limits.as_ref())
+        .is_none_or(|r| r.is_empty())
+    {
+        push(
+            format!("{field}.resources.limits"),
+            "not set: this container can starve the app",
+        );
+    }
+    let name = c.name.as_str();
+    let numbered = name.trim_end_matches(|ch: char| ch.is_ascii_digit() || ch == '-');
+    if name.len() < 3 || VAGUE_NAMES.contains(&name) || VAGUE_NAMES.contains(&numbered) {
+        push(
+            format!("{field}.name"),
+            "does not say what the container does (e.g. log-shipper, db-proxy)",
+        );
+    }
+    let image = c.image.as_deref().unwrap_or_default();
+    let last = image.rsplit('/').next().unwrap_or_default();
+    if !image.contains('@') && (!last.contains(':') || last.ends_with(":latest")) {
+        push(
+            format!("{field}.image"),
+            "has no pinned tag or digest: pods would change under you",
+        );
+    }
+}
+
+/// Two templates that cannot both be injected into one pod, found by running
+/// the engine's own conflict checks on a one-container pod.
+fn collisions(templates: &[&Template]) -> Vec<Lint> {
+    let pod = json!({"spec": {"containers": [{"name": "app"}]}});
+    let Ok(view) = PodView::new(&pod) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, a) in templates.iter().enumerate() {
+        for b in &templates[i + 1..] {
+            if a.scope != b.scope
+                && !matches!(a.scope, super::Scope::Cluster)
+                && !matches!(b.scope, super::Scope::Cluster)
+            {
+                continue;
+            }
+            let mut index = PodIndex::new(&view);
+            let Ok(added) = index.check(a, true, &[0]) else {
+                continue;
+            };
+            index.commit(a, true, &added);
+            if let Err(conflicts) = index.check(b, true, &[0]) {
+                for c in conflicts {
+                    out.push(Lint {
+                        template: b.name.clone(),
+                        source: b.source.clone(),
+                        field: "spec".into(),
+                        message: format!("cannot be injected together with {}: {c}", a.name),
+                    });
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,284 @@
+//! Validation on load: every template that reaches the engine is one the
+//! engine can inject without producing a pod the API server rejects.
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::Value;
+
+use super::{Pattern, SidecarTemplateSpec};
+use crate::quantity::Quantity;
+
+/// One problem in a template, with the path of the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates a template; `raw` is the spec as written, compared with the typed
+/// model to report fields the model does not know (typos would otherwise vanish).
+pub fn validate(
+    name: &str,
+    spec: &SidecarTemplateSpec,
+    raw: Option<&Value>,
+) -> Result<(), Vec<FieldError>> {
+    let mut errs = Errors(Vec::new());
+    if let Err(m) = dns_label(name) {
+        errs.push("metadata.name", m);
+    }
+    if let Some(raw) = raw {
+        let typed = serde_json::to_value(spec).unwrap_or(Value::Null);
+        unknown_fields(raw, &typed, "spec", &mut errs);
+    }
+    match spec.pattern {
+        Pattern::Init => {
+            if !spec.containers.is_empty() {
+                errs.push(
+                    "spec.containers",
+                    "pattern init runs to completion: use initContainers only",
+                );
+            }
+            if spec.init_containers.is_empty() {
+                errs.push("spec.initContainers", "pattern init needs at least one");
+            }
+        }
+        p => {
+            if spec.containers.is_empty() {
+                errs.push(
+                    "spec.containers",
+                    format!("pattern {} needs at least one container", p.as_str()),
+                );
+            }
+        }
+    }
+
+    let volumes: HashSet<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
+    let mut seen = HashSet::new();
+    for (i, v) in spec.volumes.iter().enumerate() {
+        let field = format!("spec.volumes[{i}]");
+        if let Err(m) = dns_label(&v.name) {
+            errs.push(format!("{field}.name"), m);
+        }
+        if !seen.insert(v.name.as_str()) {
+            errs.push(
+                format!("{field}.name"),
+                format!("duplicate volume {:?}", v.name),
+            );
+        }
+        if let Some(limit) = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref()) {
+            if let Err(m) = Quantity::parse(&limit.0) {
+                errs.push(format!("{field}.emptyDir.sizeLimit"), m);
+            }
+        }
+    }
+
+    let mut names = HashSet::new();
+    let mut ports = HashSet::new();
+    let lists = [
+        ("spec.initContainers", &spec.init_containers),
+        ("spec.containers", &spec.containers),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.iter().enumerate() {
+            let field = format!("{list}[{i}]");
+            container(&field, c, &volumes, &mut names, &mut ports, &mut errs);
+        }
+    }
+
+    let app = &spec.app;
+    for (i, pattern) in app.containers.iter().enumerate() {
+        if pattern.is_empty() {
+            errs.push(format!("spec.app.containers[{i}]"), "must not be empty");
+        }
+    }
+    mounts(
+        "spec.app.volumeMounts",
+        &app.volume_mounts,
+        &volumes,
+        &mut errs,
+    );
+    let mut env = HashSet::new();
+    for (i, e) in app.env.iter().enumerate() {
+        if e.name.is_empty() {
+            errs.push(format!("spec.app.env[{i}].name"), "must not be empty");
+        } else if !env.insert(e.name.as_str()) {
+            errs.push(
+                format!("spec.app.env[{i}].name"),
+                format!("duplicate env {:?}", e.name),
+            );
+        }
+    }
+    for (field, sel) in [
+        ("spec.selector", &spec.selector),
+        ("spec.namespaceSelector", &spec.namespace_selector),
+    ] {
+        if let Some(sel) = sel {
+            selector(field, sel, &mut errs);
+        }
+    }
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.0)
+    }
+}
+
+fn container<'a>(
+    field: &str,
+    c: &'a Container,
+    volumes: &HashSet<&str>,
+    names: &mut HashSet<&'a str>,
+    ports: &mut HashSet<(i32, &'a str)>,
+    errs: &mut Errors,
+) {
+    if let Err(m) = dns_label(&c.name) {
+        errs.push(format!("{field}.name"), m);
+    } else if !names.insert(c.name.as_str()) {
+        errs.push(
+            format!("{field}.name"),
+            format!("duplicate container {:?}", c.name),
+        );
+    }
+    if c.image.as_deref().is_none_or(str::is_empty) {
+        errs.push(format!("{field}.image"), "must be set");
+    }
+    if c.restart_policy.is_some() {
+        errs.push(
+            format!("{field}.restartPolicy"),
+            "is set by Tandem: choose spec.lifecycle instead",
+        );
+    }
+    for (i, p) in c.ports.iter().flatten().enumerate() {
+        let pf = format!("{field}.ports[{i}]");
+        if !(1..=65535).contains(&p.container_port) {
+            errs.push(format!("{pf}.containerPort"), "must be between 1 and 65535");
+        }
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if !ports.insert((p.container_port, protocol)) {
+            errs.push(
+                format!("{pf}.containerPort"),
+                format!(
+                    "{}/{protocol} is used twice in this template",
+                    p.container_port
+                ),
+            );
+        }
+    }
+    mounts(
+        &format!("{field}.volumeMounts"),
+        c.volume_mounts.as_deref().unwrap_or_default(),
+        volumes,
+        errs,
+    );
+    if let Some(r) = &c.resources {
+        resources(&format!("{field}.resources"), r, errs);
+    }
+}
+
+fn mounts(
+    field: &str,
+    mounts: &[k8s_openapi::api::core::v1::VolumeMount],
+    volumes: &HashSet<&str>,
+    errs: &mut Errors,
+) {
+    let mut paths = HashSet::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if !volumes.contains(m.name.as_str()) {
+            errs.push(
+                format!("{f}.name"),
+                format!("volume {:?} is not in spec.volumes", m.name),
+            );
+        }
+        if !m.mount_path.starts_with('/') {
+            errs.push(format!("{f}.mountPath"), "must be an absolute path");
+        } else if !paths.insert(m.mount_path.trim_end_matches('/')) {
+            errs.push(
+                format!("{f}.mountPath"),
+                format!("{:?} is mounted twice", m.mount_path),
+            );
+        }
+    }
+}
+
+fn resources(field: &str, r: &ResourceRequirements, errs: &mut Errors) {
+    for (kind, list) in [("requests", &r.requests), ("limits", &r.limits)] {
+        for (name, q) in list.iter().flatten() {
+            if let Err(m) = Quantity::parse(&q.0) {
+                errs.push(format!("{field}.{kind}.{name}"), m);
+            }
+        }
+    }
+}
+
+fn selector(field: &str, sel: &LabelSelector, errs: &mut Errors) {
+    for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
+        let f = format!("{field}.matchExpressions[{i}]");
+        let has_values = e.values.as_ref().is_some_and(|v| !v.is_empty());
+        match e.operator.as_str() {
+            "In" | "NotIn" if !has_values => {
+                errs.push(format!("{f}.values"), "In and NotIn need values")
+            }
+            "Exists" | "DoesNotExist" if has_values => errs.push(
+                format!("{f}.values"),
+                "Exists and DoesNotExist take no values",
+            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => errs.push(
+                format!("{f}.operator"),
+                format!("{other:?} is not In, NotIn, Exists or DoesNotExist"),
+            ),
+        }
+    }
+}
+
+/// Reports keys present in `raw` that the typed model dropped.
+fn unknown_fields(raw: &Value, typed: &Value, path: &str, errs: &mut Errors) {
+    match (raw, typed) {
+        (Value::Object(r), Value::Object(t)) => {
+            for (k, v) in r {
+                let p = format!("{path}.{k}");
+                match t.get(k) {
+                    Some(tv) => unknown_fields(v, tv, &p, errs),
+                    None if v.is_null() => {}
+                    None => errs.push(p, "unknown field"),
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(t)) => {
+            for (i, (rv, tv)) in r.iter().zip(t).enumerate() {
+                unknown_fields(rv, tv, &format!("{path}[{i}]"), errs);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A DNS-1123 label: what Kubernetes requires of container and volume names.
+pub fn dns_label(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if name.is_empty() || name.len() > 63 || !ok_chars || !ok_ends {
+        Err(format!(
+            "{name:?} is not a DNS-1123 label (lower-case letters, digits and '-', at most 63)"
+        ))
+    } else {
+        Ok(())
+    }
+}
