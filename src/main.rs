@@ -1,1 +1,7 @@
-fn main() {}
+use clap::Parser;
+use tandem::cli::{Cli, run};
+
+fn main() {
+    let cli = Cli::parse();
+    std::process::exit(run(cli.command));
+}

@@ -1,1 +1,210 @@
-pub fn placeholder() {}
+//! The command line: `inject`, `explain`, `check`, `test` run the engine
+//! offline; `serve` runs the webhook.
+
+mod check;
+mod explain;
+mod golden;
+mod inject;
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{Capabilities, Namespace, NativeSidecars, OnMissing, Policy};
+use crate::template::{self, TemplateSet};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Injects sidecar, ambassador, adapter and init containers into Kubernetes pods"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Inject templates into Pods and workload pod templates offline; prints the mutated manifests.
+    Inject(inject::InjectArgs),
+    /// Show every gate of the decision for each pod, its verdict and why.
+    Explain(explain::ExplainArgs),
+    /// Validate and lint templates; exit code 1 on errors.
+    Check(check::CheckArgs),
+    /// Run golden tests: DIR/NAME.input.yaml against DIR/NAME.expected.yaml.
+    Test(golden::TestArgs),
+}
+
+/// Where templates come from.
+#[derive(Args, Debug, Clone)]
+pub struct TemplateArgs {
+    /// SidecarTemplate file or directory. Without it, the built-in example templates are used.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// The built-in example templates, so `tandem inject` shows something on a fresh machine.
+pub const EXAMPLE_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "examples/templates/config-init.yaml",
+        include_str!("../../examples/templates/config-init.yaml"),
+    ),
+    (
+        "examples/templates/db-ambassador.yaml",
+        include_str!("../../examples/templates/db-ambassador.yaml"),
+    ),
+    (
+        "examples/templates/log-adapter.yaml",
+        include_str!("../../examples/templates/log-adapter.yaml"),
+    ),
+    (
+        "examples/templates/log-shipper.yaml",
+        include_str!("../../examples/templates/log-shipper.yaml"),
+    ),
+    (
+        "examples/templates/metrics-exporter.yaml",
+        include_str!("../../examples/templates/metrics-exporter.yaml"),
+    ),
+];
+
+impl TemplateArgs {
+    pub fn load(&self) -> Result<Arc<TemplateSet>, CliError> {
+        let loaded = match &self.config {
+            Some(path) => template::load_path(path),
+            None => {
+                eprintln!("tandem: no --config given; using the built-in example templates");
+                let mut all = Vec::new();
+                let mut errors = Vec::new();
+                for (path, text) in EXAMPLE_TEMPLATES {
+                    match template::parse_documents(path, text) {
+                        Ok(mut t) => all.append(&mut t),
+                        Err(mut e) => errors.append(&mut e),
+                    }
+                }
+                if errors.is_empty() {
+                    Ok(all)
+                } else {
+                    Err(errors)
+                }
+            }
+        };
+        let templates = loaded
+            .map_err(|errs| CliError::Templates(errs.iter().map(ToString::to_string).collect()))?;
+        TemplateSet::new(templates)
+            .map(Arc::new)
+            .map_err(|e| CliError::Templates(vec![e]))
+    }
+}
+
+/// Namespace facts and cluster capabilities, given as flags offline.
+#[derive(Args, Debug, Clone)]
+pub struct ContextArgs {
+    /// Namespace of the pods (default: the manifest's, else "default").
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Labels of the namespace, as k=v,k=v.
+    #[arg(long, value_name = "K=V,...", default_value = "")]
+    pub namespace_labels: String,
+    /// Annotations of the namespace, as k=v,k=v (a value may hold commas: tandem.dev/inject=a,b).
+    #[arg(long, value_name = "K=V,...", default_value = "")]
+    pub namespace_annotations: String,
+    /// Kubernetes version of the target cluster (native sidecars from 1.29).
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+    /// Native-sidecar support: auto (from the version), always or never.
+    #[arg(long, default_value = "auto", value_name = "auto|always|never")]
+    pub native_sidecars: NativeSidecars,
+    /// A requested template that does not exist: warn, or deny the pod.
+    #[arg(long, default_value = "warn", value_name = "warn|deny")]
+    pub on_missing: OnMissing,
+}
+
+/// Parses `k=v,k=v`; a piece without `=` continues the previous value, so
+/// `tandem.dev/inject=a,b` keeps its list.
+pub fn parse_pairs(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for piece in s.split(',').filter(|p| !p.trim().is_empty()) {
+        match piece.split_once('=') {
+            Some((k, v)) => {
+                let k = k.trim().to_string();
+                if k.is_empty() {
+                    return Err(format!("{piece:?} has no key"));
+                }
+                out.insert(k.clone(), v.trim().to_string());
+                last = Some(k);
+            }
+            None => match &last {
+                Some(k) => {
+                    let v = out.get_mut(k).expect("last key was inserted");
+                    v.push(',');
+                    v.push_str(piece.trim());
+                }
+                None => return Err(format!("{piece:?} is not k=v")),
+            },
+        }
+    }
+    Ok(out)
+}
+
+impl ContextArgs {
+    pub fn namespace(&self, from_manifest: Option<&str>) -> Result<Namespace, CliError> {
+        let name = self
+            .namespace
+            .clone()
+            .or_else(|| from_manifest.map(str::to_string))
+            .unwrap_or_else(|| "default".into());
+        let mut labels = parse_pairs(&self.namespace_labels).map_err(CliError::Usage)?;
+        labels.insert("kubernetes.io/metadata.name".into(), name.clone());
+        Ok(Namespace {
+            name,
+            labels,
+            annotations: parse_pairs(&self.namespace_annotations).map_err(CliError::Usage)?,
+        })
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities::detect(self.kubernetes_version.as_deref(), self.native_sidecars)
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            on_missing: self.on_missing,
+            ..Policy::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
+    #[error("templates could not be loaded:\n  {}", .0.join("\n  "))]
+    Templates(Vec<String>),
+    /// The command ran and found problems it already reported.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Runs an offline command; returns the process exit code.
+pub fn run(command: Command) -> i32 {
+    let result = match command {
+        Command::Inject(args) => inject::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Check(args) => check::run(&args),
+        Command::Test(args) => golden::run(&args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tandem: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! `tandem check`: the loader's validation plus lints.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::template::{self, TemplateSet, lint};
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// SidecarTemplate file or directory.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: PathBuf,
+}
+
+pub fn run(args: &CheckArgs) -> Result<(), CliError> {
+    let templates = template::load_path(&args.config).map_err(|errs| {
+        for e in &errs {
+            println!("error: {e}");
+        }
+        CliError::Failed(format!(
+            "{} error(s) in {}",
+            errs.len(),
+            args.config.display()
+        ))
+    })?;
+    let lints = lint::lint(&templates);
+    let count = templates.len();
+    TemplateSet::new(templates).map_err(|e| {
+        println!("error: {e}");
+        CliError::Failed(format!("1 error in {}", args.config.display()))
+    })?;
+    for l in &lints {
+        println!("warning: {l}");
+    }
+    println!(
+        "{}: {count} template(s) valid, {} warning(s)",
+        args.config.display(),
+        lints.len()
+    );
+    Ok(())
+}

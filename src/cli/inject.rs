@@ -1,0 +1,136 @@
+//! `tandem inject`: the webhook's decision applied to manifests on disk.
+
+use clap::Args;
+use json_patch::PatchOperation;
+use json_patch::jsonptr::PointerBuf;
+use serde_json::Value;
+
+use super::manifest::{self, Manifests, PodRef, WORKLOAD_KINDS};
+use super::{CliError, ContextArgs, TemplateArgs};
+use crate::engine::{self, Decision, Input, Outcome};
+use crate::template::TemplateSet;
+
+#[derive(Args, Debug)]
+pub struct InjectArgs {
+    /// Manifest file (YAML, multi-document, or JSON); `-` for standard input.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: String,
+    /// Print the JSON patch (one per document, paths relative to the document) instead of manifests.
+    #[arg(long)]
+    pub patch: bool,
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    #[command(flatten)]
+    pub context: ContextArgs,
+}
+
+/// The result of running the engine over every pod of a set of manifests.
+pub struct Injected {
+    pub docs: Vec<Value>,
+    /// One patch per document, paths relative to the document.
+    pub patches: Vec<Vec<PatchOperation>>,
+    pub decisions: Vec<(PodRef, Decision)>,
+    /// Messages for documents that hold no pod.
+    pub notes: Vec<String>,
+}
+
+/// Decides and applies injection for every pod in `m`.
+pub fn inject_all(
+    m: &Manifests,
+    templates: &TemplateSet,
+    ctx: &ContextArgs,
+) -> Result<Injected, CliError> {
+    let caps = ctx.capabilities();
+    let policy = ctx.policy();
+    let mut out = Injected {
+        docs: Vec::new(),
+        patches: Vec::new(),
+        decisions: Vec::new(),
+        notes: Vec::new(),
+    };
+    let input_err = |message: String| CliError::Input {
+        path: m.path.clone(),
+        message,
+    };
+    for (i, doc) in m.docs.iter().enumerate() {
+        let mut doc = doc.clone();
+        let refs =
+            manifest::pods_in(&doc).map_err(|e| input_err(format!("document {}: {e}", i + 1)))?;
+        if refs.is_empty() {
+            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("?");
+            out.notes.push(format!(
+                "document {} ({kind}) holds no pod; left unchanged",
+                i + 1
+            ));
+        }
+        let mut doc_patch = Vec::new();
+        for r in refs {
+            let namespace = ctx.namespace(r.namespace.as_deref())?;
+            let pod = doc.pointer(&r.pointer).cloned().unwrap_or(Value::Null);
+            let decision = engine::decide(&Input {
+                pod: &pod,
+                namespace: &namespace,
+                templates,
+                capabilities: &caps,
+                policy: &policy,
+            })
+            .map_err(|e| input_err(format!("{}: {e}", r.label)))?;
+            if decision.outcome == Outcome::Patched {
+                let target = doc
+                    .pointer_mut(&r.pointer)
+                    .expect("pods_in returned a valid pointer");
+                json_patch::patch(target, &decision.patch)
+                    .map_err(|e| input_err(format!("{}: patch does not apply: {e}", r.label)))?;
+                doc_patch.extend(decision.patch.iter().map(|op| prefixed(&r.pointer, op)));
+            }
+            out.decisions.push((r, decision));
+        }
+        out.docs.push(doc);
+        out.patches.push(doc_patch);
+    }
+    if out.decisions.is_empty() {
+        return Err(input_err(format!(
+            "no pod found (supported kinds: {WORKLOAD_KINDS})"
+        )));
+    }
+    Ok(out)
+}
+
+/// Moves an operation from the pod to where the pod sits in its document.
+fn prefixed(prefix: &str, op: &PatchOperation) -> PatchOperation {
+    let mut op = op.clone();
+    if let PatchOperation::Add(a) = &mut op {
+        let full = format!("{prefix}{}", a.path);
+        a.path = PointerBuf::parse(full).unwrap_or_else(|_| a.path.clone());
+    }
+    op
+}
+
+pub fn run(args: &InjectArgs) -> Result<(), CliError> {
+    let m = manifest::read(&args.file)?;
+    let templates = args.templates.load()?;
+    let result = inject_all(&m, &templates, &args.context)?;
+    for note in &result.notes {
+        eprintln!("tandem: {note}");
+    }
+    let mut denied = Vec::new();
+    for (r, d) in &result.decisions {
+        for w in &d.warnings {
+            eprintln!("Warning: {}: {w}", r.label);
+        }
+        if let Outcome::Denied { message } = &d.outcome {
+            denied.push(format!("{} would be denied: {message}", r.label));
+        }
+    }
+    if !denied.is_empty() {
+        return Err(CliError::Failed(denied.join("\n")));
+    }
+    if args.patch {
+        for p in &result.patches {
+            println!("{}", serde_json::to_string_pretty(p).unwrap_or_default());
+        }
+    } else {
+        print!("{}", manifest::render(m.format, &result.docs));
+    }
+    Ok(())
+}
