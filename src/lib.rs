@@ -4,8 +4,10 @@
 //! Data flows one way: decode → decide ([`engine`]) → patch ([`patch`]) → encode.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cli;
 pub mod engine;
 pub mod patch;
 pub mod quantity;
+pub mod server;
 pub mod template;

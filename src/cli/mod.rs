@@ -37,6 +37,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run golden tests: DIR/NAME.input.yaml against DIR/NAME.expected.yaml.
     Test(golden::TestArgs),
+    /// Serve the HTTPS admission webhook.
+    Serve(crate::server::ServeArgs),
 }
 
 /// Where templates come from.
@@ -192,13 +194,24 @@ pub enum CliError {
     Failed(String),
 }
 
-/// Runs an offline command; returns the process exit code.
+fn serve(args: crate::server::ServeArgs) -> Result<(), CliError> {
+    crate::server::tls::install_provider();
+    crate::server::init_logging(&args.log_format);
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))?;
+    runtime
+        .block_on(crate::server::run(args))
+        .map_err(|e| CliError::Failed(format!("{e:#}")))
+}
+
+/// Runs a command; returns the process exit code.
 pub fn run(command: Command) -> i32 {
     let result = match command {
         Command::Inject(args) => inject::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Test(args) => golden::run(&args),
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,262 @@
+//! AdmissionReview in, AdmissionReview out. Owns the uid (always echoed), the
+//! mapping of decisions to allow/deny, warnings, audit annotations and dry
+//! run. Knows nothing of HTTP or TLS.
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use crate::engine::{self, Capabilities, Decision, EngineError, Input, Namespace, Outcome, Policy};
+use crate::template::TemplateSet;
+
+/// The API server rejects a response whose warnings exceed this in total.
+const MAX_WARNINGS_BYTES: usize = 4000;
+
+/// Namespace facts for the pod's namespace; `None` when unknown.
+pub trait NamespaceFacts: Send + Sync {
+    fn get(&self, name: &str) -> Option<Namespace>;
+}
+
+/// Without a cluster: only the namespace's name is known.
+pub struct NoNamespaces;
+
+impl NamespaceFacts for NoNamespaces {
+    fn get(&self, _name: &str) -> Option<Namespace> {
+        None
+    }
+}
+
+pub struct Context<'a> {
+    pub templates: &'a TemplateSet,
+    pub namespaces: &'a dyn NamespaceFacts,
+    pub capabilities: &'a Capabilities,
+    pub policy: &'a Policy,
+}
+
+/// How a review was answered, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Patched,
+    Allowed,
+    Denied,
+    Invalid,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Patched => "patched",
+            Kind::Allowed => "allowed",
+            Kind::Denied => "denied",
+            Kind::Invalid => "invalid",
+        }
+    }
+}
+
+/// A review that cannot be answered as an AdmissionReview at all (no uid).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("body is not valid JSON: {0}")]
+    Json(String),
+    #[error("not an AdmissionReview: {0}")]
+    NotAReview(String),
+}
+
+/// What the front-ends need to know about one answered review.
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub kind: Kind,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub operation: String,
+    pub dry_run: bool,
+    /// Why, when nothing was decided by the engine (pass-through or invalid).
+    pub note: String,
+    pub decision: Option<Decision>,
+}
+
+/// Answers one AdmissionReview body.
+pub fn review(body: &[u8], ctx: &Context<'_>) -> Result<Answer, ReviewError> {
+    let doc: Value = serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+    let request = doc.get("request").filter(|r| r.is_object());
+    let uid = request
+        .and_then(|r| r.get("uid"))
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty());
+    let api_version = doc.get("apiVersion").and_then(Value::as_str);
+    let shape_error = match (api_version, doc.get("kind").and_then(Value::as_str)) {
+        (Some("admission.k8s.io/v1" | "admission.k8s.io/v1beta1"), Some("AdmissionReview")) => None,
+        (v, k) => Some(format!(
+            "expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, found {v:?} {k:?}"
+        )),
+    };
+    let (Some(request), Some(uid)) = (request, uid) else {
+        let why = shape_error.unwrap_or_else(|| "request.uid is missing".into());
+        return Err(ReviewError::NotAReview(why));
+    };
+    // With a uid in hand every problem is answered as an AdmissionReview, so
+    // the API server reports our message instead of a generic webhook failure.
+    let api_version = match api_version {
+        Some(v @ "admission.k8s.io/v1beta1") => v,
+        _ => "admission.k8s.io/v1",
+    };
+    let text = |field: &str| {
+        request
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let object = request.get("object").filter(|o| !o.is_null());
+    let generate_name = object
+        .and_then(|o| o.pointer("/metadata/generateName"))
+        .and_then(Value::as_str)
+        .map(|g| format!("{g}*"));
+    let mut answer = Answer {
+        body: Vec::new(),
+        kind: Kind::Allowed,
+        uid: uid.to_string(),
+        namespace: text("namespace").to_string(),
+        name: Some(text("name"))
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .or(generate_name)
+            .unwrap_or_default(),
+        operation: text("operation").to_string(),
+        dry_run: request
+            .get("dryRun")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        note: String::new(),
+        decision: None,
+    };
+    let mut response = match shape_error {
+        Some(why) => invalid(&mut answer, &why),
+        None => respond(request, object, &mut answer, ctx),
+    };
+    response.insert("uid".into(), Value::String(answer.uid.clone()));
+    let out = json!({
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "response": response,
+    });
+    answer.body = serde_json::to_vec(&out).unwrap_or_default();
+    Ok(answer)
+}
+
+fn respond(
+    request: &Value,
+    object: Option<&Value>,
+    answer: &mut Answer,
+    ctx: &Context<'_>,
+) -> Map<String, Value> {
+    let kind = request.get("kind");
+    let is_pod = kind.and_then(|k| k.get("kind")).and_then(Value::as_str) == Some("Pod")
+        && kind
+            .and_then(|k| k.get("group"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
+    let sub_resource = request
+        .get("subResource")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !is_pod || answer.operation != "CREATE" || !sub_resource.is_empty() {
+        answer.note = if !is_pod {
+            "not a Pod".into()
+        } else if !sub_resource.is_empty() {
+            format!("sub-resource {sub_resource}")
+        } else {
+            format!("operation {}", answer.operation)
+        };
+        return allowed();
+    }
+    let Some(pod) = object else {
+        return invalid(answer, "request.object is missing");
+    };
+    let namespace = ctx
+        .namespaces
+        .get(&answer.namespace)
+        .unwrap_or_else(|| Namespace {
+            name: answer.namespace.clone(),
+            ..Namespace::default()
+        });
+    let decided = engine::decide(&Input {
+        pod,
+        namespace: &namespace,
+        templates: ctx.templates,
+        capabilities: ctx.capabilities,
+        policy: ctx.policy,
+    });
+    let decision = match decided {
+        Ok(d) => d,
+        Err(EngineError::MalformedPod(m)) => {
+            return invalid(answer, &format!("malformed pod: {m}"));
+        }
+    };
+    let mut r = Map::new();
+    match &decision.outcome {
+        Outcome::Denied { message } => {
+            answer.kind = Kind::Denied;
+            r.insert("allowed".into(), Value::Bool(false));
+            r.insert(
+                "status".into(),
+                json!({ "code": 403, "reason": "Forbidden", "message": format!("tandem: {message}") }),
+            );
+        }
+        Outcome::Patched => {
+            answer.kind = Kind::Patched;
+            r.insert("allowed".into(), Value::Bool(true));
+            let patch = serde_json::to_vec(&decision.patch).unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+            r.insert("patchType".into(), Value::String("JSONPatch".into()));
+            r.insert("patch".into(), Value::String(encoded));
+        }
+        Outcome::Unchanged { .. } => {
+            r.insert("allowed".into(), Value::Bool(true));
+        }
+    }
+    let warnings = bounded_warnings(&decision.warnings);
+    if !warnings.is_empty() {
+        r.insert("warnings".into(), json!(warnings));
+    }
+    r.insert(
+        "auditAnnotations".into(),
+        json!({ "decision": decision.summary() }),
+    );
+    answer.decision = Some(decision);
+    r
+}
+
+fn allowed() -> Map<String, Value> {
+    let mut r = Map::new();
+    r.insert("allowed".into(), Value::Bool(true));
+    r
+}
+
+fn invalid(answer: &mut Answer, message: &str) -> Map<String, Value> {
+    answer.kind = Kind::Invalid;
+    answer.note = message.to_string();
+    let mut r = Map::new();
+    r.insert("allowed".into(), Value::Bool(false));
+    r.insert(
+        "status".into(),
+        json!({ "code": 400, "reason": "BadRequest", "message": format!("tandem: {message}") }),
+    );
+    r
+}
+
+/// Keeps warnings within the API server's total limit, saying so when some
+/// had to go.
+fn bounded_warnings(warnings: &[String]) -> Vec<&str> {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for w in warnings {
+        if total + w.len() > MAX_WARNINGS_BYTES - 64 {
+            out.push("tandem: more warnings omitted; run tandem explain for all of them");
+            break;
+        }
+        total += w.len();
+        out.push(w.as_str());
+    }
+    out
+}

@@ -1,0 +1,144 @@
+//! Prometheus metrics of `tandem serve`, in a registry owned by the server
+//! (no global state, so tests can run several servers in one process).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = [(&'static str, String); 1];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    injections: Family<Labels, Counter>,
+    skips: Family<Labels, Counter>,
+    duration: Histogram,
+    template_reloads: Family<Labels, Counter>,
+    certificate_reloads: Family<Labels, Counter>,
+    pub certificate_expiry: Gauge,
+    pub templates: Gauge,
+    pub native_sidecars: Gauge,
+}
+
+fn label(key: &'static str, value: &str) -> Labels {
+    [(key, value.to_string())]
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tandem");
+        let requests = Family::<Labels, Counter>::default();
+        let injections = Family::<Labels, Counter>::default();
+        let skips = Family::<Labels, Counter>::default();
+        let template_reloads = Family::<Labels, Counter>::default();
+        let certificate_reloads = Family::<Labels, Counter>::default();
+        // Sub-millisecond buckets: the engine answers in microseconds, and
+        // mutating webhooks run in sequence on every pod creation.
+        let duration = Histogram::new([
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        let certificate_expiry = Gauge::default();
+        let templates = Gauge::default();
+        let native_sidecars = Gauge::default();
+        registry.register(
+            "admission_requests",
+            "Admission reviews answered, by outcome (patched, allowed, denied, invalid)",
+            requests.clone(),
+        );
+        registry.register(
+            "injections",
+            "Templates injected, by template",
+            injections.clone(),
+        );
+        registry.register(
+            "skips",
+            "Pods or templates skipped, by reason",
+            skips.clone(),
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission review, body read to response",
+            duration.clone(),
+        );
+        registry.register(
+            "template_reloads",
+            "Template (re)loads, by result (success, failure)",
+            template_reloads.clone(),
+        );
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate (re)loads, by result (success, failure)",
+            certificate_reloads.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate, as a Unix time",
+            certificate_expiry.clone(),
+        );
+        registry.register("templates", "Templates in force", templates.clone());
+        registry.register(
+            "native_sidecars",
+            "1 when native sidecars are used, 0 when not",
+            native_sidecars.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            injections,
+            skips,
+            duration,
+            template_reloads,
+            certificate_reloads,
+            certificate_expiry,
+            templates,
+            native_sidecars,
+        }
+    }
+
+    pub fn request(&self, outcome: &str, seconds: f64) {
+        self.requests
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+        self.duration.observe(seconds);
+    }
+
+    pub fn injected(&self, template: &str) {
+        self.injections
+            .get_or_create(&label("template", template))
+            .inc();
+    }
+
+    pub fn skipped(&self, reason: &str) {
+        self.skips.get_or_create(&label("reason", reason)).inc();
+    }
+
+    pub fn template_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.template_reloads
+            .get_or_create(&label("result", result))
+            .inc();
+    }
+
+    pub fn certificate_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.certificate_reloads
+            .get_or_create(&label("result", result))
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,183 @@
+//! HTTP routes: `/mutate` on the TLS port; `/livez`, `/readyz`, `/metrics` on
+//! the admin port.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::AppState;
+use crate::admission::{self, Context, Kind};
+use crate::engine::Verdict;
+
+/// A client that sends its body slower than this is cut off.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn webhook(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .with_state(state)
+}
+
+pub fn admin(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn plain(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let start = Instant::now();
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        state
+            .metrics
+            .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type must be application/json".into(),
+        );
+    }
+    let limited = Limited::new(req.into_body(), state.max_body_bytes);
+    let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
+            state
+                .metrics
+                .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                let m = format!(
+                    "body larger than {} bytes (--max-body-bytes)",
+                    state.max_body_bytes
+                );
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, m);
+            }
+            return plain(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
+        }
+        Err(_) => {
+            state
+                .metrics
+                .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received in time".into(),
+            );
+        }
+    };
+    let templates = state.templates.load();
+    let capabilities = state.capabilities.load();
+    let ctx = Context {
+        templates: &templates,
+        namespaces: state.namespaces.as_ref(),
+        capabilities: &capabilities,
+        policy: &state.policy,
+    };
+    match admission::review(&body, &ctx) {
+        Ok(answer) => {
+            let seconds = start.elapsed().as_secs_f64();
+            state.metrics.request(answer.kind.as_str(), seconds);
+            record(&state, &answer, seconds);
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::from(answer.body),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            state
+                .metrics
+                .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
+            tracing::warn!(error = %e, "rejected a request that is not an AdmissionReview");
+            plain(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}
+
+/// Metrics and the one log line per admission.
+fn record(state: &AppState, answer: &admission::Answer, seconds: f64) {
+    let mut summary = answer.note.clone();
+    if let Some(d) = &answer.decision {
+        for t in &d.templates {
+            match &t.verdict {
+                Verdict::Injected { .. } => state.metrics.injected(&t.name),
+                Verdict::Skipped { reason } => state.metrics.skipped(reason),
+                Verdict::Missing => state.metrics.skipped("missing"),
+                _ => {}
+            }
+        }
+        if let crate::engine::Outcome::Unchanged { reason } = d.outcome {
+            if d.templates.is_empty() {
+                state.metrics.skipped(reason);
+            }
+        }
+        summary = d.summary();
+    }
+    tracing::info!(
+        uid = %answer.uid,
+        namespace = %answer.namespace,
+        name = %answer.name,
+        operation = %answer.operation,
+        dry_run = answer.dry_run,
+        outcome = answer.kind.as_str(),
+        decision = %summary,
+        duration_us = (seconds * 1e6) as u64,
+        "admission"
+    );
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut missing = Vec::new();
+    if !state.templates_ready.load(Ordering::Acquire) {
+        missing.push("templates");
+    }
+    if !state.certs.is_loaded() {
+        missing.push("certificate");
+    }
+    if state.shutting_down.load(Ordering::Acquire) {
+        missing.push("shutting down");
+    }
+    if missing.is_empty() {
+        plain(StatusCode::OK, "ready".into())
+    } else {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", missing.join(", ")),
+        )
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
