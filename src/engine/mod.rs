@@ -698,15 +698,18 @@ fn helpful_annotations(pod: &PodView<'_>, plan: &mut Plan) {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
+    let mut grew = false;
     for n in added {
         if !names.contains(&n) {
             names.push(n);
+            grew = true;
         }
     }
-    let value = names.join(",");
-    if value != existing {
+    // Rewritten only when a name is new: the user's spelling of a list that
+    // already names every volume (spaces, order) is left as it is.
+    if grew {
         plan.annotations
-            .push((SAFE_TO_EVICT_ANNOTATION.to_string(), value));
+            .push((SAFE_TO_EVICT_ANNOTATION.to_string(), names.join(",")));
     }
 }
 
