@@ -75,8 +75,51 @@ pub struct Answer {
     pub decision: Option<Decision>,
 }
 
-/// Answers one AdmissionReview body.
+/// Answers one AdmissionReview body for `/mutate`.
 pub fn review(body: &[u8], ctx: &Context<'_>) -> Result<Answer, ReviewError> {
+    answer(body, |request, object, answer| {
+        respond(request, object, answer, ctx)
+    })
+}
+
+/// Answers one AdmissionReview body for `/validate`: a SidecarTemplate is
+/// checked with the same validation as `tandem check`, so `kubectl apply`
+/// rejects what Tandem would reject, with the same message.
+pub fn validate_template(body: &[u8]) -> Result<Answer, ReviewError> {
+    answer(body, |request, object, answer| {
+        let kind = request
+            .pointer("/kind/kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if kind != crate::template::KIND || answer.operation == "DELETE" {
+            answer.note = format!("{kind} {} not checked", answer.operation);
+            return allowed();
+        }
+        let Some(object) = object else {
+            return invalid(answer, "request.object is missing");
+        };
+        let scope = crate::template::Scope::Namespace(answer.namespace.clone());
+        match crate::template::template_from_object(object, &answer.namespace, scope) {
+            Ok(_) => allowed(),
+            Err(message) => {
+                answer.kind = Kind::Denied;
+                answer.note = message.clone();
+                let mut r = Map::new();
+                r.insert("allowed".into(), Value::Bool(false));
+                r.insert(
+                    "status".into(),
+                    json!({ "code": 422, "reason": "Invalid", "message": format!("tandem: {message}") }),
+                );
+                r
+            }
+        }
+    })
+}
+
+fn answer(
+    body: &[u8],
+    respond: impl FnOnce(&Value, Option<&Value>, &mut Answer) -> Map<String, Value>,
+) -> Result<Answer, ReviewError> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     let request = doc.get("request").filter(|r| r.is_object());
     let uid = request
@@ -96,9 +139,10 @@ pub fn review(body: &[u8], ctx: &Context<'_>) -> Result<Answer, ReviewError> {
     };
     // With a uid in hand every problem is answered as an AdmissionReview, so
     // the API server reports our message instead of a generic webhook failure.
-    let api_version = match api_version {
-        Some(v @ "admission.k8s.io/v1beta1") => v,
-        _ => "admission.k8s.io/v1",
+    let api_version = if api_version == Some("admission.k8s.io/v1beta1") {
+        "admission.k8s.io/v1beta1"
+    } else {
+        "admission.k8s.io/v1"
     };
     let text = |field: &str| {
         request
@@ -131,7 +175,7 @@ pub fn review(body: &[u8], ctx: &Context<'_>) -> Result<Answer, ReviewError> {
     };
     let mut response = match shape_error {
         Some(why) => invalid(&mut answer, &why),
-        None => respond(request, object, &mut answer, ctx),
+        None => respond(request, object, &mut answer),
     };
     response.insert("uid".into(), Value::String(answer.uid.clone()));
     let out = json!({

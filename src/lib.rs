@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod patch;
 pub mod quantity;

@@ -314,35 +314,23 @@ async fn what_is_not_a_pod_create_passes_untouched() {
     let server = Server::start(Options::default());
     server.ready().await;
     let request: Value = serde_json::from_str(&fixture("admission-v1.36/create.json")).unwrap();
-    let variants: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        (
-            "DELETE",
-            Box::new(|v| v["request"]["operation"] = json!("DELETE")),
-        ),
-        (
-            "UPDATE",
-            Box::new(|v| v["request"]["operation"] = json!("UPDATE")),
-        ),
-        (
-            "CONNECT",
-            Box::new(|v| v["request"]["operation"] = json!("CONNECT")),
-        ),
-        (
-            "sub-resource",
-            Box::new(|v| v["request"]["subResource"] = json!("ephemeralcontainers")),
-        ),
-        (
-            "a Service",
-            Box::new(|v| {
-                v["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Service"})
-            }),
-        ),
+    type Change = fn(&mut Value);
+    let variants: Vec<(&str, Change)> = vec![
+        ("DELETE", |v| v["request"]["operation"] = json!("DELETE")),
+        ("UPDATE", |v| v["request"]["operation"] = json!("UPDATE")),
+        ("CONNECT", |v| v["request"]["operation"] = json!("CONNECT")),
+        ("sub-resource", |v| {
+            v["request"]["subResource"] = json!("ephemeralcontainers")
+        }),
+        ("a Service", |v| {
+            v["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Service"})
+        }),
         (
             "a Deployment",
-            Box::new(|v| {
+            |v| {
                 v["request"]["kind"] =
                     json!({"group": "apps", "version": "v1", "kind": "Deployment"})
-            }),
+            },
         ),
     ];
     let mut conn = server.client().connect().await.unwrap();
@@ -564,4 +552,50 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
         .await
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn validate_rejects_a_broken_sidecar_template_with_the_check_message() {
+    let server = Server::start(Options::default());
+    server.ready().await;
+    let template = json!({
+        "apiVersion": "tandem.dev/v1alpha1",
+        "kind": "SidecarTemplate",
+        "metadata": {"name": "log-shipper", "namespace": "team-a"},
+        "spec": {"pattern": "sidecar", "containers": [{"name": "log-shipper", "image": "fluent/fluent-bit:3.2.4"}]}
+    });
+    let review = |object: Value| {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "v-1",
+                "kind": {"group": "tandem.dev", "version": "v1alpha1", "kind": "SidecarTemplate"},
+                "namespace": "team-a",
+                "operation": "CREATE",
+                "object": object
+            }
+        })
+        .to_string()
+    };
+    let mut conn = server.client().connect().await.unwrap();
+    let ok = conn
+        .post_to("/validate", "application/json", review(template.clone()))
+        .await
+        .unwrap();
+    assert_eq!(ok.json()["response"]["allowed"], true, "{}", ok.text());
+    let mut broken = template.clone();
+    broken["spec"]["containers"][0]["imagePullPolicyy"] = json!("Always");
+    let reply = conn
+        .post_to("/validate", "application/json", review(broken))
+        .await
+        .unwrap();
+    let r: Value = reply.json();
+    assert_eq!(r["response"]["uid"], "v-1");
+    assert_eq!(r["response"]["allowed"], false);
+    let message = r["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.containers[0].imagePullPolicyy: unknown field"),
+        "{message}"
+    );
 }

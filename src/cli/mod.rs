@@ -6,6 +6,7 @@ mod explain;
 mod golden;
 mod inject;
 pub mod manifest;
+mod webhook_config;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +40,10 @@ pub enum Command {
     Test(golden::TestArgs),
     /// Serve the HTTPS admission webhook.
     Serve(crate::server::ServeArgs),
+    /// Print the SidecarTemplate CustomResourceDefinition.
+    Crd,
+    /// Print the webhook configurations for a service or URL, after checking they are safe.
+    WebhookConfig(webhook_config::WebhookConfigArgs),
 }
 
 /// Where templates come from.
@@ -212,6 +217,11 @@ pub fn run(command: Command) -> i32 {
         Command::Check(args) => check::run(&args),
         Command::Test(args) => golden::run(&args),
         Command::Serve(args) => serve(args),
+        Command::WebhookConfig(args) => webhook_config::run(&args),
+        Command::Crd => {
+            print!("{}", crate::cluster::crd::yaml());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => 0,

@@ -210,12 +210,12 @@ impl PodIndex {
                             )));
                         }
                     }
-                    if let Some(h) = host {
-                        if let Some(theirs) = self.host_ports.get(&(h, proto.clone())) {
-                            conflicts.push(Conflict(format!(
-                                "hostPort {h}/{proto} of {ours} is already used by {theirs}"
-                            )));
-                        }
+                    if let Some(h) = host
+                        && let Some(theirs) = self.host_ports.get(&(h, proto.clone()))
+                    {
+                        conflicts.push(Conflict(format!(
+                            "hostPort {h}/{proto} of {ours} is already used by {theirs}"
+                        )));
                     }
                 }
             }

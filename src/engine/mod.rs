@@ -675,13 +675,13 @@ fn record(status: &mut Status, t: &Template) {
 /// `kubectl` defaults to the first app container; the autoscaler may evict a
 /// pod whose only local volumes are the scratch space Tandem added.
 fn helpful_annotations(pod: &PodView<'_>, plan: &mut Plan) {
-    if pod.annotation(DEFAULT_CONTAINER_ANNOTATION).is_none() {
-        if let Some(first) = pod.containers.first() {
-            plan.annotations.push((
-                DEFAULT_CONTAINER_ANNOTATION.to_string(),
-                name_of(first).to_string(),
-            ));
-        }
+    if pod.annotation(DEFAULT_CONTAINER_ANNOTATION).is_none()
+        && let Some(first) = pod.containers.first()
+    {
+        plan.annotations.push((
+            DEFAULT_CONTAINER_ANNOTATION.to_string(),
+            name_of(first).to_string(),
+        ));
     }
     let added: Vec<&str> = plan
         .volumes

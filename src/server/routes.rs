@@ -23,6 +23,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn webhook(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
         .with_state(state)
 }
 
@@ -43,8 +44,8 @@ fn plain(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let start = Instant::now();
+/// Reads a JSON body within the size and time limits, or says why not.
+async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, Response> {
     let json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -55,38 +56,41 @@ async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         });
     if !json {
-        state
-            .metrics
-            .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
-        return plain(
+        return Err(plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content type must be application/json".into(),
-        );
+        ));
     }
     let limited = Limited::new(req.into_body(), state.max_body_bytes);
-    let body = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) => {
-            state
-                .metrics
-                .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                let m = format!(
-                    "body larger than {} bytes (--max-body-bytes)",
-                    state.max_body_bytes
-                );
-                return plain(StatusCode::PAYLOAD_TOO_LARGE, m);
-            }
-            return plain(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"));
-        }
-        Err(_) => {
-            state
-                .metrics
-                .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
-            return plain(
-                StatusCode::REQUEST_TIMEOUT,
-                "body not received in time".into(),
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let m = format!(
+                "body larger than {} bytes (--max-body-bytes)",
+                state.max_body_bytes
             );
+            Err(plain(StatusCode::PAYLOAD_TOO_LARGE, m))
+        }
+        Ok(Err(e)) => Err(plain(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read body: {e}"),
+        )),
+        Err(_) => Err(plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "body not received in time".into(),
+        )),
+    }
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let start = Instant::now();
+    let body = match read_body(&state, req).await {
+        Ok(b) => b,
+        Err(response) => {
+            state
+                .metrics
+                .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
+            return response;
         }
     };
     let templates = state.templates.load();
@@ -97,11 +101,27 @@ async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
         capabilities: &capabilities,
         policy: &state.policy,
     };
-    match admission::review(&body, &ctx) {
+    finish(&state, start, admission::review(&body, &ctx))
+}
+
+async fn validate(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let start = Instant::now();
+    match read_body(&state, req).await {
+        Ok(body) => finish(&state, start, admission::validate_template(&body)),
+        Err(response) => response,
+    }
+}
+
+fn finish(
+    state: &AppState,
+    start: Instant,
+    result: Result<admission::Answer, admission::ReviewError>,
+) -> Response {
+    match result {
         Ok(answer) => {
             let seconds = start.elapsed().as_secs_f64();
             state.metrics.request(answer.kind.as_str(), seconds);
-            record(&state, &answer, seconds);
+            record(state, &answer, seconds);
             (
                 [(header::CONTENT_TYPE, "application/json")],
                 Body::from(answer.body),
@@ -130,10 +150,10 @@ fn record(state: &AppState, answer: &admission::Answer, seconds: f64) {
                 _ => {}
             }
         }
-        if let crate::engine::Outcome::Unchanged { reason } = d.outcome {
-            if d.templates.is_empty() {
-                state.metrics.skipped(reason);
-            }
+        if let crate::engine::Outcome::Unchanged { reason } = d.outcome
+            && d.templates.is_empty()
+        {
+            state.metrics.skipped(reason);
         }
         summary = d.summary();
     }

@@ -80,13 +80,14 @@ pub fn lint<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<Lint> 
             }
         }
         for (i, v) in spec.volumes.iter().enumerate() {
-            if let Some(e) = &v.empty_dir {
-                if e.medium.as_deref() == Some("Memory") && e.size_limit.is_none() {
-                    push(
-                        format!("spec.volumes[{i}].emptyDir"),
-                        "medium Memory without sizeLimit: its bytes count against the writer's memory limit, unbounded",
-                    );
-                }
+            if let Some(e) = &v.empty_dir
+                && e.medium.as_deref() == Some("Memory")
+                && e.size_limit.is_none()
+            {
+                push(
+                    format!("spec.volumes[{i}].emptyDir"),
+                    "medium Memory without sizeLimit: its bytes count against the writer's memory limit, unbounded",
+                );
             }
         }
     }

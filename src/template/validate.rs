@@ -78,10 +78,10 @@ pub fn validate(
                 format!("duplicate volume {:?}", v.name),
             );
         }
-        if let Some(limit) = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref()) {
-            if let Err(m) = Quantity::parse(&limit.0) {
-                errs.push(format!("{field}.emptyDir.sizeLimit"), m);
-            }
+        if let Some(limit) = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref())
+            && let Err(m) = Quantity::parse(&limit.0)
+        {
+            errs.push(format!("{field}.emptyDir.sizeLimit"), m);
         }
     }
 

@@ -330,7 +330,17 @@ impl Conn {
         content_type: &str,
         body: impl Into<Bytes>,
     ) -> Result<Reply, hyper::Error> {
-        let req = hyper::Request::post("/mutate?timeout=10s")
+        self.post_to("/mutate?timeout=10s", content_type, body)
+            .await
+    }
+
+    pub async fn post_to(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, hyper::Error> {
+        let req = hyper::Request::post(path)
             .header("host", "localhost")
             .header("content-type", content_type)
             .body(Full::new(body.into()))

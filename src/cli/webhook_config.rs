@@ -1,0 +1,88 @@
+//! `tandem webhook-config`: the MutatingWebhookConfiguration and
+//! ValidatingWebhookConfiguration for a service or URL, self-checked.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::cluster::webhook::{self, Endpoint, Params, Scope};
+
+#[derive(Args, Debug)]
+pub struct WebhookConfigArgs {
+    /// Service in front of Tandem.
+    #[arg(long, default_value = "tandem")]
+    pub service: String,
+    /// Service port.
+    #[arg(long, default_value_t = 443)]
+    pub port: i32,
+    /// Call this URL instead of a Service (e.g. https://tandem.example:8443).
+    #[arg(long, conflicts_with = "service")]
+    pub url: Option<String>,
+    /// PEM file of the CA that signed Tandem's serving certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca_bundle_file: Option<PathBuf>,
+    /// Tandem's own namespace (never injected).
+    #[arg(long, default_value = "tandem-system")]
+    pub namespace: String,
+    /// opt-in (namespaces labelled tandem.dev/injection=enabled) or cluster-wide.
+    #[arg(long, default_value = "opt-in", value_parser = ["opt-in", "cluster-wide"])]
+    pub mode: String,
+    /// Ignore (fail open; pair with the shipped ValidatingAdmissionPolicy) or Fail.
+    #[arg(long, default_value = "Ignore", value_parser = ["Ignore", "Fail"])]
+    pub failure_policy: String,
+    #[arg(long, default_value_t = 5)]
+    pub timeout_seconds: i32,
+    /// More namespaces to exclude (repeatable).
+    #[arg(long = "exclude-namespace", value_name = "NAME")]
+    pub exclude_namespaces: Vec<String>,
+}
+
+pub fn run(args: &WebhookConfigArgs) -> Result<(), CliError> {
+    let ca_bundle = match &args.ca_bundle_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| CliError::Input {
+            path: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?),
+        None => None,
+    };
+    let endpoint = match &args.url {
+        Some(url) => Endpoint::Url(url.clone()),
+        None => Endpoint::Service {
+            name: args.service.clone(),
+            namespace: args.namespace.clone(),
+            port: args.port,
+        },
+    };
+    let params = Params {
+        endpoint,
+        ca_bundle,
+        namespace: args.namespace.clone(),
+        scope: if args.mode == "cluster-wide" {
+            Scope::ClusterWide
+        } else {
+            Scope::OptIn
+        },
+        failure_policy: args.failure_policy.clone(),
+        timeout_seconds: args.timeout_seconds,
+        excluded_namespaces: args.exclude_namespaces.clone(),
+    };
+    let mutating = webhook::mutating(&params);
+    let problems = webhook::check_mutating(&mutating, &args.namespace);
+    if !problems.is_empty() {
+        return Err(CliError::Failed(format!(
+            "refusing an unsafe configuration:\n  {}",
+            problems.join("\n  ")
+        )));
+    }
+    let validating = webhook::validating(&params);
+    let docs = [
+        serde_json::to_value(&mutating).unwrap_or_default(),
+        serde_json::to_value(&validating).unwrap_or_default(),
+    ];
+    print!(
+        "{}",
+        super::manifest::render(super::manifest::Format::Yaml, &docs)
+    );
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The shipped manifests: the CRD equals `tandem crd`, every object is a valid
+//! Kubernetes object with no unknown fields, and the webhook configuration
+//! passes the same self-checks as `tandem webhook-config`.
+
+use std::path::Path;
+use std::process::Command;
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tandem::cluster::webhook::check_mutating;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn tandem(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn committed_crds_equal_tandem_crd() {
+    let (ok, generated, _) = tandem(&["crd"]);
+    assert!(ok);
+    for path in ["deploy/base/crd.yaml", "charts/tandem/crds/crd.yaml"] {
+        let committed = std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap();
+        assert!(
+            committed == generated,
+            "{path} is stale: run `tandem crd > {path}`"
+        );
+    }
+}
+
+/// Keys in `raw` that the typed value lost: fields Kubernetes would not know.
+fn unknown(raw: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (raw, typed) {
+        (Value::Object(r), Value::Object(t)) => {
+            for (k, v) in r {
+                match t.get(k) {
+                    Some(tv) => unknown(v, tv, &format!("{path}.{k}"), out),
+                    None if v.is_null() => {}
+                    None => out.push(format!("{path}.{k}")),
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(t)) => {
+            for (i, (rv, tv)) in r.iter().zip(t).enumerate() {
+                unknown(rv, tv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn strict<T: DeserializeOwned + serde::Serialize>(doc: &Value, file: &str) -> T {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let mut lost = Vec::new();
+    unknown(doc, &serde_json::to_value(&typed).unwrap(), "", &mut lost);
+    assert!(lost.is_empty(), "{file}: unknown fields {lost:?}");
+    typed
+}
+
+#[test]
+fn base_objects_are_valid_kubernetes_objects() {
+    use k8s_openapi::api::admissionregistration::v1 as adm;
+    use k8s_openapi::api::{
+        apps::v1 as apps, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,
+    };
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    let base = Path::new(ROOT).join("deploy/base");
+    let kustomization: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(base.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let mut kinds = Vec::new();
+    for file in kustomization["resources"].as_array().unwrap() {
+        let file = file.as_str().unwrap();
+        let text = std::fs::read_to_string(base.join(file)).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for doc in docs.into_iter().filter(|d| !d.is_null()) {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            match kind.as_str() {
+                "Namespace" => drop(strict::<core::Namespace>(&doc, file)),
+                "ServiceAccount" => drop(strict::<core::ServiceAccount>(&doc, file)),
+                "Service" => drop(strict::<core::Service>(&doc, file)),
+                "ClusterRole" => drop(strict::<rbac::ClusterRole>(&doc, file)),
+                "ClusterRoleBinding" => drop(strict::<rbac::ClusterRoleBinding>(&doc, file)),
+                "Role" => drop(strict::<rbac::Role>(&doc, file)),
+                "RoleBinding" => drop(strict::<rbac::RoleBinding>(&doc, file)),
+                "Deployment" => {
+                    let d: apps::Deployment = strict(&doc, file);
+                    let spec = d.spec.unwrap();
+                    assert!(spec.replicas.unwrap_or(1) >= 2, "2+ replicas");
+                    let pod = spec.template.spec.unwrap();
+                    let c = &pod.containers[0];
+                    let sc = c.security_context.clone().unwrap();
+                    assert_eq!(sc.read_only_root_filesystem, Some(true));
+                    assert_eq!(sc.allow_privilege_escalation, Some(false));
+                    assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
+                }
+                "PodDisruptionBudget" => drop(strict::<policy::PodDisruptionBudget>(&doc, file)),
+                "MutatingWebhookConfiguration" => {
+                    let m: MutatingWebhookConfiguration = strict(&doc, file);
+                    let problems = check_mutating(&m, "tandem-system");
+                    assert!(problems.is_empty(), "{file}: {problems:?}");
+                }
+                "ValidatingWebhookConfiguration" => {
+                    drop(strict::<adm::ValidatingWebhookConfiguration>(&doc, file))
+                }
+                "ValidatingAdmissionPolicy" => {
+                    drop(strict::<adm::ValidatingAdmissionPolicy>(&doc, file))
+                }
+                "ValidatingAdmissionPolicyBinding" => {
+                    drop(strict::<adm::ValidatingAdmissionPolicyBinding>(&doc, file))
+                }
+                "CustomResourceDefinition" => drop(strict::<CustomResourceDefinition>(&doc, file)),
+                "Issuer" | "Certificate" => assert_eq!(doc["apiVersion"], "cert-manager.io/v1"),
+                other => panic!("{file}: unexpected kind {other}"),
+            }
+            kinds.push(kind);
+        }
+    }
+    for needed in [
+        "CustomResourceDefinition",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == needed),
+            "deploy/base lacks a {needed}"
+        );
+    }
+}
+
+#[test]
+fn webhook_config_output_is_valid_and_unsafe_configurations_are_refused() {
+    for mode in ["opt-in", "cluster-wide"] {
+        let (ok, out, err) = tandem(&[
+            "webhook-config",
+            "--mode",
+            mode,
+            "--namespace",
+            "tandem-system",
+        ]);
+        assert!(ok, "{err}");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
+        let m: MutatingWebhookConfiguration = strict(&docs[0], "webhook-config");
+        assert!(check_mutating(&m, "tandem-system").is_empty());
+        let _: k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration =
+            strict(&docs[1], "webhook-config");
+    }
+    let (ok, _, err) = tandem(&["webhook-config", "--timeout-seconds", "30"]);
+    assert!(!ok && err.contains("timeoutSeconds"), "{err}");
+
+    // A configuration that would send Tandem's own namespace through Tandem.
+    let (_, out, _) = tandem(&["webhook-config", "--namespace", "tandem-system"]);
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
+    let mut m: MutatingWebhookConfiguration = serde_json::from_value(docs[0].clone()).unwrap();
+    let webhooks = m.webhooks.as_mut().unwrap();
+    webhooks[0].namespace_selector = None;
+    let problems = check_mutating(&m, "tandem-system");
+    assert!(
+        problems.iter().any(|p| p.contains("tandem-system")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("kube-system")),
+        "{problems:?}"
+    );
+}
