@@ -120,7 +120,7 @@ fn answer(
     body: &[u8],
     respond: impl FnOnce(&Value, Option<&Value>, &mut Answer) -> Map<String, Value>,
 ) -> Result<Answer, ReviewError> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+    let doc = parse_review(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     let request = doc.get("request").filter(|r| r.is_object());
     let uid = request
         .and_then(|r| r.get("uid"))
@@ -303,4 +303,98 @@ fn bounded_warnings(warnings: &[String]) -> Vec<&str> {
         out.push(w.as_str());
     }
     out
+}
+
+/// Parses a review body, dropping `metadata.managedFields` on the way: it is
+/// often half of a pod's JSON, and nothing Tandem decides or patches reads it.
+fn parse_review(body: &[u8]) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = Lean { metadata: false }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// A `Value` deserializer that skips `managedFields` inside `metadata` objects.
+struct Lean {
+    metadata: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Lean {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Lean {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element_seed(Lean { metadata: false })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if self.metadata && key == "managedFields" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let metadata = key == "metadata";
+            out.insert(key, map.next_value_seed(Lean { metadata })?);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_review_drops_only_managed_fields_of_metadata() {
+        let body = br#"{"a":{"metadata":{"name":"x","managedFields":[{"f":1}]},"managedFields":2},"n":[1,-2,3.5,true,null,"s"]}"#;
+        let v = parse_review(body).unwrap();
+        assert_eq!(v["a"]["metadata"], json!({"name": "x"}));
+        assert_eq!(v["a"]["managedFields"], 2, "only inside metadata");
+        assert_eq!(v["n"], json!([1, -2, 3.5, true, null, "s"]));
+    }
+
+    #[test]
+    fn parse_review_is_stack_safe_and_strict() {
+        assert!(parse_review("[".repeat(100_000).as_bytes()).is_err());
+        assert!(parse_review(b"{} trailing").is_err());
+        assert!(parse_review(b"{\"a\":1,}").is_err());
+    }
 }

@@ -7,8 +7,6 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Map, Value};
 
-use crate::engine::conflicts::AppAdditions;
-
 /// Everything a decision adds, gathered before the operations are built so
 /// that several templates adding to the same absent array create it once.
 #[derive(Default)]
@@ -19,9 +17,17 @@ pub struct Plan {
     pub init_back: Vec<Value>,
     pub containers: Vec<Value>,
     pub volumes: Vec<Value>,
-    pub app: BTreeMap<usize, AppAdditions>,
+    pub app: BTreeMap<usize, AppExtra>,
     /// Annotations to set (only those whose value changes).
     pub annotations: Vec<(String, String)>,
+}
+
+/// What one app container gets.
+#[derive(Default)]
+pub struct AppExtra {
+    pub volume_mounts: Vec<Value>,
+    pub env: Vec<Value>,
+    pub env_from: Vec<Value>,
 }
 
 impl Plan {

@@ -1,8 +1,13 @@
 //! Conflicts are found before any patch is built: container names across
 //! containers and initContainers, volume names, ports in the shared network
 //! namespace, mountPaths inside each container and env names.
+//!
+//! The index borrows from the pod and the templates and describes owners
+//! lazily: it is built for every admission, and pods with thousands of env
+//! vars or a hundred containers must stay cheap.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use serde_json::Value;
 
@@ -11,18 +16,73 @@ use crate::template::Template;
 
 /// One collision, naming both sides.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Conflict(pub String);
+pub struct Conflict {
+    /// What collides: `port 2020/TCP`, `env DATABASE_URL`.
+    pub subject: String,
+    /// The template side: `template log-shipper container "fluent-bit"`.
+    pub ours: String,
+    /// How: `is already used by`.
+    pub relation: &'static str,
+    /// The pod side: `container "app"`.
+    pub theirs: String,
+}
 
-impl std::fmt::Display for Conflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Conflict {
+    fn new(
+        subject: String,
+        ours: impl fmt::Display,
+        relation: &'static str,
+        theirs: impl fmt::Display,
+    ) -> Self {
+        Conflict {
+            subject,
+            ours: ours.to_string(),
+            relation,
+            theirs: theirs.to_string(),
+        }
+    }
+
+    /// Without the template side, for warnings that already name the template
+    /// and must stay under 120 characters.
+    pub fn short(&self) -> String {
+        format!("{} {} {}", self.subject, self.relation, self.theirs)
     }
 }
 
-type PortKey = (i64, String);
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} {} {}",
+            self.subject, self.ours, self.relation, self.theirs
+        )
+    }
+}
+
+/// Who holds a name, a port or a volume, for messages.
+#[derive(Clone, Copy, Debug)]
+enum Owner<'a> {
+    Container(&'a str),
+    InitContainer(&'a str),
+    PodVolume(&'a str),
+    TemplateContainer(&'a str, &'a str),
+    TemplateVolume(&'a str, &'a str),
+}
+
+impl fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Container(n) => write!(f, "container {n:?}"),
+            Owner::InitContainer(n) => write!(f, "init container {n:?}"),
+            Owner::PodVolume(n) => write!(f, "the pod's volume {n:?}"),
+            Owner::TemplateContainer(t, c) => write!(f, "template {t} container {c:?}"),
+            Owner::TemplateVolume(t, v) => write!(f, "template {t}'s volume {v:?}"),
+        }
+    }
+}
 
 /// When a container runs, which decides whose ports it can meet.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Run-to-completion init containers run one at a time.
     Init,
@@ -35,125 +95,131 @@ fn overlap(a: Phase, b: Phase) -> bool {
     a == Phase::Sidecar || b == Phase::Sidecar || (a == Phase::App && b == Phase::App)
 }
 
+type PortKey<'a> = (i64, &'a str);
+
 /// What the pod holds so far: the input pod plus every template accepted
 /// earlier in the same decision.
-pub struct PodIndex {
-    names: HashMap<String, String>,
-    volumes: HashMap<String, (Value, String)>,
-    ports: HashMap<PortKey, Vec<(Phase, String)>>,
-    host_ports: HashMap<PortKey, String>,
-    pub apps: Vec<AppState>,
+pub struct PodIndex<'a> {
+    names: HashMap<&'a str, Owner<'a>>,
+    volumes: HashMap<&'a str, (&'a Value, Owner<'a>)>,
+    ports: HashMap<PortKey<'a>, Vec<(Phase, Owner<'a>)>>,
+    host_ports: HashMap<PortKey<'a>, Owner<'a>>,
+    pub apps: Vec<AppState<'a>>,
 }
 
-/// An app container as the engine may change it.
-pub struct AppState {
+/// An app container: what it had, plus what earlier templates added.
+pub struct AppState<'a> {
     pub index: usize,
-    pub name: String,
-    mounts: HashMap<String, Value>,
-    env: HashMap<String, Value>,
-    env_from: Vec<Value>,
+    pub name: &'a str,
+    container: &'a Value,
+    added_mounts: Vec<&'a Value>,
+    added_env: Vec<&'a Value>,
+    added_env_from: Vec<&'a Value>,
 }
 
-/// What one template adds to the pod beyond its own containers.
+impl<'a> AppState<'a> {
+    fn all<'s>(
+        &'s self,
+        field: &str,
+        added: &'s [&'a Value],
+    ) -> impl Iterator<Item = &'a Value> + 's {
+        list(self.container, field)
+            .iter()
+            .chain(added.iter().copied())
+    }
+}
+
+/// What one template adds to the pod beyond its own containers, borrowed from
+/// the template.
 #[derive(Default)]
-pub struct Additions {
-    pub volumes: Vec<Value>,
+pub struct Additions<'a> {
+    pub volumes: Vec<&'a Value>,
     /// Per app container index: mounts, env, envFrom to append.
-    pub app: Vec<(usize, AppAdditions)>,
+    pub app: Vec<(usize, AppAdditions<'a>)>,
 }
 
 #[derive(Default)]
-pub struct AppAdditions {
-    pub volume_mounts: Vec<Value>,
-    pub env: Vec<Value>,
-    pub env_from: Vec<Value>,
+pub struct AppAdditions<'a> {
+    pub volume_mounts: Vec<&'a Value>,
+    pub env: Vec<&'a Value>,
+    pub env_from: Vec<&'a Value>,
 }
 
-fn ports_of(c: &Value) -> impl Iterator<Item = (Option<i64>, Option<i64>, String)> + '_ {
-    c.get("ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-            (
-                p.get("containerPort").and_then(Value::as_i64),
-                p.get("hostPort")
-                    .and_then(Value::as_i64)
-                    .filter(|&h| h != 0),
-                proto.to_string(),
-            )
-        })
+/// (containerPort, hostPort, protocol) of a container's ports.
+fn ports_of(c: &Value) -> impl Iterator<Item = (Option<i64>, Option<i64>, &str)> {
+    list(c, "ports").iter().map(|p| {
+        (
+            p.get("containerPort").and_then(Value::as_i64),
+            p.get("hostPort")
+                .and_then(Value::as_i64)
+                .filter(|&h| h != 0),
+            p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"),
+        )
+    })
 }
 
-fn list<'a>(c: &'a Value, field: &str) -> &'a [Value] {
+fn list<'v>(c: &'v Value, field: &str) -> &'v [Value] {
     c.get(field)
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default()
 }
 
-fn mount_path(m: &Value) -> String {
+fn mount_path(m: &Value) -> &str {
     let p = m
         .get("mountPath")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    p.trim_end_matches('/').to_string()
+    p.trim_end_matches('/')
 }
 
-impl PodIndex {
-    pub fn new(pod: &PodView<'_>) -> PodIndex {
+impl<'a> PodIndex<'a> {
+    pub fn new(pod: &PodView<'a>) -> PodIndex<'a> {
         let mut index = PodIndex {
             names: HashMap::new(),
             volumes: HashMap::new(),
             ports: HashMap::new(),
             host_ports: HashMap::new(),
-            apps: Vec::new(),
+            apps: Vec::with_capacity(pod.containers.len()),
         };
         for v in pod.volumes.unwrap_or_default() {
-            let owner = format!("the pod's volume {:?}", name_of(v));
             index
                 .volumes
-                .insert(name_of(v).to_string(), (v.clone(), owner));
+                .insert(name_of(v), (v, Owner::PodVolume(name_of(v))));
         }
         for c in pod.init_containers.unwrap_or_default() {
-            let owner = format!("init container {:?}", name_of(c));
             let phase = if is_native_sidecar(c) {
                 Phase::Sidecar
             } else {
                 Phase::Init
             };
-            index.add_container(c, &owner, phase);
+            index.add_container(c, Owner::InitContainer(name_of(c)), phase);
         }
         for (i, c) in pod.containers.iter().enumerate() {
-            let owner = format!("container {:?}", name_of(c));
-            index.add_container(c, &owner, Phase::App);
+            index.add_container(c, Owner::Container(name_of(c)), Phase::App);
             index.apps.push(AppState {
                 index: i,
-                name: name_of(c).to_string(),
-                mounts: list(c, "volumeMounts")
-                    .iter()
-                    .map(|m| (mount_path(m), m.clone()))
-                    .collect(),
-                env: list(c, "env")
-                    .iter()
-                    .map(|e| (name_of(e).to_string(), e.clone()))
-                    .collect(),
-                env_from: list(c, "envFrom").to_vec(),
+                name: name_of(c),
+                container: c,
+                added_mounts: Vec::new(),
+                added_env: Vec::new(),
+                added_env_from: Vec::new(),
             });
         }
         index
     }
 
-    fn add_container(&mut self, c: &Value, owner: &str, phase: Phase) {
-        self.names.insert(name_of(c).to_string(), owner.to_string());
+    fn add_container(&mut self, c: &'a Value, owner: Owner<'a>, phase: Phase) {
+        self.names.insert(name_of(c), owner);
         for (port, host, proto) in ports_of(c) {
             if let Some(p) = port {
-                let owners = self.ports.entry((p, proto.clone())).or_default();
-                owners.push((phase, owner.to_string()));
+                self.ports
+                    .entry((p, proto))
+                    .or_default()
+                    .push((phase, owner));
             }
             if let Some(h) = host {
-                self.host_ports.insert((h, proto), owner.to_string());
+                self.host_ports.insert((h, proto), owner);
             }
         }
     }
@@ -163,18 +229,22 @@ impl PodIndex {
     /// at `targets`. Nothing is recorded until `commit`.
     pub fn check(
         &self,
-        t: &Template,
+        t: &'a Template,
         native: bool,
         targets: &[usize],
-    ) -> Result<Additions, Vec<Conflict>> {
+    ) -> Result<Additions<'a>, Vec<Conflict>> {
         let mut conflicts = Vec::new();
         let mut add = Additions::default();
         let tname = &t.name;
         for name in t.container_names() {
             if let Some(owner) = self.names.get(name) {
-                conflicts.push(Conflict(format!(
-                    "container {name:?} of template {tname} has the name of {owner}"
-                )));
+                let subject = format!("container name {name:?}");
+                conflicts.push(Conflict::new(
+                    subject,
+                    format_args!("template {tname}"),
+                    "is already used by",
+                    owner,
+                ));
             }
         }
         for v in &t.rendered.volumes {
@@ -182,11 +252,17 @@ impl PodIndex {
             match self.volumes.get(name) {
                 // The same definition is a volume shared on purpose (two
                 // templates both using `app-logs`): reuse it.
-                Some((existing, _)) if existing == v => {}
-                Some((_, owner)) => conflicts.push(Conflict(format!(
-                    "volume {name:?} of template {tname} differs from {owner}"
-                ))),
-                None => add.volumes.push(v.clone()),
+                Some((existing, _)) if *existing == v => {}
+                Some((_, owner)) => {
+                    let subject = format!("volume {name:?}");
+                    conflicts.push(Conflict::new(
+                        subject,
+                        format_args!("template {tname}"),
+                        "differs from",
+                        owner,
+                    ))
+                }
+                None => add.volumes.push(v),
             }
         }
         let long_running = if native { Phase::Sidecar } else { Phase::App };
@@ -196,26 +272,30 @@ impl PodIndex {
         ];
         for (containers, phase) in groups {
             for c in containers.iter() {
-                let ours = format!("template {tname} container {:?}", name_of(c));
+                let ours = Owner::TemplateContainer(tname, name_of(c));
                 for (port, host, proto) in ports_of(c) {
                     if let Some(p) = port {
-                        let owners = self.ports.get(&(p, proto.clone()));
-                        let clash = owners
-                            .into_iter()
-                            .flatten()
-                            .find(|(their_phase, _)| overlap(phase, *their_phase));
-                        if let Some((_, theirs)) = clash {
-                            conflicts.push(Conflict(format!(
-                                "port {p}/{proto} of {ours} is already used by {theirs}"
-                            )));
+                        let owners = self
+                            .ports
+                            .get(&(p, proto))
+                            .map(Vec::as_slice)
+                            .unwrap_or_default();
+                        if let Some((_, theirs)) =
+                            owners.iter().find(|(their, _)| overlap(phase, *their))
+                        {
+                            let subject = format!("port {p}/{proto}");
+                            conflicts.push(Conflict::new(
+                                subject,
+                                ours,
+                                "is already used by",
+                                theirs,
+                            ));
                         }
                     }
-                    if let Some(h) = host
-                        && let Some(theirs) = self.host_ports.get(&(h, proto.clone()))
-                    {
-                        conflicts.push(Conflict(format!(
-                            "hostPort {h}/{proto} of {ours} is already used by {theirs}"
-                        )));
+                    if let Some(theirs) = host.and_then(|h| self.host_ports.get(&(h, proto))) {
+                        let h = host.unwrap_or_default();
+                        let subject = format!("hostPort {h}/{proto}");
+                        conflicts.push(Conflict::new(subject, ours, "is already used by", theirs));
                     }
                 }
             }
@@ -225,30 +305,36 @@ impl PodIndex {
             let mut extra = AppAdditions::default();
             for m in &t.rendered.app_volume_mounts {
                 let path = mount_path(m);
-                match app.mounts.get(&path) {
+                match app
+                    .all("volumeMounts", &app.added_mounts)
+                    .find(|e| mount_path(e) == path)
+                {
                     Some(existing) if existing == m => {}
-                    Some(existing) => conflicts.push(Conflict(format!(
-                        "mountPath {path} of template {tname} is taken by volume {:?} in container {:?}",
-                        name_of(existing),
-                        app.name
-                    ))),
-                    None => extra.volume_mounts.push(m.clone()),
+                    Some(existing) => conflicts.push(Conflict::new(
+                        format!("mountPath {path}"),
+                        format_args!("template {tname}"),
+                        "is already used in",
+                        format_args!("container {:?} by volume {:?}", app.name, name_of(existing)),
+                    )),
+                    None => extra.volume_mounts.push(m),
                 }
             }
             for e in &t.rendered.app_env {
                 let name = name_of(e);
-                match app.env.get(name) {
+                match app.all("env", &app.added_env).find(|x| name_of(x) == name) {
                     Some(existing) if existing == e => {}
-                    Some(_) => conflicts.push(Conflict(format!(
-                        "env {name} of template {tname} is already set differently in container {:?}",
-                        app.name
-                    ))),
-                    None => extra.env.push(e.clone()),
+                    Some(_) => conflicts.push(Conflict::new(
+                        format!("env {name}"),
+                        format_args!("template {tname}"),
+                        "is already set differently in",
+                        format_args!("container {:?}", app.name),
+                    )),
+                    None => extra.env.push(e),
                 }
             }
             for e in &t.rendered.app_env_from {
-                if !app.env_from.contains(e) {
-                    extra.env_from.push(e.clone());
+                if !app.all("envFrom", &app.added_env_from).any(|x| x == e) {
+                    extra.env_from.push(e);
                 }
             }
             if !(extra.volume_mounts.is_empty()
@@ -266,32 +352,29 @@ impl PodIndex {
     }
 
     /// Records an accepted template so later templates are checked against it.
-    pub fn commit(&mut self, t: &Template, native: bool, add: &Additions) {
+    pub fn commit(&mut self, t: &'a Template, native: bool, add: &Additions<'a>) {
         for c in &t.rendered.init_containers {
-            let owner = format!("template {} container {:?}", t.name, name_of(c));
-            self.add_container(c, &owner, Phase::Init);
+            self.add_container(
+                c,
+                Owner::TemplateContainer(&t.name, name_of(c)),
+                Phase::Init,
+            );
         }
+        let phase = if native { Phase::Sidecar } else { Phase::App };
         for c in &t.rendered.containers {
-            let owner = format!("template {} container {:?}", t.name, name_of(c));
-            let phase = if native { Phase::Sidecar } else { Phase::App };
-            self.add_container(c, &owner, phase);
+            self.add_container(c, Owner::TemplateContainer(&t.name, name_of(c)), phase);
         }
         for v in &add.volumes {
-            let owner = format!("template {}'s volume {:?}", t.name, name_of(v));
             self.volumes
-                .insert(name_of(v).to_string(), (v.clone(), owner));
+                .insert(name_of(v), (v, Owner::TemplateVolume(&t.name, name_of(v))));
         }
         for (i, extra) in &add.app {
             let Some(app) = self.apps.iter_mut().find(|a| a.index == *i) else {
                 continue;
             };
-            for m in &extra.volume_mounts {
-                app.mounts.insert(mount_path(m), m.clone());
-            }
-            for e in &extra.env {
-                app.env.insert(name_of(e).to_string(), e.clone());
-            }
-            app.env_from.extend(extra.env_from.iter().cloned());
+            app.added_mounts.extend(&extra.volume_mounts);
+            app.added_env.extend(&extra.env);
+            app.added_env_from.extend(&extra.env_from);
         }
     }
 }

@@ -395,6 +395,15 @@ pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
     }
 
     if !denials.is_empty() {
+        // Nothing is patched into a denied pod, so nothing was injected.
+        for t in &mut d.templates {
+            if let Verdict::Injected { .. } = t.verdict {
+                t.verdict = Verdict::Skipped {
+                    reason: "pod-denied",
+                };
+                t.why.push_str("; not applied: the pod is denied");
+            }
+        }
         d.outcome = Outcome::Denied {
             message: denials.join("; "),
         };
@@ -472,12 +481,12 @@ pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
 
 /// Decides one template and, when it is injected, adds it to the plan.
 #[allow(clippy::too_many_arguments)]
-fn consider(
-    t: &Template,
-    pod: &PodView<'_>,
+fn consider<'a>(
+    t: &'a Template,
+    pod: &PodView<'a>,
     caps: &Capabilities,
     status: &Status,
-    index: &mut PodIndex,
+    index: &mut PodIndex<'a>,
     plan: &mut Plan,
     d: &mut Decision,
     denials: &mut Vec<String>,
@@ -543,7 +552,10 @@ fn consider(
         Err(conflicts) => {
             let list = join(&conflicts);
             if dry_run {
-                d.warn(format!("dry run: {name} would conflict: {}", conflicts[0]));
+                d.warn(format!(
+                    "dry run: {name} would conflict: {}",
+                    conflicts[0].short()
+                ));
                 return (
                     Verdict::DryRun { placement },
                     format!("dry run; would conflict: {list}"),
@@ -556,7 +568,7 @@ fn consider(
                     format!("conflict, onConflict fail: {list}"),
                 );
             }
-            d.warn(format!("{name} skipped: {}", conflicts[0]));
+            d.warn(format!("{name} skipped: {}", conflicts[0].short()));
             return (
                 Verdict::Skipped { reason: "conflict" },
                 format!("conflict: {list}"),
@@ -568,10 +580,7 @@ fn consider(
         Placement::Classic => "classic sidecar appended to containers".to_string(),
         Placement::InitOnly => format!("init containers, {}", position_text(t.spec.position)),
     };
-    let target_names: Vec<&str> = targets
-        .iter()
-        .map(|&i| index.apps[i].name.as_str())
-        .collect();
+    let target_names: Vec<&str> = targets.iter().map(|&i| index.apps[i].name).collect();
     if !t.spec.app.is_empty() {
         why.push_str(&format!("; app additions to {}", target_names.join(",")));
     }
@@ -607,12 +616,14 @@ fn consider(
         Position::BeforeUserInit => plan.init_front.extend(init),
         Position::AfterUserInit => plan.init_back.extend(init),
     }
-    plan.volumes.extend(additions.volumes);
+    plan.volumes.extend(additions.volumes.into_iter().cloned());
     for (i, extra) in additions.app {
         let entry = plan.app.entry(i).or_default();
-        entry.volume_mounts.extend(extra.volume_mounts);
-        entry.env.extend(extra.env);
-        entry.env_from.extend(extra.env_from);
+        entry
+            .volume_mounts
+            .extend(extra.volume_mounts.into_iter().cloned());
+        entry.env.extend(extra.env.into_iter().cloned());
+        entry.env_from.extend(extra.env_from.into_iter().cloned());
     }
     (Verdict::Injected { placement }, why)
 }
@@ -643,7 +654,7 @@ fn targets(t: &Template, index: &PodIndex) -> (Vec<usize>, Option<String>) {
         .apps
         .iter()
         .enumerate()
-        .filter(|(_, a)| patterns.is_empty() || patterns.iter().any(|p| glob(p, &a.name)))
+        .filter(|(_, a)| patterns.is_empty() || patterns.iter().any(|p| glob(p, a.name)))
         .map(|(i, _)| i)
         .collect();
     let note = (chosen.is_empty() && !patterns.is_empty()).then(|| {

@@ -29,12 +29,18 @@ fn object<'a>(
     }
 }
 
-fn array<'a>(v: Option<&'a Value>, field: &str) -> Result<Option<&'a [Value]>, EngineError> {
+/// `field` names the value only when it is wrong: this runs for every
+/// container of every pod, so the happy path allocates nothing.
+fn array<F: std::fmt::Display>(
+    v: Option<&Value>,
+    field: impl FnOnce() -> F,
+) -> Result<Option<&[Value]>, EngineError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a)),
         Some(_) => Err(EngineError::MalformedPod(format!(
-            "{field} is not an array"
+            "{} is not an array",
+            field()
         ))),
     }
 }
@@ -74,9 +80,9 @@ impl<'a> PodView<'a> {
         string_map(labels, "metadata.labels")?;
         let spec = object(raw.get("spec"), "spec")?
             .ok_or_else(|| EngineError::MalformedPod("spec is missing".into()))?;
-        let containers = array(spec.get("containers"), "spec.containers")?.unwrap_or_default();
-        let init_containers = array(spec.get("initContainers"), "spec.initContainers")?;
-        let volumes = array(spec.get("volumes"), "spec.volumes")?;
+        let containers = array(spec.get("containers"), || "spec.containers")?.unwrap_or_default();
+        let init_containers = array(spec.get("initContainers"), || "spec.initContainers")?;
+        let volumes = array(spec.get("volumes"), || "spec.volumes")?;
         named_objects(containers, "spec.containers")?;
         named_objects(init_containers.unwrap_or_default(), "spec.initContainers")?;
         named_objects(volumes.unwrap_or_default(), "spec.volumes")?;
@@ -86,7 +92,7 @@ impl<'a> PodView<'a> {
         ] {
             for (i, c) in items.iter().enumerate() {
                 for field in ["env", "envFrom", "volumeMounts", "ports"] {
-                    array(c.get(field), &format!("{list}[{i}].{field}"))?;
+                    array(c.get(field), || format!("{list}[{i}].{field}"))?;
                 }
             }
         }

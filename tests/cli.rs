@@ -1,0 +1,881 @@
+//! The offline CLI, run as the real binary from the crate's root.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use json_patch::PatchOperation;
+use serde_json::{Value, json};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn tandem(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .current_dir(manifest_dir())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tandem");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().expect("tandem finishes");
+    let run = Run {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+    };
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+    run
+}
+
+fn ok(args: &[&str], stdin: Option<&str>) -> Run {
+    let run = tandem(args, stdin);
+    assert_eq!(run.code, 0, "{run:?}");
+    run
+}
+
+fn fails(args: &[&str], stdin: Option<&str>) -> Run {
+    let run = tandem(args, stdin);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with("tandem: ") || run.stderr.contains("\ntandem: "),
+        "{run:?}"
+    );
+    run
+}
+
+fn yaml_docs(text: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).expect("output is YAML");
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn read_docs(relative: &str) -> Vec<Value> {
+    yaml_docs(&std::fs::read_to_string(manifest_dir().join(relative)).unwrap())
+}
+
+/// The pod-shaped object of a workload document.
+fn pod_of(doc: &Value) -> &Value {
+    match doc["kind"].as_str().unwrap() {
+        "Pod" => doc,
+        "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"],
+        _ => &doc["spec"]["template"],
+    }
+}
+
+/// A stream of JSON values (what `--patch` prints, one per document).
+fn json_stream(text: &str) -> Vec<Value> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .expect("JSON output")
+}
+
+fn patch_of(v: &Value) -> Vec<PatchOperation> {
+    serde_json::from_value(v.clone()).expect("a JSON patch")
+}
+
+const ALL: &str = "examples/workloads/all.yaml";
+
+#[test]
+fn inject_all_workloads_as_yaml() {
+    let run = ok(&["inject", "-c", "examples/templates", "-f", ALL], None);
+    let input = read_docs(ALL);
+    let out = yaml_docs(&run.stdout);
+    assert_eq!(out.len(), input.len());
+    for (before, after) in input.iter().zip(&out) {
+        assert_eq!(before["kind"], after["kind"]);
+        if before["kind"] != "Pod" {
+            assert_eq!(
+                before["metadata"], after["metadata"],
+                "workload metadata untouched"
+            );
+        }
+        assert_well_formed(pod_of(after));
+        assert_preserved(before, after);
+    }
+    let by_kind = |k: &str| out.iter().find(|d| d["kind"] == k).unwrap();
+    let deploy = pod_of(by_kind("Deployment"));
+    assert_eq!(
+        names(deploy, "/spec/initContainers"),
+        [
+            "db-ambassador",
+            "metrics-exporter",
+            "migrate",
+            "log-shipper"
+        ]
+    );
+    assert_eq!(names(deploy, "/spec/containers"), ["app"]);
+    let job = pod_of(by_kind("Job"));
+    assert_eq!(
+        names(job, "/spec/containers"),
+        ["report"],
+        "no classic sidecar in a Job"
+    );
+    assert_eq!(names(job, "/spec/initContainers"), ["log-shipper"]);
+    assert_eq!(job["spec"]["initContainers"][0]["restartPolicy"], "Always");
+    let pod = by_kind("Pod");
+    assert_eq!(names(pod, "/spec/initContainers"), ["config-fetcher"]);
+    assert_eq!(names(pod, "/spec/containers"), ["shell", "log-adapter"]);
+    for doc in &out {
+        let status = status_of(pod_of(doc)).expect("status on every pod");
+        assert!(!status.templates.is_empty());
+    }
+    assert!(
+        run.stderr.contains("Warning: Deployment/checkout: tandem: pod request grows from cpu 250m, memory 256Mi to cpu 425m, memory 416Mi"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn inject_output_is_stable_when_run_again() {
+    let first = ok(&["inject", "-c", "examples/templates", "-f", ALL], None);
+    let second = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(&first.stdout),
+    );
+    assert_eq!(yaml_docs(&first.stdout), yaml_docs(&second.stdout));
+    let patch = ok(
+        &["inject", "-c", "examples/templates", "-f", "-", "--patch"],
+        Some(&first.stdout),
+    );
+    for p in json_stream(&patch.stdout) {
+        assert_eq!(p, json!([]), "second pass patches: {}", patch.stdout);
+    }
+}
+
+#[test]
+fn inject_on_a_cluster_without_native_sidecars() {
+    let run = ok(
+        &[
+            "inject",
+            "-c",
+            "examples/templates",
+            "--kubernetes-version",
+            "v1.28.3",
+            "-f",
+            ALL,
+        ],
+        None,
+    );
+    let out = yaml_docs(&run.stdout);
+    let by_kind = |k: &str| out.iter().find(|d| d["kind"] == k).unwrap();
+    let job = pod_of(by_kind("Job"));
+    assert_eq!(names(job, "/spec/containers"), ["report"]);
+    assert!(job["spec"].get("initContainers").is_none(), "{job}");
+    assert!(
+        run.stderr
+            .contains("Job/nightly-report: tandem: log-shipper skipped"),
+        "{run:?}"
+    );
+    let deploy = pod_of(by_kind("Deployment"));
+    assert_eq!(
+        names(deploy, "/spec/containers"),
+        ["app", "log-shipper", "metrics-exporter"]
+    );
+    assert_eq!(names(deploy, "/spec/initContainers"), ["migrate"]);
+    assert!(
+        run.stderr.contains("db-ambassador needs native sidecars"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn inject_patch_applies_to_the_input() {
+    let args = ["inject", "-c", "examples/templates", "-f", ALL];
+    let full = ok(&args, None);
+    let patched = ok(&[&args[..], &["--patch"]].concat(), None);
+    let patches = json_stream(&patched.stdout);
+    let input = read_docs(ALL);
+    let expected = yaml_docs(&full.stdout);
+    assert_eq!(patches.len(), input.len());
+    for ((doc, patch), want) in input.iter().zip(&patches).zip(&expected) {
+        let ops = patch_of(patch);
+        assert!(!ops.is_empty());
+        assert_eq!(&apply(doc, &ops), want);
+    }
+}
+
+#[test]
+fn json_in_json_out() {
+    let (mut pod, _) = review_pod("admission-v1.36/create.json");
+    annotate(&mut pod, "tandem.dev/inject", "log-shipper");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pod.json");
+    std::fs::write(&file, serde_json::to_string(&pod).unwrap()).unwrap();
+    let run = ok(
+        &[
+            "inject",
+            "-c",
+            "examples/templates",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(run.stdout.trim_start().starts_with('{'), "{run:?}");
+    let out: Value = serde_json::from_str(&run.stdout).expect("JSON out");
+    assert_eq!(names(&out, "/spec/initContainers"), ["log-shipper"]);
+    assert_preserved(&pod, &out);
+    assert_well_formed(&out);
+    // The pod's own namespace is used.
+    let explain = ok(
+        &[
+            "explain",
+            "-c",
+            "examples/templates",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        explain
+            .stdout
+            .contains("Pod/plain-pod in namespace probe-inject"),
+        "{explain:?}"
+    );
+}
+
+#[test]
+fn stdin_input() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    tandem.dev/inject: config-init\nspec:\n  containers:\n    - name: app\n      image: x\n";
+    let run = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(yaml),
+    );
+    let out = yaml_docs(&run.stdout);
+    assert_eq!(out.len(), 1);
+    assert_eq!(names(&out[0], "/spec/initContainers"), ["config-fetcher"]);
+    assert_eq!(names(&out[0], "/spec/volumes"), ["app-config"]);
+}
+
+#[test]
+fn built_in_templates_without_config() {
+    let run = ok(&["inject", "-f", "examples/workloads/job.yaml"], None);
+    assert!(run.stderr.contains("built-in example templates"), "{run:?}");
+    let out = yaml_docs(&run.stdout);
+    assert_eq!(
+        names(pod_of(&out[0]), "/spec/initContainers"),
+        ["log-shipper"]
+    );
+}
+
+#[test]
+fn namespace_flags() {
+    let yaml = "kind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: app\n";
+    let run = ok(
+        &[
+            "inject",
+            "-c",
+            "examples/templates",
+            "-f",
+            "-",
+            "--namespace-annotations",
+            "tandem.dev/inject=log-shipper,config-init",
+        ],
+        Some(yaml),
+    );
+    let out = yaml_docs(&run.stdout);
+    assert_eq!(
+        names(&out[0], "/spec/initContainers"),
+        ["config-fetcher", "log-shipper"]
+    );
+    let run = ok(
+        &[
+            "inject",
+            "-c",
+            "examples/templates",
+            "-f",
+            "-",
+            "--namespace-annotations",
+            "tandem.dev/inject=log-shipper",
+            "--namespace-labels",
+            "tandem.dev/injection=disabled",
+        ],
+        Some(yaml),
+    );
+    let out = yaml_docs(&run.stdout);
+    assert!(out[0]["spec"].get("initContainers").is_none(), "{run:?}");
+}
+
+#[test]
+fn on_missing_deny_fails_the_run() {
+    let yaml = "kind: Pod\nmetadata:\n  name: p\n  annotations:\n    tandem.dev/inject: nope\nspec:\n  containers:\n    - name: app\n";
+    let warn = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(yaml),
+    );
+    assert!(
+        warn.stderr
+            .contains("requested template nope does not exist"),
+        "{warn:?}"
+    );
+    let deny = fails(
+        &[
+            "inject",
+            "-c",
+            "examples/templates",
+            "-f",
+            "-",
+            "--on-missing",
+            "deny",
+        ],
+        Some(yaml),
+    );
+    assert!(deny.stderr.contains("Pod/p would be denied"), "{deny:?}");
+    assert!(deny.stdout.is_empty());
+}
+
+#[test]
+fn explain_text_names_every_gate() {
+    let run = ok(
+        &[
+            "explain",
+            "-c",
+            "examples/templates",
+            "-f",
+            "examples/workloads/deployment.yaml",
+        ],
+        None,
+    );
+    let text = &run.stdout;
+    assert!(
+        text.starts_with("Deployment/checkout in namespace default"),
+        "{text}"
+    );
+    let gates = [
+        "capabilities",
+        "mirror pod",
+        "namespace",
+        "pod opt-out",
+        "status",
+        "selection",
+        "template log-shipper",
+        "template db-ambassador",
+        "template metrics-exporter",
+        "resources",
+    ];
+    let mut last = 0;
+    for g in gates {
+        let at = text[last..]
+            .find(&format!(" {g} "))
+            .unwrap_or_else(|| panic!("gate {g} missing or out of order:\n{text}"));
+        last += at;
+    }
+    assert!(text.contains("result: patched"), "{text}");
+    assert!(
+        text.contains("selector of metrics-exporter matches"),
+        "{text}"
+    );
+    // A stopped decision shows where it stopped.
+    let pod = "kind: Pod\nmetadata:\n  name: p\n  annotations:\n    tandem.dev/inject: none\nspec:\n  containers:\n    - name: app\n";
+    let run = ok(
+        &["explain", "-c", "examples/templates", "-f", "-"],
+        Some(pod),
+    );
+    assert!(run.stdout.contains("pod opt-out"), "{run:?}");
+    assert!(run.stdout.contains("stop"), "{run:?}");
+    assert!(
+        run.stdout.contains("result: unchanged: opted-out"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn explain_json_parses() {
+    let run = ok(
+        &[
+            "explain",
+            "-c",
+            "examples/templates",
+            "-f",
+            ALL,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let v: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0]["object"], "Deployment/checkout");
+    for item in list {
+        let d = &item["decision"];
+        assert_eq!(d["outcome"]["result"], "patched", "{d}");
+        assert!(d["gates"].as_array().unwrap().len() >= 7);
+        assert!(d["resources"]["after"]["cpu"].is_string());
+        assert!(
+            d["templates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["verdict"].is_string())
+        );
+    }
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    let run = ok(&["check", "-c", "examples/templates"], None);
+    assert!(run.stdout.contains("5 template(s) valid"), "{run:?}");
+    let run = ok(&["check", "-c", "examples/golden/templates"], None);
+    assert!(
+        run.stdout.contains("3 template(s) valid, 0 warning(s)"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn check_reports_a_broken_template_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        manifest_dir().join("examples/templates/log-shipper.yaml"),
+        dir.path().join("log-shipper.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        template_doc(
+            "broken-helper",
+            json!({
+                "pattern": "sidecar",
+                "containers": [{ "name": "broken-helper", "image": "x:1", "imagePullPolicyy": "Always" }],
+            }),
+        ),
+    )
+    .unwrap();
+    let run = fails(&["check", "-c", dir.path().to_str().unwrap()], None);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{run:?}"));
+    assert!(line.contains("broken.yaml"), "{line}");
+    assert!(line.contains("template \"broken-helper\""), "{line}");
+    assert!(
+        line.contains("spec.containers[0].imagePullPolicyy"),
+        "{line}"
+    );
+    assert!(run.stderr.contains("1 error(s)"), "{run:?}");
+}
+
+#[test]
+fn check_lints_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lazy.yaml"),
+        template_doc(
+            "lazy",
+            json!({
+                "pattern": "sidecar",
+                "containers": [{ "name": "sidecar", "image": "busybox" }],
+                "volumes": [{ "name": "tmp", "emptyDir": { "medium": "Memory" } }],
+            }),
+        ),
+    )
+    .unwrap();
+    let run = ok(&["check", "-c", dir.path().to_str().unwrap()], None);
+    for needle in [
+        "resources.requests",
+        "sizeLimit",
+        "pinned tag",
+        "spec.containers[0].name",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle}: {run:?}");
+    }
+}
+
+#[test]
+fn golden_examples_pass() {
+    let run = ok(&["test", "examples/golden"], None);
+    assert!(run.stdout.contains(" passed, 0 failed"), "{run:?}");
+    assert!(!run.stdout.contains("FAIL"), "{run:?}");
+    let cases = std::fs::read_dir(manifest_dir().join("examples/golden"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".input.yaml")
+        })
+        .count();
+    assert!(cases >= 5);
+    assert!(run.stdout.contains(&format!("{cases} passed")), "{run:?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn golden_fails_on_a_tampered_expected_file() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&manifest_dir().join("examples/golden"), dir.path());
+    let expected = dir.path().join("namespace-default.expected.yaml");
+    let text = std::fs::read_to_string(&expected).unwrap();
+    let tampered = text.replace("mountPath: /var/log/app", "mountPath: /var/log/other");
+    assert_ne!(text, tampered);
+    std::fs::write(&expected, tampered).unwrap();
+    let run = fails(&["test", dir.path().to_str().unwrap()], None);
+    assert!(run.stdout.contains("FAIL namespace-default"), "{run:?}");
+    assert!(
+        run.stdout.contains("/var/log/other"),
+        "the difference is shown: {run:?}"
+    );
+    assert!(run.stdout.contains("ok   pod-annotation"), "{run:?}");
+    // --update repairs it.
+    ok(&["test", dir.path().to_str().unwrap(), "--update"], None);
+    ok(&["test", dir.path().to_str().unwrap()], None);
+}
+
+#[test]
+fn golden_fails_when_the_templates_change() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&manifest_dir().join("examples/golden"), dir.path());
+    let tpl = dir.path().join("templates/log-shipper.yaml");
+    let text = std::fs::read_to_string(&tpl).unwrap();
+    std::fs::write(&tpl, text.replace("cpu: 50m", "cpu: 60m")).unwrap();
+    let run = fails(&["test", dir.path().to_str().unwrap()], None);
+    assert!(run.stdout.contains("FAIL cronjob"), "{run:?}");
+    assert!(!run.stdout.contains("FAIL opt-out"), "{run:?}");
+}
+
+#[test]
+fn unreadable_file_is_a_readable_error() {
+    let run = fails(
+        &[
+            "inject",
+            "-c",
+            "examples/templates",
+            "-f",
+            "does/not/exist.yaml",
+        ],
+        None,
+    );
+    assert!(
+        run.stderr.contains("does/not/exist.yaml: cannot read"),
+        "{run:?}"
+    );
+    let run = fails(
+        &["inject", "-c", "examples/templates", "-f", "examples"],
+        None,
+    );
+    assert!(run.stderr.contains("examples: cannot read"), "{run:?}");
+    let run = fails(&["check", "-c", "does/not/exist"], None);
+    assert!(
+        run.stdout.contains("does/not/exist: cannot read"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn bad_yaml_is_a_readable_error() {
+    let run = fails(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some("kind: Pod\nspec: [unclosed\n"),
+    );
+    assert!(run.stderr.contains("-: not valid YAML"), "{run:?}");
+    assert!(run.stderr.contains("line"), "names the place: {run:?}");
+    let run = fails(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some("{\"kind\": \"Pod\", "),
+    );
+    assert!(run.stderr.contains("not valid JSON"), "{run:?}");
+}
+
+#[test]
+fn document_without_kind_is_a_readable_error() {
+    let run = fails(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some("apiVersion: v1\nmetadata:\n  name: x\nspec:\n  containers: []\n"),
+    );
+    assert!(
+        run.stderr.contains("document 1: document has no kind"),
+        "{run:?}"
+    );
+    let run = fails(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some("kind: ConfigMap\nmetadata:\n  name: x\n"),
+    );
+    assert!(run.stderr.contains("no pod found"), "{run:?}");
+    let run = fails(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some("kind: Deployment\nmetadata:\n  name: d\nspec: {}\n"),
+    );
+    assert!(
+        run.stderr.contains("Deployment/d has no pod template"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn malformed_pod_is_a_readable_error() {
+    let run = fails(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some("kind: Pod\nmetadata:\n  name: p\nspec:\n  containers: {}\n"),
+    );
+    assert!(run.stderr.contains("Pod/p: malformed pod"), "{run:?}");
+}
+
+const CRONJOB: &str = "apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: nightly
+spec:
+  schedule: '0 3 * * *'
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations:
+            tandem.dev/inject: log-shipper,log-adapter
+        spec:
+          restartPolicy: OnFailure
+          containers:
+            - name: job
+              image: x:1
+";
+
+#[test]
+fn cronjob_is_handled() {
+    let run = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(CRONJOB),
+    );
+    let out = yaml_docs(&run.stdout);
+    let pod = pod_of(&out[0]);
+    assert_eq!(names(pod, "/spec/containers"), ["job"]);
+    // The classic adapter becomes native in a Job pod, at the default
+    // position (before the user's init containers); log-shipper goes after.
+    assert_eq!(
+        names(pod, "/spec/initContainers"),
+        ["log-adapter", "log-shipper"]
+    );
+    assert_eq!(pod["spec"]["initContainers"][0]["restartPolicy"], "Always");
+    assert!(run.stderr.contains("injected as native"), "{run:?}");
+    // On an old cluster both are skipped rather than block the Job.
+    let run = ok(
+        &[
+            "inject",
+            "-c",
+            "examples/templates",
+            "--kubernetes-version",
+            "1.28",
+            "-f",
+            "-",
+        ],
+        Some(CRONJOB),
+    );
+    let out = yaml_docs(&run.stdout);
+    assert_eq!(names(pod_of(&out[0]), "/spec/containers"), ["job"]);
+    assert!(pod_of(&out[0])["spec"].get("initContainers").is_none());
+}
+
+#[test]
+fn list_is_handled() {
+    let pod = read_docs("examples/workloads/pod.yaml").remove(0);
+    let cron: Value = yaml_docs(CRONJOB).remove(0);
+    let list = json!({ "apiVersion": "v1", "kind": "List", "items": [pod, cron] });
+    let text = serde_json::to_string(&list).unwrap();
+    let run = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(&text),
+    );
+    let out: Value = serde_json::from_str(&run.stdout).expect("JSON in, JSON out");
+    assert_eq!(out["kind"], "List");
+    let items = out["items"].as_array().unwrap();
+    assert_eq!(
+        names(&items[0], "/spec/containers"),
+        ["shell", "log-adapter"]
+    );
+    assert_eq!(
+        names(pod_of(&items[1]), "/spec/initContainers"),
+        ["log-adapter", "log-shipper"]
+    );
+    assert_preserved(&list, &out);
+    // One patch for the document, paths into its items.
+    let run = ok(
+        &["inject", "-c", "examples/templates", "-f", "-", "--patch"],
+        Some(&text),
+    );
+    let patches = json_stream(&run.stdout);
+    assert_eq!(patches.len(), 1);
+    let ops = patch_of(&patches[0]);
+    let p = paths(&ops);
+    assert!(p.iter().any(|p| p.starts_with("/items/0/spec/")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("/items/1/spec/jobTemplate/spec/template/spec/")),
+        "{p:?}"
+    );
+    assert_eq!(apply(&list, &ops), out);
+}
+
+#[test]
+fn documents_without_pods_pass_through() {
+    let input = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: b\n---\n{}",
+        std::fs::read_to_string(manifest_dir().join("examples/workloads/pod.yaml")).unwrap()
+    );
+    let run = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(&input),
+    );
+    let out = yaml_docs(&run.stdout);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0], yaml_docs(&input)[0]);
+    assert!(
+        run.stderr.contains("document 1 (ConfigMap) holds no pod"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn yaml_output_keeps_ambiguous_strings_strings() {
+    // Strings a YAML 1.1 reader (kubectl) would take for booleans, numbers or
+    // null must come out quoted, and everything must read back the same.
+    let values = [
+        "yes",
+        "on",
+        "off",
+        "N",
+        "1e3",
+        "0o17",
+        "0x1F",
+        "012",
+        "1_000",
+        "3.0",
+        ".inf",
+        "null",
+        "~",
+        "",
+        "2026-01-01",
+        "a: b",
+        "# x",
+        "*",
+        "&a",
+        "!t",
+        "@a",
+        "- d",
+        "[x]",
+        "{y}",
+    ];
+    let labels: serde_json::Map<String, Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("k{i}"), json!(v)))
+        .collect();
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "p",
+            "labels": labels,
+            "annotations": { "tandem.dev/inject": "config-init", "multi": "line1\nline2\n" },
+        },
+        "spec": { "containers": [{ "name": "app", "args": values }] },
+    });
+    let input = serde_saphyr::to_string(&pod).unwrap();
+    let run = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(&input),
+    );
+    for (i, v) in values.iter().enumerate() {
+        if [
+            "yes", "on", "off", "N", "1e3", "null", "~", "", "3.0", ".inf", "012",
+        ]
+        .contains(v)
+        {
+            assert!(
+                run.stdout.contains(&format!("k{i}: \"{v}\"")),
+                "{v} unquoted:\n{}",
+                run.stdout
+            );
+        }
+    }
+    let out = yaml_docs(&run.stdout).remove(0);
+    assert_eq!(out["metadata"]["labels"], pod["metadata"]["labels"]);
+    assert_eq!(out["spec"]["containers"][0]["args"], json!(values));
+    assert_eq!(out["metadata"]["annotations"]["multi"], "line1\nline2\n");
+    assert_preserved(&pod, &out);
+}
+
+#[test]
+fn check_fails_on_a_template_defined_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["a.yaml", "b.yaml"] {
+        std::fs::copy(
+            manifest_dir().join("examples/templates/log-shipper.yaml"),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    let run = fails(&["check", "-c", dir.path().to_str().unwrap()], None);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap();
+    assert!(line.contains("\"log-shipper\" is defined twice"), "{line}");
+    assert!(line.contains("a.yaml") && line.contains("b.yaml"), "{line}");
+}
+
+#[test]
+fn golden_needs_templates_and_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = fails(&["test", dir.path().to_str().unwrap()], None);
+    assert!(run.stderr.contains("no templates"), "{run:?}");
+    copy_dir(
+        &manifest_dir().join("examples/golden/templates"),
+        &dir.path().join("templates"),
+    );
+    let run = fails(&["test", dir.path().to_str().unwrap()], None);
+    assert!(run.stderr.contains("no *.input.yaml cases"), "{run:?}");
+    // An input without its expected file is a failing case, not a crash.
+    std::fs::copy(
+        manifest_dir().join("examples/golden/cronjob.input.yaml"),
+        dir.path().join("new.input.yaml"),
+    )
+    .unwrap();
+    let run = fails(&["test", dir.path().to_str().unwrap()], None);
+    assert!(run.stdout.contains("FAIL new"), "{run:?}");
+}
