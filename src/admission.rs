@@ -5,7 +5,9 @@
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::engine::{self, Capabilities, Decision, EngineError, Input, Namespace, Outcome, Policy};
+use crate::engine::{
+    self, Capabilities, Decision, EngineError, Input, Namespace, Outcome, Policy, Verdict,
+};
 use crate::template::TemplateSet;
 
 /// The API server rejects a response whose warnings exceed this in total.
@@ -73,6 +75,9 @@ pub struct Answer {
     /// Why, when nothing was decided by the engine (pass-through or invalid).
     pub note: String,
     pub decision: Option<Decision>,
+    /// What an Event about a skipped or denied injection should point at;
+    /// set only when there is one to report and the request is not a dry run.
+    pub regarding: Option<k8s_openapi::api::core::v1::ObjectReference>,
 }
 
 /// Answers one AdmissionReview body for `/mutate`.
@@ -172,6 +177,7 @@ fn answer(
             .unwrap_or(false),
         note: String::new(),
         decision: None,
+        regarding: None,
     };
     let mut response = match shape_error {
         Some(why) => invalid(&mut answer, &why),
@@ -267,6 +273,15 @@ fn respond(
         "auditAnnotations".into(),
         json!({ "decision": decision.summary() }),
     );
+    let worth_an_event = matches!(decision.outcome, Outcome::Denied { .. })
+        || decision
+            .templates
+            .iter()
+            .any(|t| matches!(t.verdict, Verdict::Skipped { .. } | Verdict::Missing));
+    // Dry-run requests have no side effects, Events included.
+    if worth_an_event && !answer.dry_run {
+        answer.regarding = crate::cluster::events::regarding(pod, &answer.namespace);
+    }
     answer.decision = Some(decision);
     r
 }

@@ -18,6 +18,7 @@ pub struct Metrics {
     duration: Histogram,
     template_reloads: Family<Labels, Counter>,
     certificate_reloads: Family<Labels, Counter>,
+    watch_errors: Family<Labels, Counter>,
     pub certificate_expiry: Gauge,
     pub templates: Gauge,
     pub native_sidecars: Gauge,
@@ -35,6 +36,7 @@ impl Metrics {
         let skips = Family::<Labels, Counter>::default();
         let template_reloads = Family::<Labels, Counter>::default();
         let certificate_reloads = Family::<Labels, Counter>::default();
+        let watch_errors = Family::<Labels, Counter>::default();
         // Sub-millisecond buckets: the engine answers in microseconds, and
         // mutating webhooks run in sequence on every pod creation.
         let duration = Histogram::new([
@@ -78,6 +80,11 @@ impl Metrics {
             "notAfter of the serving certificate, as a Unix time",
             certificate_expiry.clone(),
         );
+        registry.register(
+            "watch_errors",
+            "Errors of the cluster watches, by resource; each is retried with backoff",
+            watch_errors.clone(),
+        );
         registry.register("templates", "Templates in force", templates.clone());
         registry.register(
             "native_sidecars",
@@ -92,6 +99,7 @@ impl Metrics {
             duration,
             template_reloads,
             certificate_reloads,
+            watch_errors,
             certificate_expiry,
             templates,
             native_sidecars,
@@ -126,6 +134,12 @@ impl Metrics {
         let result = if ok { "success" } else { "failure" };
         self.certificate_reloads
             .get_or_create(&label("result", result))
+            .inc();
+    }
+
+    pub fn watch_error(&self, resource: &str) {
+        self.watch_errors
+            .get_or_create(&label("resource", resource))
             .inc();
     }
 

@@ -18,8 +18,18 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use std::sync::Mutex;
+
+use kube::api::DynamicObject;
+use tokio::sync::mpsc;
+
 use crate::admission::{NamespaceFacts, NoNamespaces};
+use crate::cluster::watch as cluster_watch;
+use crate::cluster::{
+    self, events::Notice, namespaces::NamespaceCache, templates, templates::StatusUpdate,
+};
 use crate::engine::{Capabilities, NativeSidecars, OnMissing, Policy};
+use crate::template::Template;
 use crate::template::TemplateSet;
 use metrics::Metrics;
 use tls::CertStore;
@@ -64,15 +74,33 @@ pub struct ServeArgs {
     /// Native-sidecar support: auto (from the version), always or never.
     #[arg(long, default_value = "auto", value_name = "auto|always|never")]
     pub native_sidecars: NativeSidecars,
-    /// Kubernetes version assumed for native-sidecar detection.
+    /// Kubernetes version assumed for native-sidecar detection (without it, the API server is asked).
     #[arg(long, value_name = "VERSION")]
     pub kubernetes_version: Option<String>,
+    /// Kubeconfig for cluster mode outside a pod (in a pod, the service account is used).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Do not read SidecarTemplates and Namespaces from the cluster, even in a pod.
+    #[arg(long)]
+    pub no_cluster: bool,
+}
+
+/// Where the templates in force come from.
+#[derive(Default)]
+struct Sources {
+    files: Vec<Arc<Template>>,
+    objects: Vec<Arc<DynamicObject>>,
 }
 
 /// What every request handler shares.
 pub struct AppState {
     pub templates: ArcSwap<TemplateSet>,
+    sources: Mutex<Sources>,
+    own_namespace: String,
     pub templates_ready: AtomicBool,
+    /// False until the cluster caches have synced (true without a cluster).
+    pub cluster_synced: AtomicBool,
+    pub events: Option<mpsc::Sender<Notice>>,
     pub certs: Arc<CertStore>,
     pub namespaces: Arc<dyn NamespaceFacts>,
     pub capabilities: ArcSwap<Capabilities>,
@@ -83,7 +111,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(args: &ServeArgs) -> AppState {
+    pub fn new(
+        args: &ServeArgs,
+        namespaces: Arc<dyn NamespaceFacts>,
+        events: Option<mpsc::Sender<Notice>>,
+        cluster: bool,
+    ) -> AppState {
         let mut policy = Policy {
             on_missing: args.on_missing,
             ..Policy::default()
@@ -97,10 +130,14 @@ impl AppState {
             .set(i64::from(capabilities.native_sidecars));
         AppState {
             templates: ArcSwap::from_pointee(TemplateSet::default()),
+            sources: Mutex::new(Sources::default()),
+            own_namespace: args.namespace.clone(),
             // Without --config there is nothing to wait for.
             templates_ready: AtomicBool::new(args.config.is_none()),
+            cluster_synced: AtomicBool::new(!cluster),
+            events,
             certs: Arc::new(CertStore::default()),
-            namespaces: Arc::new(NoNamespaces),
+            namespaces,
             capabilities: ArcSwap::from_pointee(capabilities),
             policy,
             metrics,
@@ -108,11 +145,71 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
         }
     }
+
+    /// Replaces the templates from `--config`.
+    pub fn set_file_templates(&self, files: Vec<Arc<Template>>) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        sources.files = files;
+        self.rebuild(&sources);
+    }
+
+    /// Replaces the SidecarTemplate objects; returns the statuses to write.
+    pub fn set_cluster_templates(&self, objects: Vec<Arc<DynamicObject>>) -> Vec<StatusUpdate> {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        sources.objects = objects;
+        self.rebuild(&sources)
+    }
+
+    fn rebuild(&self, sources: &Sources) -> Vec<StatusUpdate> {
+        let (set, updates) =
+            templates::merge(&sources.files, &sources.objects, &self.own_namespace);
+        self.metrics.templates.set(set.len() as i64);
+        self.templates.store(Arc::new(set));
+        updates
+    }
+
+    pub fn set_capabilities(&self, caps: Capabilities) {
+        if self.capabilities.load().native_sidecars != caps.native_sidecars {
+            tracing::info!(native_sidecars = caps.native_sidecars, source = %caps.source, "cluster capabilities");
+        }
+        self.metrics
+            .native_sidecars
+            .set(i64::from(caps.native_sidecars));
+        self.capabilities.store(Arc::new(caps));
+    }
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let state = Arc::new(AppState::new(&args));
+    let client = if !args.no_cluster && (args.kubeconfig.is_some() || cluster_watch::in_cluster()) {
+        Some(cluster_watch::connect(args.kubeconfig.as_deref()).await?)
+    } else {
+        None
+    };
+    let state = match &client {
+        None => Arc::new(AppState::new(&args, Arc::new(NoNamespaces), None, false)),
+        Some(client) => {
+            let (ns_store, ns_writer) = kube::runtime::reflector::store();
+            let events = cluster::events::start(client.clone(), std::env::var("POD_NAME").ok());
+            let facts = Arc::new(NamespaceCache(ns_store.clone()));
+            let state = Arc::new(AppState::new(&args, facts, Some(events), true));
+            cluster_watch::namespaces(client.clone(), ns_writer, state.clone());
+            let template_store = cluster_watch::templates(client.clone(), state.clone());
+            if args.kubernetes_version.is_none() {
+                cluster_watch::capabilities(client.clone(), state.clone(), args.native_sidecars);
+            }
+            let s = state.clone();
+            tokio::spawn(async move {
+                let synced = ns_store.wait_until_ready().await.is_ok()
+                    && template_store.wait_until_ready().await.is_ok();
+                if synced {
+                    tracing::info!("cluster caches synced");
+                    s.cluster_synced.store(true, Ordering::Release);
+                }
+            });
+            state
+        }
+    };
     let tls_config =
         tls::server_config(state.certs.clone()).context("building the TLS configuration")?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));

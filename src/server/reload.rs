@@ -4,7 +4,6 @@
 //! volumes. A bad new version is rejected and the last good one stays.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -49,8 +48,7 @@ pub fn load_templates(state: &AppState, path: &Path) -> bool {
     match result {
         Ok(set) => {
             tracing::info!(path = %path.display(), templates = set.len(), "templates loaded");
-            state.metrics.templates.set(set.len() as i64);
-            state.templates.store(Arc::new(set));
+            state.set_file_templates(set.all().cloned().collect());
             state.templates_ready.store(true, Ordering::Release);
             state.metrics.template_reload(true);
             true

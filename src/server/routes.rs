@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::AppState;
 use crate::admission::{self, Context, Kind};
+use crate::cluster::events::Notice;
 use crate::engine::Verdict;
 
 /// A client that sends its body slower than this is cut off.
@@ -156,6 +157,30 @@ fn record(state: &AppState, answer: &admission::Answer, seconds: f64) {
             state.metrics.skipped(reason);
         }
         summary = d.summary();
+        if let (Some(events), Some(regarding)) = (&state.events, &answer.regarding) {
+            let (warning, reason, note) = match &d.outcome {
+                crate::engine::Outcome::Denied { message } => {
+                    (true, "InjectionDenied", message.clone())
+                }
+                _ => {
+                    let skipped: Vec<String> = d
+                        .templates
+                        .iter()
+                        .filter(|t| matches!(t.verdict, Verdict::Skipped { .. } | Verdict::Missing))
+                        .map(|t| format!("{}: {}", t.name, t.why))
+                        .collect();
+                    (true, "InjectionSkipped", skipped.join("; "))
+                }
+            };
+            let notice = Notice {
+                regarding: regarding.clone(),
+                warning,
+                reason,
+                note: format!("pod {}: {note}", answer.name),
+            };
+            // A full queue drops the event rather than slowing admission.
+            let _ = events.try_send(notice);
+        }
     }
     tracing::info!(
         uid = %answer.uid,
@@ -174,6 +199,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut missing = Vec::new();
     if !state.templates_ready.load(Ordering::Acquire) {
         missing.push("templates");
+    }
+    if !state.cluster_synced.load(Ordering::Acquire) {
+        missing.push("cluster caches");
     }
     if !state.certs.is_loaded() {
         missing.push("certificate");

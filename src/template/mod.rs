@@ -125,6 +125,13 @@ impl TemplateSet {
     /// Builds a set; a second template with the same name and scope is an error
     /// naming both sources.
     pub fn new(templates: impl IntoIterator<Item = Template>) -> Result<TemplateSet, String> {
+        TemplateSet::from_shared(templates.into_iter().map(Arc::new))
+    }
+
+    /// Like `new`, for templates already shared (merging files and cluster objects).
+    pub fn from_shared(
+        templates: impl IntoIterator<Item = Arc<Template>>,
+    ) -> Result<TemplateSet, String> {
         let mut set = TemplateSet::default();
         for t in templates {
             let map = match &t.scope {
@@ -137,7 +144,7 @@ impl TemplateSet {
                     t.name, prev.source, t.source
                 ));
             }
-            map.insert(t.name.clone(), Arc::new(t));
+            map.insert(t.name.clone(), t);
         }
         Ok(set)
     }

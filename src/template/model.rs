@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +11,12 @@ pub const API_VERSION: &str = "tandem.dev/v1alpha1";
 pub const KIND: &str = "SidecarTemplate";
 
 /// What a template adds to a pod.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+///
+/// The CEL rules below reject the structural mistakes at `kubectl apply`
+/// without a webhook; everything else (unknown container fields, quantities,
+/// mounts of missing volumes, duplicate names) needs Tandem's own validation,
+/// served on `/validate` with the same messages as `tandem check`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "tandem.dev",
     version = "v1alpha1",
@@ -27,6 +32,18 @@ pub const KIND: &str = "SidecarTemplate";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("self.pattern != 'init' || !has(self.containers) || size(self.containers) == 0")
+        .message("pattern init runs to completion: use initContainers only"),
+    validation = Rule::new("self.pattern != 'init' || (has(self.initContainers) && size(self.initContainers) > 0)")
+        .message("pattern init needs at least one initContainer"),
+    validation = Rule::new("self.pattern == 'init' || (has(self.containers) && size(self.containers) > 0)")
+        .message("patterns sidecar, ambassador and adapter need at least one container"),
+    validation = Rule::new("!has(self.containers) || self.containers.all(c, !has(c.restartPolicy))")
+        .message("containers[].restartPolicy is set by Tandem: choose spec.lifecycle instead"),
+    validation = Rule::new("!has(self.initContainers) || self.initContainers.all(c, !has(c.restartPolicy))")
+        .message("initContainers[].restartPolicy is set by Tandem: choose spec.lifecycle instead")
+)]
 pub struct SidecarTemplateSpec {
     /// The role of the helper; it sets defaults and shows in output.
     pub pattern: Pattern,
