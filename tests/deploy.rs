@@ -89,7 +89,22 @@ fn base_objects_are_valid_kubernetes_objects() {
                 "Namespace" => drop(strict::<core::Namespace>(&doc, file)),
                 "ServiceAccount" => drop(strict::<core::ServiceAccount>(&doc, file)),
                 "Service" => drop(strict::<core::Service>(&doc, file)),
-                "ClusterRole" => drop(strict::<rbac::ClusterRole>(&doc, file)),
+                "ClusterRole" => {
+                    let role: rbac::ClusterRole = strict(&doc, file);
+                    let mut granted: Vec<(String, String, Vec<String>)> = Vec::new();
+                    for rule in role.rules.unwrap_or_default() {
+                        for group in rule.api_groups.clone().unwrap_or_default() {
+                            for resource in rule.resources.clone().unwrap_or_default() {
+                                granted.push((group.clone(), resource, rule.verbs.clone()));
+                            }
+                        }
+                    }
+                    let wanted: Vec<(String, String, Vec<String>)> = tandem::cluster::RBAC
+                        .iter()
+                        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                        .collect();
+                    assert_eq!(granted, wanted, "{file}: exactly the calls Tandem makes");
+                }
                 "ClusterRoleBinding" => drop(strict::<rbac::ClusterRoleBinding>(&doc, file)),
                 "Role" => drop(strict::<rbac::Role>(&doc, file)),
                 "RoleBinding" => drop(strict::<rbac::RoleBinding>(&doc, file)),
