@@ -87,8 +87,16 @@ pub async fn serve_tls(
         });
     }
     drop(listener);
+    // Every connection task holds a permit until it ends, including those
+    // still in their TLS handshake (not yet known to `graceful`): holding
+    // them all means nothing is in flight.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = async {
+        graceful.shutdown().await;
+        let _ = permits.acquire_many(all).await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = drained => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(limits.grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
 }

@@ -59,7 +59,11 @@ pub struct ServeArgs {
     /// Connections served at once; more are closed on arrival.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
-    /// Seconds to let in-flight requests finish after SIGTERM.
+    /// Seconds to keep serving after SIGTERM with /readyz failing, so the
+    /// Service stops sending new connections before the listener closes.
+    #[arg(long, default_value_t = 5)]
+    pub shutdown_delay_seconds: u64,
+    /// Seconds to let in-flight requests finish once the listener is closed.
     #[arg(long, default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
     /// Log format: plain or json.
@@ -261,8 +265,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     shutdown_signal().await;
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
     state.shutting_down.store(true, Ordering::Release);
+    tracing::info!(
+        delay_seconds = args.shutdown_delay_seconds,
+        "shutting down: unready, still serving"
+    );
+    tokio::time::sleep(Duration::from_secs(args.shutdown_delay_seconds)).await;
+    tracing::info!("closing the listener, draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = serving.await;
     let _ = admin_task.await;

@@ -163,6 +163,14 @@ impl Server {
             .args(opts.args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        // Tests stop servers at once unless they test the delay.
+        if !opts
+            .args
+            .iter()
+            .any(|a| a.starts_with("--shutdown-delay-seconds"))
+        {
+            cmd.arg("--shutdown-delay-seconds=0");
+        }
         if let Some(t) = opts.templates {
             let tdir = dir.path().join("templates");
             std::fs::create_dir_all(&tdir).unwrap();

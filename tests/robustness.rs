@@ -1,0 +1,256 @@
+//! The bad-input battery: whatever a client sends, or fails to send, it gets
+//! a clear answer or is cut off, and a well-formed request right after works.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{Options, Server, fixture};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn good_request_succeeds(server: &Server) {
+    let body = fixture("admission-v1.36/create.json");
+    let mut conn = server
+        .client()
+        .connect()
+        .await
+        .expect("server still accepts connections");
+    let reply = conn.review(&body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["response"]["allowed"], true);
+}
+
+/// Reads until the peer closes; true when it did within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn odd_bodies_get_clear_answers() {
+    let server = Server::start(Options::default());
+    server.ready().await;
+    let request: Value = serde_json::from_str(&fixture("admission-v1.36/create.json")).unwrap();
+    let uid = request["request"]["uid"].clone();
+    let mut truncated = fixture("admission-v1.36/create.json");
+    truncated.truncate(truncated.len() / 2);
+    let mut no_uid = request.clone();
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let mut huge_name = request.clone();
+    huge_name["request"]["object"]["spec"]["containers"][0]["name"] = json!("n".repeat(1 << 20));
+    let mut bad_status = request.clone();
+    bad_status["request"]["object"]["metadata"]["annotations"] =
+        json!({"tandem.dev/status": "{not json", "tandem.dev/inject": "log-shipper"});
+    let mut wrong_kind = request.clone();
+    wrong_kind["kind"] = json!("ConfigMap");
+
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("truncated JSON", truncated.into_bytes(), 400),
+        ("non-UTF-8 bytes", b"{\"kind\": \"\xff\xfe\"}".to_vec(), 400),
+        ("missing uid", no_uid.to_string().into_bytes(), 400),
+        ("10 MiB body", vec![b' '; 10 << 20], 413),
+        ("wrong kind", wrong_kind.to_string().into_bytes(), 200),
+        (
+            "1 MiB container name",
+            huge_name.to_string().into_bytes(),
+            200,
+        ),
+        (
+            "status annotation not JSON",
+            bad_status.to_string().into_bytes(),
+            200,
+        ),
+    ];
+    for (what, body, status) in cases {
+        let mut conn = server.client().connect().await.unwrap();
+        match conn.post("application/json", body).await {
+            Ok(reply) => {
+                assert_eq!(
+                    reply.status,
+                    status,
+                    "{what}: {}",
+                    &reply.text()[..reply.text().len().min(300)]
+                );
+                if status == 200 {
+                    assert_eq!(reply.json()["response"]["uid"], uid, "{what}");
+                }
+            }
+            // A 10 MiB body may be cut off mid-upload once the answer is sent.
+            Err(e) => assert_eq!(status, 413, "{what}: {e}"),
+        }
+        good_request_succeeds(&server).await;
+    }
+
+    // The invalid status is reported and the pod still gets its template.
+    let mut conn = server.client().connect().await.unwrap();
+    let r = conn.review(&bad_status.to_string()).await.json();
+    let warnings = r["response"]["warnings"].to_string();
+    assert!(
+        warnings.contains("tandem.dev/status is not valid"),
+        "{warnings}"
+    );
+    assert!(
+        r["response"]["auditAnnotations"]["decision"]
+            .as_str()
+            .unwrap()
+            .contains("injected=log-shipper")
+    );
+}
+
+#[tokio::test]
+async fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
+    let server = Server::start(Options::default());
+    server.ready().await;
+    // Clients that connect and never start TLS.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Clients that finish TLS, then send headers one byte at a time (slow loris).
+    let mut loris = Vec::new();
+    for _ in 0..5 {
+        let mut tls = server.client().tls().await.unwrap();
+        tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        loris.push(tls);
+    }
+    let drip = tokio::spawn(async move {
+        for _ in 0..30 {
+            for t in loris.iter_mut() {
+                if t.write_all(b"X").await.is_err() {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        false
+    });
+    // Others are served meanwhile.
+    good_request_succeeds(&server).await;
+
+    // The handshake timeout closes the silent ones...
+    for s in silent.iter_mut() {
+        assert!(
+            closed_within(s, Duration::from_secs(8)).await,
+            "silent client not cut off"
+        );
+    }
+    // ...and the header timeout the slow ones.
+    assert!(drip.await.unwrap(), "slow-loris clients were never cut off");
+    good_request_succeeds(&server).await;
+}
+
+#[tokio::test]
+async fn a_connection_flood_beyond_the_limit_is_refused_and_existing_connections_keep_working() {
+    let server = Server::start(Options {
+        args: &["--max-connections=16"],
+        ..Options::default()
+    });
+    server.ready().await;
+    let body = fixture("admission-v1.36/create.json");
+    let mut established = server.client().connect().await.unwrap();
+
+    let mut flood = Vec::new();
+    for _ in 0..48 {
+        flood.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Connections past the limit are closed at once.
+    let mut refused = 0;
+    for s in flood.iter_mut() {
+        if closed_within(s, Duration::from_millis(300)).await {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 48 - 16,
+        "only {refused} of the excess connections were refused"
+    );
+    // The API server's existing keep-alive connection is not affected.
+    assert_eq!(established.review(&body).await.status, 200);
+    drop(flood);
+    // Once the flood is gone, new connections are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut c) = server.client().connect().await {
+            if c.post("application/json", body.clone())
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server never recovered from the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_under_load_keeps_serving_while_unready_then_drains() {
+    let mut server = Server::start(Options {
+        args: &["--shutdown-delay-seconds=2"],
+        ..Options::default()
+    });
+    server.ready().await;
+    let body = fixture("bench/medium.json");
+    let client = server.client();
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        let body = body.clone();
+        workers.push(tokio::spawn(async move {
+            let mut ok = 0;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let Ok(mut conn) = client.connect().await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                // Every answer that comes is complete and right. A request
+                // written just as the listener closes may meet a closed
+                // connection: the server never started it.
+                if let Ok(r) = conn.post("application/json", body.clone()).await {
+                    assert_eq!(r.status, 200);
+                    assert_eq!(r.json()["response"]["allowed"], true);
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = Instant::now();
+    server.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // During the delay: unready, but requests are still served.
+    let (code, body_text) = harness::admin_get(server.admin, "/readyz").await.unwrap();
+    assert_eq!(code, 503, "{body_text}");
+    assert!(body_text.contains("shutting down"));
+    good_request_succeeds(&server).await;
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    assert!(total > 0);
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "the listener closed before the delay"
+    );
+}
