@@ -182,13 +182,12 @@ async fn a_connection_flood_beyond_the_limit_is_refused_and_existing_connections
     // Once the flood is gone, new connections are served again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(mut c) = server.client().connect().await {
-            if c.post("application/json", body.clone())
+        if let Ok(mut c) = server.client().connect().await
+            && c.post("application/json", body.clone())
                 .await
                 .is_ok_and(|r| r.status == 200)
-            {
-                break;
-            }
+        {
+            break;
         }
         assert!(
             Instant::now() < deadline,
