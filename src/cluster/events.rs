@@ -7,12 +7,38 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-/// One event to publish.
+use crate::admission::Answer;
+use crate::engine::{Outcome, Verdict};
+
+/// One Warning event to publish.
 pub struct Notice {
     pub regarding: ObjectReference,
-    pub warning: bool,
     pub reason: &'static str,
     pub note: String,
+}
+
+/// The event an answered review calls for, if any: the admission layer sets
+/// `regarding` only for skipped or denied injections outside dry runs.
+pub fn notice(answer: &Answer) -> Option<Notice> {
+    let regarding = answer.regarding.clone()?;
+    let d = answer.decision.as_ref()?;
+    let (reason, note) = match &d.outcome {
+        Outcome::Denied { message } => ("InjectionDenied", message.clone()),
+        _ => {
+            let skipped: Vec<String> = d
+                .templates
+                .iter()
+                .filter(|t| matches!(t.verdict, Verdict::Skipped { .. } | Verdict::Missing))
+                .map(|t| format!("{}: {}", t.name, t.why))
+                .collect();
+            ("InjectionSkipped", skipped.join("; "))
+        }
+    };
+    Some(Notice {
+        regarding,
+        reason,
+        note: format!("pod {}: {note}", answer.name),
+    })
 }
 
 /// Where a pod's event goes: its controller (a pod being created has no uid
@@ -59,11 +85,7 @@ pub fn start(client: Client, instance: Option<String>) -> mpsc::Sender<Notice> {
     tokio::spawn(async move {
         while let Some(n) = rx.recv().await {
             let event = Event {
-                type_: if n.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
+                type_: EventType::Warning,
                 reason: n.reason.into(),
                 note: Some(n.note.chars().take(1000).collect()),
                 action: "Inject".into(),

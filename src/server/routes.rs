@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::AppState;
 use crate::admission::{self, Context, Kind};
-use crate::cluster::events::Notice;
+use crate::cluster::events;
 use crate::engine::Verdict;
 
 /// A client that sends its body slower than this is cut off.
@@ -157,30 +157,10 @@ fn record(state: &AppState, answer: &admission::Answer, seconds: f64) {
             state.metrics.skipped(reason);
         }
         summary = d.summary();
-        if let (Some(events), Some(regarding)) = (&state.events, &answer.regarding) {
-            let (warning, reason, note) = match &d.outcome {
-                crate::engine::Outcome::Denied { message } => {
-                    (true, "InjectionDenied", message.clone())
-                }
-                _ => {
-                    let skipped: Vec<String> = d
-                        .templates
-                        .iter()
-                        .filter(|t| matches!(t.verdict, Verdict::Skipped { .. } | Verdict::Missing))
-                        .map(|t| format!("{}: {}", t.name, t.why))
-                        .collect();
-                    (true, "InjectionSkipped", skipped.join("; "))
-                }
-            };
-            let notice = Notice {
-                regarding: regarding.clone(),
-                warning,
-                reason,
-                note: format!("pod {}: {note}", answer.name),
-            };
-            // A full queue drops the event rather than slowing admission.
-            let _ = events.try_send(notice);
-        }
+    }
+    if let (Some(events), Some(notice)) = (&state.events, events::notice(answer)) {
+        // A full queue drops the event rather than slowing admission.
+        let _ = events.try_send(notice);
     }
     tracing::info!(
         uid = %answer.uid,
