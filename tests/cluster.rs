@@ -428,3 +428,36 @@ fn events_point_at_the_controller_or_the_named_pod() {
     );
     assert!(regarding(&json!({"metadata": {"generateName": "x-"}}), "shop").is_none());
 }
+
+#[test]
+fn skipped_injections_make_an_event_but_never_for_dry_runs() {
+    use tandem::admission::{Context, NoNamespaces, review};
+    use tandem::cluster::events::notice;
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/admission-v1.36/deployment.json"
+    );
+    let mut request: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    request["request"]["object"]["metadata"]["annotations"] =
+        json!({"tandem.dev/inject": "does-not-exist"});
+    let templates = TemplateSet::default();
+    let ctx = Context {
+        templates: &templates,
+        namespaces: &NoNamespaces,
+        capabilities: &Capabilities::default(),
+        policy: &Policy::default(),
+    };
+    let answer = review(request.to_string().as_bytes(), &ctx).unwrap();
+    let n = notice(&answer).expect("a missing template is worth an event");
+    assert_eq!(n.reason, "InjectionSkipped");
+    assert_eq!(n.regarding.kind.as_deref(), Some("ReplicaSet"));
+    assert!(n.note.contains("does-not-exist"), "{}", n.note);
+
+    request["request"]["dryRun"] = json!(true);
+    let answer = review(request.to_string().as_bytes(), &ctx).unwrap();
+    assert!(
+        notice(&answer).is_none(),
+        "dry-run requests have no side effects"
+    );
+}
