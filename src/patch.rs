@@ -30,17 +30,6 @@ pub struct AppExtra {
     pub env_from: Vec<Value>,
 }
 
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.init_front.is_empty()
-            && self.init_back.is_empty()
-            && self.containers.is_empty()
-            && self.volumes.is_empty()
-            && self.app.is_empty()
-            && self.annotations.is_empty()
-    }
-}
-
 fn add(path: PointerBuf, value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation { path, value })
 }

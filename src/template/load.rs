@@ -27,8 +27,6 @@ pub enum LoadError {
         template: String,
         error: FieldError,
     },
-    #[error("{0}")]
-    Set(String),
 }
 
 impl fmt::Display for FieldError {
