@@ -101,7 +101,13 @@ fn base_objects_are_valid_kubernetes_objects() {
                     }
                     let wanted: Vec<(String, String, Vec<String>)> = tandem::cluster::RBAC
                         .iter()
-                        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                        .map(|(g, r, v)| {
+                            (
+                                g.to_string(),
+                                r.to_string(),
+                                v.iter().map(|s| s.to_string()).collect(),
+                            )
+                        })
                         .collect();
                     assert_eq!(granted, wanted, "{file}: exactly the calls Tandem makes");
                 }

@@ -1,6 +1,7 @@
 //! The command line: `inject`, `explain`, `check`, `test` run the engine
 //! offline; `serve` runs the webhook.
 
+mod certs;
 mod check;
 mod explain;
 mod golden;
@@ -44,6 +45,8 @@ pub enum Command {
     Crd,
     /// Print the webhook configurations for a service or URL, after checking they are safe.
     WebhookConfig(webhook_config::WebhookConfigArgs),
+    /// Write a private CA and a serving certificate for the webhook Service (installs without cert-manager).
+    Certs(certs::CertsArgs),
 }
 
 /// Where templates come from.
@@ -218,6 +221,7 @@ pub fn run(command: Command) -> i32 {
         Command::Test(args) => golden::run(&args),
         Command::Serve(args) => serve(args),
         Command::WebhookConfig(args) => webhook_config::run(&args),
+        Command::Certs(args) => certs::run(&args),
         Command::Crd => {
             print!("{}", crate::cluster::crd::yaml());
             Ok(())
