@@ -2,11 +2,13 @@
 //! Kubernetes object with no unknown fields, and the webhook configuration
 //! passes the same self-checks as `tandem webhook-config`.
 
+mod common;
+
+use common::strict;
 use std::path::Path;
 use std::process::Command;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tandem::cluster::webhook::check_mutating;
 
@@ -35,35 +37,6 @@ fn committed_crds_equal_tandem_crd() {
             "{path} is stale: run `tandem crd > {path}`"
         );
     }
-}
-
-/// Keys in `raw` that the typed value lost: fields Kubernetes would not know.
-fn unknown(raw: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
-    match (raw, typed) {
-        (Value::Object(r), Value::Object(t)) => {
-            for (k, v) in r {
-                match t.get(k) {
-                    Some(tv) => unknown(v, tv, &format!("{path}.{k}"), out),
-                    None if v.is_null() => {}
-                    None => out.push(format!("{path}.{k}")),
-                }
-            }
-        }
-        (Value::Array(r), Value::Array(t)) => {
-            for (i, (rv, tv)) in r.iter().zip(t).enumerate() {
-                unknown(rv, tv, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn strict<T: DeserializeOwned + serde::Serialize>(doc: &Value, file: &str) -> T {
-    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let mut lost = Vec::new();
-    unknown(doc, &serde_json::to_value(&typed).unwrap(), "", &mut lost);
-    assert!(lost.is_empty(), "{file}: unknown fields {lost:?}");
-    typed
 }
 
 #[test]

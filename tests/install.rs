@@ -17,6 +17,9 @@
 //! and every name one object uses to find another (Service, ServiceAccount,
 //! Secret, Certificate, Issuer, ClusterRole) resolves.
 
+mod common;
+
+use common::strict;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
@@ -32,7 +35,6 @@ use k8s_openapi::api::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tandem::cluster::webhook::{SYSTEM_NAMESPACES, check_mutating};
 use tandem::engine::INJECTION_LABEL;
@@ -90,36 +92,6 @@ fn id(o: &Value) -> String {
 /// even when the test passes.
 fn notice(message: &str) {
     let _ = writeln!(std::io::stderr(), "\n{message}\n");
-}
-
-/// Keys in `raw` that the typed value lost: fields Kubernetes would not know.
-/// (Same as tests/deploy.rs.)
-fn unknown(raw: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
-    match (raw, typed) {
-        (Value::Object(r), Value::Object(t)) => {
-            for (k, v) in r {
-                match t.get(k) {
-                    Some(tv) => unknown(v, tv, &format!("{path}.{k}"), out),
-                    None if v.is_null() => {}
-                    None => out.push(format!("{path}.{k}")),
-                }
-            }
-        }
-        (Value::Array(r), Value::Array(t)) => {
-            for (i, (rv, tv)) in r.iter().zip(t).enumerate() {
-                unknown(rv, tv, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn strict<T: DeserializeOwned + serde::Serialize>(doc: &Value, what: &str) -> T {
-    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
-    let mut lost = Vec::new();
-    unknown(doc, &serde_json::to_value(&typed).unwrap(), "", &mut lost);
-    assert!(lost.is_empty(), "{what}: unknown fields {lost:?}");
-    typed
 }
 
 fn tandem(args: &[&str], cwd: &Path) -> (bool, String, String) {

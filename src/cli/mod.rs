@@ -57,49 +57,13 @@ pub struct TemplateArgs {
     pub config: Option<PathBuf>,
 }
 
-/// The built-in example templates, so `tandem inject` shows something on a fresh machine.
-pub const EXAMPLE_TEMPLATES: &[(&str, &str)] = &[
-    (
-        "examples/templates/config-init.yaml",
-        include_str!("../../examples/templates/config-init.yaml"),
-    ),
-    (
-        "examples/templates/db-ambassador.yaml",
-        include_str!("../../examples/templates/db-ambassador.yaml"),
-    ),
-    (
-        "examples/templates/log-adapter.yaml",
-        include_str!("../../examples/templates/log-adapter.yaml"),
-    ),
-    (
-        "examples/templates/log-shipper.yaml",
-        include_str!("../../examples/templates/log-shipper.yaml"),
-    ),
-    (
-        "examples/templates/metrics-exporter.yaml",
-        include_str!("../../examples/templates/metrics-exporter.yaml"),
-    ),
-];
-
 impl TemplateArgs {
     pub fn load(&self) -> Result<Arc<TemplateSet>, CliError> {
         let loaded = match &self.config {
             Some(path) => template::load_path(path),
             None => {
                 eprintln!("tandem: no --config given; using the built-in example templates");
-                let mut all = Vec::new();
-                let mut errors = Vec::new();
-                for (path, text) in EXAMPLE_TEMPLATES {
-                    match template::parse_documents(path, text) {
-                        Ok(mut t) => all.append(&mut t),
-                        Err(mut e) => errors.append(&mut e),
-                    }
-                }
-                if errors.is_empty() {
-                    Ok(all)
-                } else {
-                    Err(errors)
-                }
+                template::examples()
             }
         };
         let templates = loaded

@@ -1,6 +1,7 @@
 //! SidecarTemplates: the type shared with the CRD, loading from files and
 //! directories, validation on load and the lints of `tandem check`.
 
+mod examples;
 pub mod lint;
 mod load;
 mod model;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use examples::examples;
 pub use load::{LoadError, load_path, parse_documents, spec_from_value, template_from_object};
 pub use model::*;
 

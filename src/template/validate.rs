@@ -41,7 +41,9 @@ pub fn validate(
     }
     if let Some(raw) = raw {
         let typed = serde_json::to_value(spec).unwrap_or(Value::Null);
-        unknown_fields(raw, &typed, "spec", &mut errs);
+        for field in unknown_fields(raw, &typed, "spec") {
+            errs.push(field, "unknown field");
+        }
     }
     match spec.pattern {
         Pattern::Init => {
@@ -245,22 +247,29 @@ fn selector(field: &str, sel: &LabelSelector, errs: &mut Errors) {
     }
 }
 
-/// Reports keys present in `raw` that the typed model dropped.
-fn unknown_fields(raw: &Value, typed: &Value, path: &str, errs: &mut Errors) {
+/// Paths of keys present in `raw` that `typed` (its typed round trip) lost:
+/// fields the model does not know, which a typed reader drops silently.
+pub fn unknown_fields(raw: &Value, typed: &Value, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_unknown(raw, typed, path, &mut out);
+    out
+}
+
+fn collect_unknown(raw: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
     match (raw, typed) {
         (Value::Object(r), Value::Object(t)) => {
             for (k, v) in r {
                 let p = format!("{path}.{k}");
                 match t.get(k) {
-                    Some(tv) => unknown_fields(v, tv, &p, errs),
+                    Some(tv) => collect_unknown(v, tv, &p, out),
                     None if v.is_null() => {}
-                    None => errs.push(p, "unknown field"),
+                    None => out.push(p),
                 }
             }
         }
         (Value::Array(r), Value::Array(t)) => {
             for (i, (rv, tv)) in r.iter().zip(t).enumerate() {
-                unknown_fields(rv, tv, &format!("{path}[{i}]"), errs);
+                collect_unknown(rv, tv, &format!("{path}[{i}]"), out);
             }
         }
         _ => {}

@@ -496,3 +496,13 @@ pub fn template_doc(name: &str, spec: Value) -> String {
 pub fn template_set(docs: &[String]) -> TemplateSet {
     templates(&docs.join("\n---\n"))
 }
+
+/// Deserialises a manifest as its Kubernetes type and fails on any field the
+/// type does not know (what `kubectl apply --validate=strict` would reject).
+pub fn strict<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, what: &str) -> T {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let typed_json = serde_json::to_value(&typed).unwrap();
+    let lost = tandem::template::validate::unknown_fields(doc, &typed_json, "");
+    assert!(lost.is_empty(), "{what}: unknown fields {lost:?}");
+    typed
+}
