@@ -343,7 +343,7 @@ pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
 
     let mut index = PodIndex::new(&pod);
     let mut plan = Plan::default();
-    let mut status = existing.clone().unwrap_or_default();
+    let mut status = existing.unwrap_or_default();
     let mut denials = Vec::new();
     for (name, source) in selected {
         let verdict = match input.templates.lookup(&ns.name, &name) {
