@@ -176,6 +176,16 @@ async fn a_connection_flood_beyond_the_limit_is_refused_and_existing_connections
         refused >= 48 - 16,
         "only {refused} of the excess connections were refused"
     );
+    let metrics = server.metrics().await;
+    let counted: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tandem_connections_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        counted >= refused,
+        "{counted} counted, {refused} seen refused"
+    );
     // The API server's existing keep-alive connection is not affected.
     assert_eq!(established.review(&body).await.status, 200);
     drop(flood);

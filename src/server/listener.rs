@@ -22,6 +22,9 @@ pub struct Limits {
     pub grace: Duration,
 }
 
+/// Counts connections closed on arrival because of `max_connections`.
+pub type Refused = prometheus_client::metrics::counter::Counter;
+
 /// Serves `router` over TLS until `shutdown` turns true, then waits up to
 /// `limits.grace` for in-flight requests to finish.
 pub async fn serve_tls(
@@ -29,6 +32,7 @@ pub async fn serve_tls(
     acceptor: TlsAcceptor,
     router: Router,
     limits: Limits,
+    refused: Refused,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -48,7 +52,9 @@ pub async fn serve_tls(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = limits.max_connections, "connection limit reached; closing new connection");
+            // Counted, not logged at warn: a flood would flood the log too.
+            refused.inc();
+            tracing::debug!(%peer, max = limits.max_connections, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         };

@@ -19,6 +19,7 @@ pub struct Metrics {
     template_reloads: Family<Labels, Counter>,
     certificate_reloads: Family<Labels, Counter>,
     watch_errors: Family<Labels, Counter>,
+    pub connections_refused: Counter,
     pub certificate_expiry: Gauge,
     pub templates: Gauge,
     pub native_sidecars: Gauge,
@@ -37,6 +38,7 @@ impl Metrics {
         let template_reloads = Family::<Labels, Counter>::default();
         let certificate_reloads = Family::<Labels, Counter>::default();
         let watch_errors = Family::<Labels, Counter>::default();
+        let connections_refused = Counter::default();
         // Sub-millisecond buckets: the engine answers in microseconds, and
         // mutating webhooks run in sequence on every pod creation.
         let duration = Histogram::new([
@@ -85,6 +87,11 @@ impl Metrics {
             "Errors of the cluster watches, by resource; each is retried with backoff",
             watch_errors.clone(),
         );
+        registry.register(
+            "connections_refused",
+            "Connections closed on arrival because --max-connections were open",
+            connections_refused.clone(),
+        );
         registry.register("templates", "Templates in force", templates.clone());
         registry.register(
             "native_sidecars",
@@ -100,6 +107,7 @@ impl Metrics {
             template_reloads,
             certificate_reloads,
             watch_errors,
+            connections_refused,
             certificate_expiry,
             templates,
             native_sidecars,

@@ -256,11 +256,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         grace: Duration::from_secs(args.shutdown_grace_seconds),
     };
+    let refused = state.metrics.connections_refused.clone();
     let serving = tokio::spawn(listener::serve_tls(
         listener,
         acceptor,
         webhook(state.clone()),
         limits,
+        refused,
         stop_rx,
     ));
 
