@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,9 +17,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
 
+use super::namespaces::NamespaceCache;
 use super::templates::StatusUpdate;
 use crate::engine::{Capabilities, NativeSidecars};
-use crate::server::AppState;
+use crate::server::{AppState, ServeArgs};
 use crate::template::SidecarTemplate;
 
 /// How often the API server's version is asked again, to notice an upgrade.
@@ -40,6 +42,30 @@ pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
 /// Whether to use the cluster: `--kubeconfig` given, or running in a pod.
 pub fn in_cluster() -> bool {
     std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
+/// Builds the server's state on the cluster's caches and starts them;
+/// `/readyz` stays unready until both have synced.
+pub fn start(client: Client, args: &ServeArgs) -> Arc<AppState> {
+    let (ns_store, ns_writer) = reflector::store();
+    let events = super::events::start(client.clone(), std::env::var("POD_NAME").ok());
+    let facts = Arc::new(NamespaceCache(ns_store.clone()));
+    let state = Arc::new(AppState::new(args, facts, Some(events), true));
+    namespaces(client.clone(), ns_writer, state.clone());
+    let template_store = templates(client.clone(), state.clone());
+    if args.kubernetes_version.is_none() {
+        capabilities(client, state.clone(), args.native_sidecars);
+    }
+    let s = state.clone();
+    tokio::spawn(async move {
+        let synced = ns_store.wait_until_ready().await.is_ok()
+            && template_store.wait_until_ready().await.is_ok();
+        if synced {
+            tracing::info!("cluster caches synced");
+            s.cluster_synced.store(true, Ordering::Release);
+        }
+    });
+    state
 }
 
 /// Fills the Namespace cache whose store answers namespace facts.

@@ -8,29 +8,23 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::Args;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-
-use std::sync::Mutex;
-
 use kube::api::DynamicObject;
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 use crate::admission::{NamespaceFacts, NoNamespaces};
+use crate::cluster::events::Notice;
+use crate::cluster::templates::{self, StatusUpdate};
 use crate::cluster::watch as cluster_watch;
-use crate::cluster::{
-    self, events::Notice, namespaces::NamespaceCache, templates, templates::StatusUpdate,
-};
 use crate::engine::{Capabilities, NativeSidecars, OnMissing, Policy};
-use crate::template::Template;
-use crate::template::TemplateSet;
+use crate::template::{Template, TemplateSet};
 use metrics::Metrics;
 use tls::CertStore;
 
@@ -192,27 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let state = match &client {
         None => Arc::new(AppState::new(&args, Arc::new(NoNamespaces), None, false)),
-        Some(client) => {
-            let (ns_store, ns_writer) = kube::runtime::reflector::store();
-            let events = cluster::events::start(client.clone(), std::env::var("POD_NAME").ok());
-            let facts = Arc::new(NamespaceCache(ns_store.clone()));
-            let state = Arc::new(AppState::new(&args, facts, Some(events), true));
-            cluster_watch::namespaces(client.clone(), ns_writer, state.clone());
-            let template_store = cluster_watch::templates(client.clone(), state.clone());
-            if args.kubernetes_version.is_none() {
-                cluster_watch::capabilities(client.clone(), state.clone(), args.native_sidecars);
-            }
-            let s = state.clone();
-            tokio::spawn(async move {
-                let synced = ns_store.wait_until_ready().await.is_ok()
-                    && template_store.wait_until_ready().await.is_ok();
-                if synced {
-                    tracing::info!("cluster caches synced");
-                    s.cluster_synced.store(true, Ordering::Release);
-                }
-            });
-            state
-        }
+        Some(client) => cluster_watch::start(client.clone(), &args),
     };
     let tls_config =
         tls::server_config(state.certs.clone()).context("building the TLS configuration")?;
