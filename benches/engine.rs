@@ -10,6 +10,10 @@ use tandem::admission::{self, Context, NoNamespaces};
 use tandem::engine::{self, Capabilities, Input, Namespace, Policy};
 use tandem::template::{TemplateSet, parse_documents};
 
+// The allocator `tandem` ships with (src/main.rs), so the numbers are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TEMPLATE: &str = r#"
 apiVersion: tandem.dev/v1alpha1
 kind: SidecarTemplate

@@ -3,7 +3,8 @@
 //! run. Knows nothing of HTTP or TLS.
 
 use base64::Engine as _;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::engine::{
     self, Capabilities, Decision, EngineError, Input, Namespace, Outcome, Policy, Verdict,
@@ -72,7 +73,8 @@ pub struct Answer {
     pub name: String,
     pub operation: String,
     pub dry_run: bool,
-    /// Why, when nothing was decided by the engine (pass-through or invalid).
+    /// The outcome in one line: the decision's summary, or why nothing was
+    /// decided (pass-through or invalid).
     pub note: String,
     pub decision: Option<Decision>,
     /// What an Event about a skipped or denied injection should point at;
@@ -98,24 +100,19 @@ pub fn validate_template(body: &[u8]) -> Result<Answer, ReviewError> {
             .unwrap_or_default();
         if kind != crate::template::KIND || answer.operation == "DELETE" {
             answer.note = format!("{kind} {} not checked", answer.operation);
-            return allowed();
+            return Reply::allowed();
         }
         let Some(object) = object else {
             return invalid(answer, "request.object is missing");
         };
         let scope = crate::template::Scope::Namespace(answer.namespace.clone());
         match crate::template::template_from_object(object, &answer.namespace, scope) {
-            Ok(_) => allowed(),
+            Ok(_) => Reply::allowed(),
             Err(message) => {
                 answer.kind = Kind::Denied;
-                answer.note = message.clone();
-                let mut r = Map::new();
-                r.insert("allowed".into(), Value::Bool(false));
-                r.insert(
-                    "status".into(),
-                    json!({ "code": 422, "reason": "Invalid", "message": format!("tandem: {message}") }),
-                );
-                r
+                let reply = Reply::refused(422, "Invalid", &message);
+                answer.note = message;
+                reply
             }
         }
     })
@@ -123,7 +120,7 @@ pub fn validate_template(body: &[u8]) -> Result<Answer, ReviewError> {
 
 fn answer(
     body: &[u8],
-    respond: impl FnOnce(&Value, Option<&Value>, &mut Answer) -> Map<String, Value>,
+    respond: impl FnOnce(&Value, Option<&Value>, &mut Answer) -> Reply,
 ) -> Result<Answer, ReviewError> {
     let doc = parse_review(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     let request = doc.get("request").filter(|r| r.is_object());
@@ -179,18 +176,87 @@ fn answer(
         decision: None,
         regarding: None,
     };
-    let mut response = match shape_error {
+    let reply = match shape_error {
         Some(why) => invalid(&mut answer, &why),
         None => respond(request, object, &mut answer),
     };
-    response.insert("uid".into(), Value::String(answer.uid.clone()));
-    let out = json!({
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "response": response,
-    });
+    let out = ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid: &answer.uid,
+            reply,
+        },
+    };
     answer.body = serde_json::to_vec(&out).unwrap_or_default();
     Ok(answer)
+}
+
+/// The AdmissionReview written back, serialised straight from these types.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    #[serde(flatten)]
+    reply: Reply,
+}
+
+/// The part of a response that depends on the request's content.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Reply {
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// The JSON patch, base64-encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_annotations: Option<AuditAnnotations>,
+}
+
+#[derive(Serialize)]
+struct Status {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct AuditAnnotations {
+    decision: String,
+}
+
+impl Reply {
+    fn allowed() -> Reply {
+        Reply {
+            allowed: true,
+            ..Reply::default()
+        }
+    }
+
+    fn refused(code: u16, reason: &'static str, message: &str) -> Reply {
+        Reply {
+            allowed: false,
+            status: Some(Status {
+                code,
+                reason,
+                message: format!("tandem: {message}"),
+            }),
+            ..Reply::default()
+        }
+    }
 }
 
 fn respond(
@@ -198,7 +264,7 @@ fn respond(
     object: Option<&Value>,
     answer: &mut Answer,
     ctx: &Context<'_>,
-) -> Map<String, Value> {
+) -> Reply {
     let kind = request.get("kind");
     let is_pod = kind.and_then(|k| k.get("kind")).and_then(Value::as_str) == Some("Pod")
         && kind
@@ -218,7 +284,7 @@ fn respond(
         } else {
             format!("operation {}", answer.operation)
         };
-        return allowed();
+        return Reply::allowed();
     }
     let Some(pod) = object else {
         return invalid(answer, "request.object is missing");
@@ -243,36 +309,27 @@ fn respond(
             return invalid(answer, &format!("malformed pod: {m}"));
         }
     };
-    let mut r = Map::new();
-    match &decision.outcome {
+    let mut reply = match &decision.outcome {
         Outcome::Denied { message } => {
             answer.kind = Kind::Denied;
-            r.insert("allowed".into(), Value::Bool(false));
-            r.insert(
-                "status".into(),
-                json!({ "code": 403, "reason": "Forbidden", "message": format!("tandem: {message}") }),
-            );
+            Reply::refused(403, "Forbidden", message)
         }
         Outcome::Patched => {
             answer.kind = Kind::Patched;
-            r.insert("allowed".into(), Value::Bool(true));
             let patch = serde_json::to_vec(&decision.patch).unwrap_or_default();
-            let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
-            r.insert("patchType".into(), Value::String("JSONPatch".into()));
-            r.insert("patch".into(), Value::String(encoded));
+            Reply {
+                patch_type: Some("JSONPatch"),
+                patch: Some(base64::engine::general_purpose::STANDARD.encode(patch)),
+                ..Reply::allowed()
+            }
         }
-        Outcome::Unchanged { .. } => {
-            r.insert("allowed".into(), Value::Bool(true));
-        }
-    }
-    let warnings = bounded_warnings(&decision.warnings);
-    if !warnings.is_empty() {
-        r.insert("warnings".into(), json!(warnings));
-    }
-    r.insert(
-        "auditAnnotations".into(),
-        json!({ "decision": decision.summary() }),
-    );
+        Outcome::Unchanged { .. } => Reply::allowed(),
+    };
+    reply.warnings = bounded_warnings(&decision.warnings);
+    answer.note = decision.summary();
+    reply.audit_annotations = Some(AuditAnnotations {
+        decision: answer.note.clone(),
+    });
     let worth_an_event = matches!(decision.outcome, Outcome::Denied { .. })
         || decision
             .templates
@@ -283,39 +340,27 @@ fn respond(
         answer.regarding = crate::cluster::events::regarding(pod, &answer.namespace);
     }
     answer.decision = Some(decision);
-    r
+    reply
 }
 
-fn allowed() -> Map<String, Value> {
-    let mut r = Map::new();
-    r.insert("allowed".into(), Value::Bool(true));
-    r
-}
-
-fn invalid(answer: &mut Answer, message: &str) -> Map<String, Value> {
+fn invalid(answer: &mut Answer, message: &str) -> Reply {
     answer.kind = Kind::Invalid;
     answer.note = message.to_string();
-    let mut r = Map::new();
-    r.insert("allowed".into(), Value::Bool(false));
-    r.insert(
-        "status".into(),
-        json!({ "code": 400, "reason": "BadRequest", "message": format!("tandem: {message}") }),
-    );
-    r
+    Reply::refused(400, "BadRequest", message)
 }
 
 /// Keeps warnings within the API server's total limit, saying so when some
 /// had to go.
-fn bounded_warnings(warnings: &[String]) -> Vec<&str> {
+fn bounded_warnings(warnings: &[String]) -> Vec<String> {
     let mut total = 0;
     let mut out = Vec::new();
     for w in warnings {
         if total + w.len() > MAX_WARNINGS_BYTES - 64 {
-            out.push("tandem: more warnings omitted; run tandem explain for all of them");
+            out.push("tandem: more warnings omitted; run tandem explain for all of them".into());
             break;
         }
         total += w.len();
-        out.push(w.as_str());
+        out.push(w.clone());
     }
     out
 }
@@ -396,6 +441,7 @@ impl<'de> serde::de::Visitor<'de> for Lean {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn parse_review_drops_only_managed_fields_of_metadata() {

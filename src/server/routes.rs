@@ -141,7 +141,6 @@ fn finish(
 
 /// Metrics and the one log line per admission.
 fn record(state: &AppState, answer: &admission::Answer, seconds: f64) {
-    let mut summary = answer.note.clone();
     if let Some(d) = &answer.decision {
         for t in &d.templates {
             match &t.verdict {
@@ -156,7 +155,6 @@ fn record(state: &AppState, answer: &admission::Answer, seconds: f64) {
         {
             state.metrics.skipped(reason);
         }
-        summary = d.summary();
     }
     if let (Some(events), Some(notice)) = (&state.events, events::notice(answer)) {
         // A full queue drops the event rather than slowing admission.
@@ -169,7 +167,7 @@ fn record(state: &AppState, answer: &admission::Answer, seconds: f64) {
         operation = %answer.operation,
         dry_run = answer.dry_run,
         outcome = answer.kind.as_str(),
-        decision = %summary,
+        decision = %answer.note,
         duration_us = (seconds * 1e6) as u64,
         "admission"
     );
