@@ -12,6 +12,12 @@ TANDEM_PORT="${TANDEM_PORT:-18443}"
 TANDEM_ADMIN_PORT="${TANDEM_ADMIN_PORT:-19090}"
 REFERENCE_PORT="${REFERENCE_PORT:-18444}"
 
+# The reference server's allocator: system (what a minimal server uses) or
+# mimalloc (Tandem's), to tell the allocator's share of a difference.
+REFERENCE_ALLOCATOR="${REFERENCE_ALLOCATOR:-system}"
+[[ "$REFERENCE_ALLOCATOR" == system || "$REFERENCE_ALLOCATOR" == mimalloc ]] ||
+    { printf 'error: REFERENCE_ALLOCATOR must be system or mimalloc\n' >&2; exit 1; }
+
 CLK_TCK="$(getconf CLK_TCK)"
 PIDS=()
 
@@ -28,8 +34,10 @@ need() {
 build_all() {
     log "building tandem (release)"
     (cd "$ROOT_DIR" && cargo build --release --locked --quiet)
-    log "building the bench tools (release)"
-    cargo build --release --locked --quiet --manifest-path "$BENCH_DIR/Cargo.toml"
+    log "building the bench tools (release; reference allocator: $REFERENCE_ALLOCATOR)"
+    local features=()
+    [[ "$REFERENCE_ALLOCATOR" == mimalloc ]] && features=(--features mimalloc)
+    cargo build --release --locked --quiet --manifest-path "$BENCH_DIR/Cargo.toml" "${features[@]}"
 }
 
 port_free() {

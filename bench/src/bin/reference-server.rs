@@ -5,7 +5,8 @@
 //! and parsing it as JSON (`serde_json::Value`), then it answers a fixed
 //! "allowed" AdmissionReview echoing `request.uid`. No routing framework, no
 //! decision, no patch, no metrics, no logs. Same runtime as `tandem serve`
-//! (multi-threaded tokio, one task per connection, TCP_NODELAY).
+//! (multi-threaded tokio, one task per connection, TCP_NODELAY). The system
+//! allocator, unless built with the `mimalloc` feature (Tandem's allocator).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +29,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, version};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The same body limit as tandem's default.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
