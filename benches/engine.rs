@@ -166,6 +166,26 @@ fn engine_pathological(c: &mut Criterion) {
         b.iter(|| decide(black_box(&pod), &many))
     });
     g.finish();
+
+    // The same pods as whole AdmissionReview bodies: parsing included, which
+    // is where a megabyte of managedFields costs.
+    let mut g = c.benchmark_group("pathological-review");
+    let ctx = Context {
+        templates: &set,
+        namespaces: &NoNamespaces,
+        capabilities: &Capabilities::default(),
+        policy: &Policy::default(),
+    };
+    for (name, pod) in pathological() {
+        let mut body = review.clone();
+        body["request"]["object"] = pod;
+        let body = serde_json::to_vec(&body).unwrap();
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| admission::review(black_box(body), &ctx).unwrap().body.len())
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, engine_bodies, engine_pathological);
