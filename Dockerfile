@@ -17,8 +17,9 @@
 ############################
 FROM rust:1.95.0-slim-bookworm AS builder
 
-# ring (the crypto provider used by rustls and kube) compiles C and assembly:
-# musl-gcc comes from musl-tools, gcc/libc6-dev are already in the slim image.
+# ring (the crypto provider used by rustls and kube) and mimalloc (the global
+# allocator) compile C and assembly: musl-gcc comes from musl-tools, gcc/libc6-dev
+# are already in the slim image.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*
