@@ -87,6 +87,16 @@ start_reference() {
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
+# finish_run: stops the servers and removes $TMP, unless KEEP_TMP=1.
+finish_run() {
+    stop_servers
+    if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+
 # wait_until SECONDS DESCRIPTION PID COMMAND...: polls COMMAND every 0.1 s.
 wait_until() {
     local seconds="$1" what="$2" pid="$3" i

@@ -33,15 +33,7 @@ done
 check_ports "$TANDEM_PORT" "$TANDEM_ADMIN_PORT" "$REFERENCE_PORT"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench.XXXXXX")"
-cleanup() {
-    stop_servers
-    if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-        log "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
+trap finish_run EXIT
 trap 'exit 130' INT TERM
 
 make_cert "$TMP"

@@ -35,12 +35,7 @@ cleanup() {
     if [[ -n "$LOADGEN_PID" ]]; then
         kill "$LOADGEN_PID" 2>/dev/null || true
     fi
-    stop_servers
-    if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-        log "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
+    finish_run
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
