@@ -443,6 +443,93 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The captured CREATE review, asking for `templates` and, with `env`,
+    /// giving its app container that env var.
+    fn captured_review(templates: &str, env: Option<&str>) -> Value {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/admission-v1.36/create.json"
+        );
+        let mut review: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let pod = &mut review["request"]["object"];
+        pod["metadata"]["annotations"] = json!({ engine::INJECT_ANNOTATION: templates });
+        if let Some(name) = env {
+            pod["spec"]["containers"][0]["env"] = json!([{ "name": name, "value": "x" }]);
+        }
+        review
+    }
+
+    /// Answers `review` with the example templates: the answer and its body.
+    fn answer_with_examples(review: &Value) -> (Answer, Value) {
+        let set = TemplateSet::new(crate::template::examples().unwrap()).unwrap();
+        let ctx = Context {
+            templates: &set,
+            namespaces: &NoNamespaces,
+            capabilities: &Capabilities::default(),
+            policy: &Policy::default(),
+        };
+        let answer = super::review(&serde_json::to_vec(review).unwrap(), &ctx).unwrap();
+        let out: Value = serde_json::from_slice(&answer.body).unwrap();
+        (answer, out)
+    }
+
+    #[test]
+    fn a_patched_answer_carries_a_patch_that_applies_and_the_summary() {
+        let mut review = captured_review("log-shipper", None);
+        let (answer, out) = answer_with_examples(&review);
+        assert_eq!(answer.kind, Kind::Patched);
+        assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(out["kind"], "AdmissionReview");
+        let r = &out["response"];
+        assert_eq!(r["uid"], "47dbdee9-39a4-474c-861a-99b052dabfdb");
+        assert_eq!(r["allowed"], true);
+        assert_eq!(r["patchType"], "JSONPatch");
+        assert!(r.get("status").is_none(), "{r}");
+        assert_eq!(r["auditAnnotations"]["decision"], answer.note.as_str());
+        assert!(answer.note.starts_with("patched "), "{}", answer.note);
+
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(r["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        let pod = &mut review["request"]["object"];
+        json_patch::patch(pod, &patch).unwrap();
+        let names: Vec<&str> = ["containers", "initContainers"]
+            .iter()
+            .flat_map(|f| pod["spec"][f].as_array().into_iter().flatten())
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"app") && names.contains(&"log-shipper"),
+            "{names:?}"
+        );
+
+        let (again, out) = answer_with_examples(&review);
+        assert_eq!(again.kind, Kind::Allowed, "{}", again.note);
+        assert!(out["response"].get("patch").is_none(), "{out}");
+    }
+
+    #[test]
+    fn a_denied_answer_is_403_forbidden_with_the_reason_and_no_patch() {
+        let (answer, out) =
+            answer_with_examples(&captured_review("db-ambassador", Some("DATABASE_URL")));
+        assert_eq!(answer.kind, Kind::Denied);
+        let r = &out["response"];
+        assert_eq!(r["allowed"], false);
+        assert_eq!(r["status"]["code"], 403);
+        assert_eq!(r["status"]["reason"], "Forbidden");
+        let message = r["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("tandem: ") && message.contains("db-ambassador"),
+            "{message}"
+        );
+        assert!(
+            r.get("patch").is_none() && r.get("patchType").is_none(),
+            "{r}"
+        );
+        assert_eq!(r["auditAnnotations"]["decision"], answer.note.as_str());
+    }
+
     #[test]
     fn parse_review_drops_only_managed_fields_of_metadata() {
         let body = br#"{"a":{"metadata":{"name":"x","managedFields":[{"f":1}]},"managedFields":2},"n":[1,-2,3.5,true,null,"s"]}"#;

@@ -593,6 +593,8 @@ async fn validate_rejects_a_broken_sidecar_template_with_the_check_message() {
     let r: Value = reply.json();
     assert_eq!(r["response"]["uid"], "v-1");
     assert_eq!(r["response"]["allowed"], false);
+    assert_eq!(r["response"]["status"]["code"], 422);
+    assert_eq!(r["response"]["status"]["reason"], "Invalid");
     let message = r["response"]["status"]["message"].as_str().unwrap();
     assert!(
         message.contains("spec.containers[0].imagePullPolicyy: unknown field"),
