@@ -15,14 +15,15 @@ REFERENCE_PORT="${REFERENCE_PORT:-18444}"
 # The reference server's allocator: system (what a minimal server uses) or
 # mimalloc (Tandem's), to tell the allocator's share of a difference.
 REFERENCE_ALLOCATOR="${REFERENCE_ALLOCATOR:-system}"
-[[ "$REFERENCE_ALLOCATOR" == system || "$REFERENCE_ALLOCATOR" == mimalloc ]] ||
-    { printf 'error: REFERENCE_ALLOCATOR must be system or mimalloc\n' >&2; exit 1; }
 
 CLK_TCK="$(getconf CLK_TCK)"
 PIDS=()
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+[[ "$REFERENCE_ALLOCATOR" == system || "$REFERENCE_ALLOCATOR" == mimalloc ]] ||
+    die "REFERENCE_ALLOCATOR must be system or mimalloc"
 
 need() {
     local tool
