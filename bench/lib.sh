@@ -3,7 +3,7 @@
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$BENCH_DIR/.." && pwd)"
-FIXTURES="${FIXTURES:-$ROOT_DIR/../shared/fixtures/bench}"
+FIXTURES="${FIXTURES:-$ROOT_DIR/tests/fixtures/bench}"
 TANDEM_BIN="${TANDEM_BIN:-$ROOT_DIR/target/release/tandem}"
 LOADGEN_BIN="$BENCH_DIR/target/release/loadgen"
 REFERENCE_BIN="$BENCH_DIR/target/release/reference-server"

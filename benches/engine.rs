@@ -33,7 +33,7 @@ spec:
 
 fn fixture(name: &str) -> String {
     let path = format!(
-        "{}/../shared/fixtures/bench/{name}.json",
+        "{}/tests/fixtures/bench/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -448,7 +448,7 @@ mod tests {
     fn captured_review(templates: &str, env: Option<&str>) -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/admission-v1.36/create.json"
+            "/tests/fixtures/admission-v1.36/create.json"
         );
         let mut review: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         let pod = &mut review["request"]["object"];

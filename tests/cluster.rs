@@ -435,7 +435,7 @@ fn skipped_injections_make_an_event_but_never_for_dry_runs() {
     use tandem::cluster::events::notice;
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/admission-v1.36/deployment.json"
+        "/tests/fixtures/admission-v1.36/deployment.json"
     );
     let mut request: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();

@@ -21,12 +21,12 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `shared/fixtures`, beside the clone.
+/// `tests/fixtures` (see its README for where each file comes from).
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
 }
 
-/// Reads a JSON file under `shared/fixtures` (e.g. `admission-v1.36/create.json`).
+/// Reads a JSON file under `tests/fixtures` (e.g. `admission-v1.36/create.json`).
 pub fn fixture(relative: &str) -> Value {
     let path = fixtures_dir().join(relative);
     let text = std::fs::read_to_string(&path)
