@@ -6,8 +6,10 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
-use tandem::admission::{self, Context, NoNamespaces};
-use tandem::engine::{self, Capabilities, Input, Namespace, Policy};
+use tandem::admission::{self, Context};
+use tandem::engine::{self, Input};
+use tandem::facts::NoNamespaces;
+use tandem::facts::{Capabilities, Namespace, Policy};
 use tandem::template::{TemplateSet, parse_documents};
 
 // The allocator `tandem` ships with (src/main.rs), so the numbers are its.

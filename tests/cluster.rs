@@ -11,10 +11,11 @@ use kube::core::{ObjectMeta, PartialObjectMeta};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
-use tandem::admission::NamespaceFacts;
-use tandem::cluster::namespaces::NamespaceCache;
-use tandem::cluster::templates::merge;
-use tandem::engine::{self, Capabilities, Input, NativeSidecars, Policy, Verdict, parse_version};
+use tandem::cluster::NamespaceCache;
+use tandem::cluster::merge;
+use tandem::engine::{self, Input, Verdict};
+use tandem::facts::NamespaceFacts;
+use tandem::facts::{Capabilities, NativeSidecars, Policy, parse_version};
 use tandem::template::{Scope, SidecarTemplate, TemplateSet, parse_documents};
 
 const OWN: &str = "tandem-system";
@@ -44,7 +45,7 @@ fn pod_requesting(name: &str) -> Value {
 }
 
 fn decide_in(set: &TemplateSet, namespace: &str, pod: &Value) -> engine::Decision {
-    let ns = engine::Namespace {
+    let ns = tandem::facts::Namespace {
         name: namespace.into(),
         ..Default::default()
     };
@@ -238,7 +239,7 @@ fn namespace_facts_follow_the_watch() {
     )
     .unwrap();
     let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
-    let decide = |ns: &engine::Namespace| {
+    let decide = |ns: &tandem::facts::Namespace| {
         engine::decide(&Input {
             pod: &pod,
             namespace: ns,
@@ -411,28 +412,9 @@ fn the_crd_schema_accepts_every_example_and_rejects_broken_templates() {
 }
 
 #[test]
-fn events_point_at_the_controller_or_the_named_pod() {
-    use tandem::cluster::events::regarding;
-    let owned = json!({"metadata": {"generateName": "web-", "ownerReferences": [
-        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u1", "controller": true}
-    ]}});
-    let r = regarding(&owned, "shop").unwrap();
-    assert_eq!(
-        (r.kind.as_deref(), r.name.as_deref()),
-        (Some("ReplicaSet"), Some("web-1"))
-    );
-    let bare = json!({"metadata": {"name": "debug"}});
-    assert_eq!(
-        regarding(&bare, "shop").unwrap().kind.as_deref(),
-        Some("Pod")
-    );
-    assert!(regarding(&json!({"metadata": {"generateName": "x-"}}), "shop").is_none());
-}
-
-#[test]
 fn skipped_injections_make_an_event_but_never_for_dry_runs() {
-    use tandem::admission::{Context, NoNamespaces, review};
-    use tandem::cluster::events::notice;
+    use tandem::admission::{Context, review};
+    use tandem::facts::NoNamespaces;
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/admission-v1.36/deployment.json"
@@ -449,7 +431,7 @@ fn skipped_injections_make_an_event_but_never_for_dry_runs() {
         policy: &Policy::default(),
     };
     let answer = review(request.to_string().as_bytes(), &ctx).unwrap();
-    let n = notice(&answer).expect("a missing template is worth an event");
+    let n = answer.notice.expect("a missing template is worth an event");
     assert_eq!(n.reason, "InjectionSkipped");
     assert_eq!(n.regarding.kind.as_deref(), Some("ReplicaSet"));
     assert!(n.note.contains("does-not-exist"), "{}", n.note);
@@ -457,7 +439,7 @@ fn skipped_injections_make_an_event_but_never_for_dry_runs() {
     request["request"]["dryRun"] = json!(true);
     let answer = review(request.to_string().as_bytes(), &ctx).unwrap();
     assert!(
-        notice(&answer).is_none(),
+        answer.notice.is_none(),
         "dry-run requests have no side effects"
     );
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use serde_json::Value;
-use tandem::cluster::webhook::check_mutating;
+use tandem::install::webhook::check_mutating;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

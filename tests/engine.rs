@@ -6,13 +6,13 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use tandem::engine::placement::Placement;
-use tandem::engine::select::Source;
-use tandem::engine::{
-    DEFAULT_CONTAINER_ANNOTATION, Decision, EngineError, INJECT_ANNOTATION, OnMissing, Outcome,
-    STATUS_ANNOTATION, Verdict,
+use tandem::engine::Placement;
+use tandem::engine::Source;
+use tandem::engine::{Decision, EngineError, Outcome, Verdict};
+use tandem::facts::Quantity;
+use tandem::facts::{
+    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, OnMissing, STATUS_ANNOTATION,
 };
-use tandem::quantity::Quantity;
 use tandem::template::{self, LoadError, Scope, TemplateSet};
 
 // ---------------------------------------------------------------- helpers
@@ -570,20 +570,6 @@ fn annotation_keys_with_slash_are_escaped() {
     }
     // Existing arrays get items appended, not replaced.
     assert!(p.contains(&"/spec/containers/0/env".to_string()));
-}
-
-#[test]
-fn patch_builder_escapes_tilde_and_slash() {
-    use tandem::patch::{Plan, build};
-    let pod = json!({ "metadata": { "annotations": {} }, "spec": { "containers": [] } });
-    let plan = Plan {
-        annotations: vec![("a~b/c".into(), "v".into())],
-        ..Plan::default()
-    };
-    let patch = build(&pod, plan);
-    assert_eq!(paths(&patch), ["/metadata/annotations/a~0b~1c"]);
-    let out = apply(&pod, &patch);
-    assert_eq!(out["metadata"]["annotations"]["a~b/c"], "v");
 }
 
 // ------------------------------------------------------------------- jobs

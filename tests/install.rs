@@ -36,9 +36,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
-use tandem::cluster::webhook::{SYSTEM_NAMESPACES, check_mutating};
-use tandem::engine::INJECTION_LABEL;
-use tandem::engine::select::{Request, parse_request, selector_matches};
+use tandem::engine::{Request, parse_request, selector_matches};
+use tandem::facts::INJECTION_LABEL;
+use tandem::facts::SYSTEM_NAMESPACES;
+use tandem::install::webhook::check_mutating;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Tandem's namespace in every shipped variant.

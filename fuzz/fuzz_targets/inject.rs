@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(docs) = inject(&m.docs, true) else {
         return;
     };
-    let rendered = manifest::render(m.format, &docs);
+    let rendered = manifest::render(m.format, &docs).expect("rendering a parsed manifest never fails");
     let again = manifest::parse("rendered", &rendered).unwrap_or_else(|e| {
         panic!("inject output does not parse back: {e}\n{rendered}")
     });

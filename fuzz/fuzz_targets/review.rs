@@ -15,8 +15,8 @@
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tandem::admission::{self, Answer, Context, NoNamespaces, ReviewError};
-use tandem::engine::{Capabilities, Policy};
+use tandem::admission::{self, Answer, Context, Kind, ReviewError};
+use tandem::facts::{Capabilities, NoNamespaces, Policy};
 
 fuzz_target!(|data: &[u8]| {
     // The request as a plain JSON parser sees it; `None` when not JSON (or
@@ -84,6 +84,12 @@ fn check(
             return;
         }
     };
+    assert_ne!(
+        answer.kind,
+        Kind::Error,
+        "{what}: Tandem failed to encode its own answer: {}",
+        answer.note
+    );
     let body: Value = serde_json::from_slice(&answer.body).unwrap_or_else(|e| {
         panic!(
             "{what}: answer body is not JSON ({e}): {:?}",

@@ -10,7 +10,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
-use tandem::template::{TemplateSet, lint, parse_documents};
+use tandem::engine;
+use tandem::template::{self, TemplateSet, parse_documents};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -33,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    for l in lint::lint(set.all().map(|t| t.as_ref())) {
+    let all = || set.all().map(|t| t.as_ref());
+    for l in template::lint(all()).into_iter().chain(engine::collisions(all())) {
         let _ = l.to_string();
     }
     if names.is_empty() {

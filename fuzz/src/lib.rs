@@ -6,7 +6,8 @@ use std::sync::LazyLock;
 
 use json_patch::PatchOperation;
 use serde_json::Value;
-use tandem::engine::{self, Capabilities, Decision, Input, Namespace, OnMissing, Outcome, Policy};
+use tandem::engine::{self, Decision, Input, Outcome};
+use tandem::facts::{self, Capabilities, Namespace, OnMissing, Policy};
 use tandem::template::TemplateSet;
 
 /// The annotations Tandem may legitimately rewrite: the status record (it
@@ -53,7 +54,7 @@ pub fn settings(pod: &Value) -> Vec<Setting> {
     old.labels
         .insert("kubernetes.io/metadata.name".into(), ns.clone());
     old.annotations.insert(
-        engine::INJECT_ANNOTATION.into(),
+        facts::INJECT_ANNOTATION.into(),
         "log-shipper,log-adapter".into(),
     );
     vec![

@@ -23,10 +23,10 @@ use rcgen::{
 use super::CliError;
 
 /// Longest validity `--days` accepts.
-pub const MAX_DAYS: u32 = 3650;
+pub(super) const MAX_DAYS: u32 = 3650;
 
 /// Files written, in order.
-pub const FILES: [&str; 3] = ["ca.crt", "tls.crt", "tls.key"];
+pub(super) const FILES: [&str; 3] = ["ca.crt", "tls.crt", "tls.key"];
 
 #[derive(Args, Debug, Clone)]
 pub struct CertsArgs {
@@ -66,7 +66,7 @@ fn check_label(what: &str, value: &str) -> Result<(), CliError> {
 }
 
 /// The names the API server may use to reach the Service.
-pub fn dns_names(service: &str, namespace: &str) -> Vec<String> {
+pub(super) fn dns_names(service: &str, namespace: &str) -> Vec<String> {
     vec![
         service.to_string(),
         format!("{service}.{namespace}"),
@@ -174,7 +174,7 @@ fn write_file(path: &Path, contents: &str, mode: u32, force: bool) -> Result<(),
         .map_err(|e| io_error(path, "write", e))
 }
 
-pub fn run(args: &CertsArgs) -> Result<(), CliError> {
+pub(super) fn run(args: &CertsArgs) -> Result<(), CliError> {
     check_label("service", &args.service)?;
     check_label("namespace", &args.namespace)?;
     let dir = &args.out_dir;

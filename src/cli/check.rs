@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::CliError;
-use crate::template::{self, TemplateSet, lint};
+use crate::engine;
+use crate::template::{self, TemplateSet};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -14,7 +15,7 @@ pub struct CheckArgs {
     pub config: PathBuf,
 }
 
-pub fn run(args: &CheckArgs) -> Result<(), CliError> {
+pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
     let templates = template::load_path(&args.config).map_err(|errs| {
         for e in &errs {
             println!("error: {e}");
@@ -25,7 +26,8 @@ pub fn run(args: &CheckArgs) -> Result<(), CliError> {
             args.config.display()
         ))
     })?;
-    let lints = lint::lint(&templates);
+    let mut lints = template::lint(&templates);
+    lints.extend(engine::collisions(&templates));
     let count = templates.len();
     TemplateSet::new(templates).map_err(|e| {
         println!("error: {e}");

@@ -22,7 +22,7 @@ pub struct ExplainArgs {
     pub context: ContextArgs,
 }
 
-pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
+pub(super) fn run(args: &ExplainArgs) -> Result<(), CliError> {
     let m = manifest::read(&args.file)?;
     let templates = args.templates.load()?;
     let result = inject_all(&m, &templates, &args.context)?;
@@ -32,10 +32,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
             .iter()
             .map(|(r, d)| serde_json::json!({ "object": r.label, "decision": d }))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
+        print!("{}", manifest::render(manifest::Format::Json, &[list])?);
         return Ok(());
     }
     for (r, d) in &result.decisions {
@@ -46,7 +43,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
 }
 
 /// The text form of a decision.
-pub fn render(label: &str, namespace: &str, d: &Decision) -> String {
+pub(super) fn render(label: &str, namespace: &str, d: &Decision) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{label} in namespace {namespace}");
     let width = d.gates.iter().map(|g| g.gate.len()).max().unwrap_or(0);

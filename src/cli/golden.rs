@@ -27,7 +27,7 @@ pub struct TestArgs {
     pub context: ContextArgs,
 }
 
-pub fn run(args: &TestArgs) -> Result<(), CliError> {
+pub(super) fn run(args: &TestArgs) -> Result<(), CliError> {
     let config = args.config.clone().or_else(|| {
         let dir = args.dir.join("templates");
         dir.is_dir().then_some(dir)
@@ -112,7 +112,7 @@ fn run_case(
     {
         return Err(format!("{} denied: {message}", r.label));
     }
-    let actual = manifest::render(Format::Yaml, &first.docs);
+    let actual = manifest::render(Format::Yaml, &first.docs).map_err(|e| e.to_string())?;
     let expected_path = dir.join(format!("{name}.expected.yaml"));
     if update {
         return std::fs::write(&expected_path, &actual).map_err(|e| format!("cannot write: {e}"));
@@ -120,7 +120,7 @@ fn run_case(
     let expected =
         manifest::read(&expected_path.display().to_string()).map_err(|e| e.to_string())?;
     if expected.docs != first.docs {
-        let want = manifest::render(Format::Yaml, &expected.docs);
+        let want = manifest::render(Format::Yaml, &expected.docs).map_err(|e| e.to_string())?;
         return Err(first_difference(&want, &actual));
     }
     let again = manifest::Manifests {
@@ -130,7 +130,7 @@ fn run_case(
     };
     let second = inject_all(&again, templates, &ctx).map_err(|e| e.to_string())?;
     if let Some(p) = second.patches.iter().find(|p| !p.is_empty()) {
-        let ops = serde_json::to_string(p).unwrap_or_default();
+        let ops = serde_json::to_string(p).map_err(|e| e.to_string())?;
         return Err(format!("a second injection changes the output: {ops}"));
     }
     Ok(())

@@ -5,7 +5,7 @@ use json_patch::PatchOperation;
 use json_patch::jsonptr::PointerBuf;
 use serde_json::Value;
 
-use super::manifest::{self, Manifests, PodRef, WORKLOAD_KINDS};
+use super::manifest::{self, Format, Manifests, PodRef, WORKLOAD_KINDS};
 use super::{CliError, ContextArgs, TemplateArgs};
 use crate::engine::{self, Decision, Input, Outcome};
 use crate::template::TemplateSet;
@@ -25,7 +25,7 @@ pub struct InjectArgs {
 }
 
 /// The result of running the engine over every pod of a set of manifests.
-pub struct Injected {
+pub(super) struct Injected {
     pub docs: Vec<Value>,
     /// One patch per document, paths relative to the document.
     pub patches: Vec<Vec<PatchOperation>>,
@@ -35,7 +35,7 @@ pub struct Injected {
 }
 
 /// Decides and applies injection for every pod in `m`.
-pub fn inject_all(
+pub(super) fn inject_all(
     m: &Manifests,
     templates: &TemplateSet,
     ctx: &ContextArgs,
@@ -106,7 +106,7 @@ fn prefixed(prefix: &str, op: &PatchOperation) -> PatchOperation {
     op
 }
 
-pub fn run(args: &InjectArgs) -> Result<(), CliError> {
+pub(super) fn run(args: &InjectArgs) -> Result<(), CliError> {
     let m = manifest::read(&args.file)?;
     let templates = args.templates.load()?;
     let result = inject_all(&m, &templates, &args.context)?;
@@ -126,11 +126,9 @@ pub fn run(args: &InjectArgs) -> Result<(), CliError> {
         return Err(CliError::Failed(denied.join("\n")));
     }
     if args.patch {
-        for p in &result.patches {
-            println!("{}", serde_json::to_string_pretty(p).unwrap_or_default());
-        }
+        print!("{}", manifest::render(Format::Json, &result.patches)?);
     } else {
-        print!("{}", manifest::render(m.format, &result.docs));
+        print!("{}", manifest::render(m.format, &result.docs)?);
     }
     Ok(())
 }

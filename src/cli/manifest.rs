@@ -61,24 +61,26 @@ pub fn parse(path: &str, text: &str) -> Result<Manifests, CliError> {
     })
 }
 
-/// Renders documents in `format`.
-pub fn render(format: Format, docs: &[Value]) -> String {
-    match format {
-        Format::Json => docs
-            .iter()
-            .map(|d| serde_json::to_string_pretty(d).unwrap_or_default() + "\n")
-            .collect(),
-        Format::Yaml => {
-            let mut out = String::new();
-            for (i, d) in docs.iter().enumerate() {
+/// Renders documents in `format`. An error, never an empty document: output
+/// that silently lost a manifest would be applied as if it were whole.
+pub fn render(format: Format, docs: &[impl serde::Serialize]) -> Result<String, CliError> {
+    let failed = |e: String| CliError::Failed(format!("cannot render the output: {e}"));
+    let mut out = String::new();
+    for (i, d) in docs.iter().enumerate() {
+        match format {
+            Format::Json => {
+                out.push_str(&serde_json::to_string_pretty(d).map_err(|e| failed(e.to_string()))?);
+                out.push('\n');
+            }
+            Format::Yaml => {
                 if i > 0 {
                     out.push_str("---\n");
                 }
-                out.push_str(&serde_saphyr::to_string(d).unwrap_or_default());
+                out.push_str(&serde_saphyr::to_string(d).map_err(|e| failed(e.to_string()))?);
             }
-            out
         }
     }
+    Ok(out)
 }
 
 /// A pod, or a workload's pod template, inside a document.

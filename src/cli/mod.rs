@@ -1,5 +1,8 @@
-//! The command line: `inject`, `explain`, `check`, `test` run the engine
-//! offline; `serve` runs the webhook.
+//! The command line, the top layer: it owns every clap type. `inject`,
+//! `explain`, `check` and `test` run the engine offline on the same inputs
+//! the webhook gathers (namespace facts and capabilities come from flags);
+//! `serve` hands the server its plain configuration; `crd`, `webhook-config`
+//! and `certs` print what an install needs.
 
 mod certs;
 mod check;
@@ -7,6 +10,7 @@ mod explain;
 mod golden;
 mod inject;
 pub mod manifest;
+mod serve;
 mod webhook_config;
 
 use std::collections::BTreeMap;
@@ -15,7 +19,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{Capabilities, Namespace, NativeSidecars, OnMissing, Policy};
+use crate::facts::{Capabilities, Namespace, NativeSidecars, OnMissing, Policy};
 use crate::template::{self, TemplateSet};
 
 #[derive(Parser, Debug)]
@@ -40,7 +44,7 @@ pub enum Command {
     /// Run golden tests: DIR/NAME.input.yaml against DIR/NAME.expected.yaml.
     Test(golden::TestArgs),
     /// Serve the HTTPS admission webhook.
-    Serve(crate::server::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Print the SidecarTemplate CustomResourceDefinition.
     Crd,
     /// Print the webhook configurations for a service or URL, after checking they are safe.
@@ -132,13 +136,9 @@ impl ContextArgs {
             .clone()
             .or_else(|| from_manifest.map(str::to_string))
             .unwrap_or_else(|| "default".into());
-        let mut labels = parse_pairs(&self.namespace_labels).map_err(CliError::Usage)?;
-        labels.insert("kubernetes.io/metadata.name".into(), name.clone());
-        Ok(Namespace {
-            name,
-            labels,
-            annotations: parse_pairs(&self.namespace_annotations).map_err(CliError::Usage)?,
-        })
+        let labels = parse_pairs(&self.namespace_labels).map_err(CliError::Usage)?;
+        let annotations = parse_pairs(&self.namespace_annotations).map_err(CliError::Usage)?;
+        Ok(Namespace::new(&name, labels, annotations))
     }
 
     pub fn capabilities(&self) -> Capabilities {
@@ -166,16 +166,6 @@ pub enum CliError {
     Failed(String),
 }
 
-fn serve(args: crate::server::ServeArgs) -> Result<(), CliError> {
-    crate::server::tls::install_provider();
-    crate::server::init_logging(&args.log_format);
-    let runtime = tokio::runtime::Runtime::new()
-        .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))?;
-    runtime
-        .block_on(crate::server::run(args))
-        .map_err(|e| CliError::Failed(format!("{e:#}")))
-}
-
 /// Runs a command; returns the process exit code.
 pub fn run(command: Command) -> i32 {
     let result = match command {
@@ -183,13 +173,12 @@ pub fn run(command: Command) -> i32 {
         Command::Explain(args) => explain::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Test(args) => golden::run(&args),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve::run(args),
         Command::WebhookConfig(args) => webhook_config::run(&args),
         Command::Certs(args) => certs::run(&args),
-        Command::Crd => {
-            print!("{}", crate::cluster::crd::yaml());
-            Ok(())
-        }
+        Command::Crd => crate::install::crd::yaml()
+            .map(|crd| print!("{crd}"))
+            .map_err(CliError::Failed),
     };
     match result {
         Ok(()) => 0,

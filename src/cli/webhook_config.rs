@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::CliError;
-use crate::cluster::webhook::{self, Endpoint, Params, Scope};
+use super::{CliError, manifest};
+use crate::install::webhook::{self, Endpoint, Params, Scope};
 
 #[derive(Args, Debug)]
 pub struct WebhookConfigArgs {
@@ -38,7 +38,7 @@ pub struct WebhookConfigArgs {
     pub exclude_namespaces: Vec<String>,
 }
 
-pub fn run(args: &WebhookConfigArgs) -> Result<(), CliError> {
+pub(super) fn run(args: &WebhookConfigArgs) -> Result<(), CliError> {
     let ca_bundle = match &args.ca_bundle_file {
         Some(path) => Some(std::fs::read(path).map_err(|e| CliError::Input {
             path: path.display().to_string(),
@@ -77,12 +77,12 @@ pub fn run(args: &WebhookConfigArgs) -> Result<(), CliError> {
     }
     let validating = webhook::validating(&params);
     let docs = [
-        serde_json::to_value(&mutating).unwrap_or_default(),
-        serde_json::to_value(&validating).unwrap_or_default(),
-    ];
-    print!(
-        "{}",
-        super::manifest::render(super::manifest::Format::Yaml, &docs)
-    );
+        serde_json::to_value(&mutating),
+        serde_json::to_value(&validating),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| CliError::Failed(format!("cannot render the output: {e}")))?;
+    print!("{}", manifest::render(manifest::Format::Yaml, &docs)?);
     Ok(())
 }

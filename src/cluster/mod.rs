@@ -1,11 +1,19 @@
-//! The cluster side: the CRD and webhook configurations Tandem ships.
+//! The cluster side of `tandem serve`: a client, watch caches of
+//! SidecarTemplates and Namespaces, the API server's version, and the
+//! publisher of Events. The watches feed a [`Sink`] (the server's state
+//! implements it), so this layer never imports the server; Events arrive
+//! ready-made from the admission layer and are only published here.
 
-pub mod crd;
-pub mod events;
-pub mod namespaces;
-pub mod templates;
-pub mod watch;
-pub mod webhook;
+mod events;
+mod namespaces;
+mod sink;
+mod templates;
+mod watch;
+
+pub use namespaces::NamespaceCache;
+pub use sink::Sink;
+pub use templates::{StatusUpdate, merge};
+pub use watch::{Cluster, ClusterError, in_cluster};
 
 /// Every API call Tandem makes, as (API group, resource, verbs): the shipped
 /// ClusterRole grants exactly these (a test holds `deploy/base/rbac.yaml` to it).

@@ -5,8 +5,7 @@ use k8s_openapi::api::core::v1::Namespace as NamespaceObject;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::admission::NamespaceFacts;
-use crate::engine::Namespace;
+use crate::facts::{Namespace, NamespaceFacts};
 
 /// The reflector's store of namespace metadata.
 pub struct NamespaceCache(pub Store<PartialObjectMeta<NamespaceObject>>);
@@ -18,14 +17,10 @@ impl NamespaceFacts for NamespaceCache {
     /// the API server would put a network call on every pod creation.
     fn get(&self, name: &str) -> Option<Namespace> {
         let ns = self.0.get(&ObjectRef::new(name))?;
-        let mut labels = ns.metadata.labels.clone().unwrap_or_default();
-        labels
-            .entry("kubernetes.io/metadata.name".into())
-            .or_insert_with(|| name.to_string());
-        Some(Namespace {
-            name: name.to_string(),
-            labels,
-            annotations: ns.metadata.annotations.clone().unwrap_or_default(),
-        })
+        Some(Namespace::new(
+            name,
+            ns.metadata.labels.clone().unwrap_or_default(),
+            ns.metadata.annotations.clone().unwrap_or_default(),
+        ))
     }
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use kube::api::DynamicObject;
-use serde_json::Value;
 
 use crate::template::{Scope, SidecarTemplateStatus, Template, TemplateSet, template_from_object};
 
@@ -20,12 +19,21 @@ pub struct StatusUpdate {
 /// The templates in force: files first, then every valid cluster object.
 /// A template in `own_namespace` is cluster-wide; one in any other namespace
 /// serves only that namespace. Invalid objects are left out and reported.
+///
+/// The files come from a `TemplateSet` (so they are free of duplicates);
+/// each object is added on its own, so one object that clashes with what is
+/// already in force is refused alone and the rest stay in force.
 pub fn merge(
     files: &[Arc<Template>],
     objects: &[Arc<DynamicObject>],
     own_namespace: &str,
 ) -> (TemplateSet, Vec<StatusUpdate>) {
-    let mut all: Vec<Arc<Template>> = files.to_vec();
+    let mut set = TemplateSet::default();
+    for t in files {
+        if let Err(e) = set.insert(t.clone()) {
+            tracing::error!(error = %e, "a --config template left out");
+        }
+    }
     let mut updates = Vec::new();
     let mut sorted: Vec<&Arc<DynamicObject>> = objects.iter().collect();
     sorted.sort_by(|a, b| {
@@ -42,28 +50,22 @@ pub fn merge(
         } else {
             Scope::Namespace(namespace.clone())
         };
-        let doc = serde_json::to_value(obj.as_ref()).unwrap_or(Value::Null);
-        let result = template_from_object(&doc, &namespace, scope.clone()).and_then(|t| {
-            let taken = all.iter().any(|o| o.scope == t.scope && o.name == t.name);
-            if taken {
-                Err(format!(
-                    "a template named {name} already comes from the --config files"
-                ))
-            } else {
-                Ok(t)
-            }
-        });
+        let result = serde_json::to_value(obj.as_ref())
+            .map_err(|e| format!("cannot read the object: {e}"))
+            .and_then(|doc| template_from_object(&doc, &namespace, scope))
+            .and_then(|t| {
+                let t = Arc::new(t);
+                set.insert(t.clone()).map(|()| t).map_err(|_| {
+                    format!("a template named {name} already comes from the --config files")
+                })
+            });
         let status = match result {
-            Ok(t) => {
-                let status = SidecarTemplateStatus {
-                    valid: true,
-                    message: None,
-                    hash: Some(t.hash.clone()),
-                    observed_generation: obj.metadata.generation,
-                };
-                all.push(Arc::new(t));
-                status
-            }
+            Ok(t) => SidecarTemplateStatus {
+                valid: true,
+                message: None,
+                hash: Some(t.hash.clone()),
+                observed_generation: obj.metadata.generation,
+            },
             Err(message) => {
                 tracing::warn!(%namespace, %name, %message, "SidecarTemplate rejected");
                 SidecarTemplateStatus {
@@ -86,7 +88,5 @@ pub fn merge(
             });
         }
     }
-    // Duplicates were excluded above, so building the set cannot fail.
-    let set = TemplateSet::from_shared(all).unwrap_or_default();
     (set, updates)
 }

@@ -3,76 +3,116 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace as NamespaceObject;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
-
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config};
+use tokio::sync::mpsc;
 
 use super::namespaces::NamespaceCache;
+use super::sink::Sink;
 use super::templates::StatusUpdate;
-use crate::engine::{Capabilities, NativeSidecars};
-use crate::server::{AppState, ServeArgs};
+use crate::admission::Notice;
+use crate::facts::{Capabilities, NamespaceFacts, NativeSidecars};
 use crate::template::SidecarTemplate;
 
 /// How often the API server's version is asked again, to notice an upgrade.
 const VERSION_INTERVAL: Duration = Duration::from_secs(600);
 
-/// A client from `--kubeconfig`, or the pod's service account.
-pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
-        }
-        None => Config::incluster().context("in-cluster configuration")?,
-    };
-    Client::try_from(config).context("building the Kubernetes client")
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("reading {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("in-cluster configuration: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
 }
 
-/// Whether to use the cluster: `--kubeconfig` given, or running in a pod.
+/// Whether to use the cluster without `--kubeconfig`: running in a pod.
 pub fn in_cluster() -> bool {
     std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
 
-/// Builds the server's state on the cluster's caches and starts them;
-/// `/readyz` stays unready until both have synced.
-pub fn start(client: Client, args: &ServeArgs) -> Arc<AppState> {
-    let (ns_store, ns_writer) = reflector::store();
-    let events = super::events::start(client.clone(), std::env::var("POD_NAME").ok());
-    let facts = Arc::new(NamespaceCache(ns_store.clone()));
-    let state = Arc::new(AppState::new(args, facts, Some(events), true));
-    namespaces(client.clone(), ns_writer, state.clone());
-    let template_store = templates(client.clone(), state.clone());
-    if args.kubernetes_version.is_none() {
-        capabilities(client, state.clone(), args.native_sidecars);
+/// A connection to the cluster and the Namespace cache, before the watches start.
+pub struct Cluster {
+    client: Client,
+    namespaces: Store<PartialObjectMeta<NamespaceObject>>,
+    namespace_writer: Writer<PartialObjectMeta<NamespaceObject>>,
+}
+
+impl Cluster {
+    /// A client from `kubeconfig`, or the pod's service account.
+    pub async fn connect(kubeconfig: Option<&Path>) -> Result<Cluster, ClusterError> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let kc =
+                    Kubeconfig::read_from(path).map_err(|source| ClusterError::Kubeconfig {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|source| ClusterError::Kubeconfig {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+            }
+            None => Config::incluster()?,
+        };
+        let (namespaces, namespace_writer) = reflector::store();
+        Ok(Cluster {
+            client: Client::try_from(config)?,
+            namespaces,
+            namespace_writer,
+        })
     }
-    let s = state.clone();
-    tokio::spawn(async move {
-        let synced = ns_store.wait_until_ready().await.is_ok()
-            && template_store.wait_until_ready().await.is_ok();
-        if synced {
-            tracing::info!("cluster caches synced");
-            s.cluster_synced.store(true, Ordering::Release);
+
+    /// Namespace facts from the cache, empty until `watch` fills it.
+    pub fn namespace_facts(&self) -> Arc<dyn NamespaceFacts> {
+        Arc::new(NamespaceCache(self.namespaces.clone()))
+    }
+
+    /// Starts the Event publisher; `instance` names this replica in Events.
+    pub fn events(&self, instance: Option<String>) -> mpsc::Sender<Notice> {
+        super::events::start(self.client.clone(), instance)
+    }
+
+    /// Starts the watches feeding `sink`. With `ask_version`, the API server's
+    /// version decides native sidecars (with that override) now and every
+    /// `VERSION_INTERVAL`.
+    pub fn watch(self, sink: Arc<dyn Sink>, ask_version: Option<NativeSidecars>) {
+        watch_namespaces(self.client.clone(), self.namespace_writer, sink.clone());
+        let templates = watch_templates(self.client.clone(), sink.clone());
+        if let Some(mode) = ask_version {
+            watch_version(self.client, sink.clone(), mode);
         }
-    });
-    state
+        let namespaces = self.namespaces;
+        tokio::spawn(async move {
+            let synced = namespaces.wait_until_ready().await.is_ok()
+                && templates.wait_until_ready().await.is_ok();
+            if synced {
+                tracing::info!("cluster caches synced");
+                sink.synced();
+            }
+        });
+    }
 }
 
 /// Fills the Namespace cache whose store answers namespace facts.
-pub fn namespaces(
+fn watch_namespaces(
     client: Client,
-    writer: reflector::store::Writer<PartialObjectMeta<NamespaceObject>>,
-    state: Arc<AppState>,
+    writer: Writer<PartialObjectMeta<NamespaceObject>>,
+    sink: Arc<dyn Sink>,
 ) {
     // Metadata only: labels and annotations are all Tandem reads.
     let api = Api::<PartialObjectMeta<NamespaceObject>>::all(client);
@@ -84,18 +124,18 @@ pub fn namespaces(
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             if let Err(e) = event {
-                state.metrics.watch_error("namespaces");
+                sink.watch_failed("namespaces");
                 tracing::warn!(error = %e, "namespace watch failed; retrying, last known namespaces stay in use");
             }
         }
     });
 }
 
-/// Starts the SidecarTemplate cache: every change rebuilds the templates in
-/// force and writes each object's status when it changed.
-pub fn templates(client: Client, state: Arc<AppState>) -> Store<DynamicObject> {
+/// Starts the SidecarTemplate cache: every change hands the objects to the
+/// sink and writes each object's status when it changed.
+fn watch_templates(client: Client, sink: Arc<dyn Sink>) -> Store<DynamicObject> {
     let resource = ApiResource::erase::<SidecarTemplate>(&());
-    let writer = reflector::store::Writer::new(resource.clone());
+    let writer = Writer::new(resource.clone());
     let store = writer.as_reader();
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
     let stream = reflector::reflector(
@@ -108,13 +148,12 @@ pub fn templates(client: Client, state: Arc<AppState>) -> Store<DynamicObject> {
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => {
-                    let updates = state.set_cluster_templates(reader.state());
-                    for u in updates {
+                    for u in sink.templates(reader.state()) {
                         tokio::spawn(write_status(client.clone(), resource.clone(), u));
                     }
                 }
                 Err(e) => {
-                    state.metrics.watch_error("sidecartemplates");
+                    sink.watch_failed("sidecartemplates");
                     tracing::warn!(error = %e, "SidecarTemplate watch failed; retrying, last known templates stay in use");
                 }
             }
@@ -135,14 +174,11 @@ async fn write_status(client: Client, resource: ApiResource, u: StatusUpdate) {
 }
 
 /// Asks the API server's version now and every `VERSION_INTERVAL`.
-pub fn capabilities(client: Client, state: Arc<AppState>, mode: NativeSidecars) {
+fn watch_version(client: Client, sink: Arc<dyn Sink>, mode: NativeSidecars) {
     tokio::spawn(async move {
         loop {
             match client.apiserver_version().await {
-                Ok(info) => {
-                    let caps = Capabilities::detect(Some(&info.git_version), mode);
-                    state.set_capabilities(caps);
-                }
+                Ok(info) => sink.capabilities(Capabilities::detect(Some(&info.git_version), mode)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the API server version; keeping the last capabilities")
                 }

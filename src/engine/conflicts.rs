@@ -16,7 +16,7 @@ use crate::template::Template;
 
 /// One collision, naming both sides.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Conflict {
+pub(super) struct Conflict {
     /// What collides: `port 2020/TCP`, `env DATABASE_URL`.
     pub subject: String,
     /// The template side: `template log-shipper container "fluent-bit"`.
@@ -44,7 +44,7 @@ impl Conflict {
 
     /// Without the template side, for warnings that already name the template
     /// and must stay under 120 characters.
-    pub fn short(&self) -> String {
+    pub(super) fn short(&self) -> String {
         format!("{} {} {}", self.subject, self.relation, self.theirs)
     }
 }
@@ -99,7 +99,7 @@ type PortKey<'a> = (i64, &'a str);
 
 /// What the pod holds so far: the input pod plus every template accepted
 /// earlier in the same decision.
-pub struct PodIndex<'a> {
+pub(super) struct PodIndex<'a> {
     names: HashMap<&'a str, Owner<'a>>,
     volumes: HashMap<&'a str, (&'a Value, Owner<'a>)>,
     ports: HashMap<PortKey<'a>, Vec<(Phase, Owner<'a>)>>,
@@ -108,7 +108,7 @@ pub struct PodIndex<'a> {
 }
 
 /// An app container: what it had, plus what earlier templates added.
-pub struct AppState<'a> {
+pub(super) struct AppState<'a> {
     pub index: usize,
     pub name: &'a str,
     container: &'a Value,
@@ -132,14 +132,14 @@ impl<'a> AppState<'a> {
 /// What one template adds to the pod beyond its own containers, borrowed from
 /// the template.
 #[derive(Default)]
-pub struct Additions<'a> {
+pub(super) struct Additions<'a> {
     pub volumes: Vec<&'a Value>,
     /// Per app container index: mounts, env, envFrom to append.
     pub app: Vec<(usize, AppAdditions<'a>)>,
 }
 
 #[derive(Default)]
-pub struct AppAdditions<'a> {
+pub(super) struct AppAdditions<'a> {
     pub volume_mounts: Vec<&'a Value>,
     pub env: Vec<&'a Value>,
     pub env_from: Vec<&'a Value>,
@@ -174,7 +174,7 @@ fn mount_path(m: &Value) -> &str {
 }
 
 impl<'a> PodIndex<'a> {
-    pub fn new(pod: &PodView<'a>) -> PodIndex<'a> {
+    pub(super) fn new(pod: &PodView<'a>) -> PodIndex<'a> {
         let mut index = PodIndex {
             names: HashMap::new(),
             volumes: HashMap::new(),
@@ -227,7 +227,7 @@ impl<'a> PodIndex<'a> {
     /// Checks `t` against the pod as it stands, with its long-running
     /// containers placed as native sidecars or not, changing the app containers
     /// at `targets`. Nothing is recorded until `commit`.
-    pub fn check(
+    pub(super) fn check(
         &self,
         t: &'a Template,
         native: bool,
@@ -352,7 +352,7 @@ impl<'a> PodIndex<'a> {
     }
 
     /// Records an accepted template so later templates are checked against it.
-    pub fn commit(&mut self, t: &'a Template, native: bool, add: &Additions<'a>) {
+    pub(super) fn commit(&mut self, t: &'a Template, native: bool, add: &Additions<'a>) {
         for c in &t.rendered.init_containers {
             self.add_container(
                 c,

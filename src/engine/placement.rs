@@ -1,7 +1,7 @@
 //! Native versus classic, and Job safety: a classic sidecar in a pod whose
 //! `restartPolicy` is not `Always` would keep a Job running forever.
 
-use super::Capabilities;
+use crate::facts::Capabilities;
 use crate::template::{Lifecycle, Template};
 
 /// Where a template's long-running containers go.
@@ -28,13 +28,13 @@ impl Placement {
 
 /// Why a template cannot be placed in this pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unplaceable {
+pub(super) enum Unplaceable {
     NativeUnsupported,
     JobNeedsNative,
 }
 
 /// Decides the placement; the `String` is a note worth a warning (a fallback).
-pub fn place(
+pub(super) fn place(
     t: &Template,
     caps: &Capabilities,
     restart_policy: &str,

@@ -5,15 +5,26 @@
 use serde_json::{Map, Value};
 
 use super::EngineError;
+use crate::facts::display_name;
 
-pub struct PodView<'a> {
-    pub raw: &'a Value,
+pub(super) struct PodView<'a> {
+    /// `spec`, for pod-level `resources` and `overhead`.
+    pub spec: &'a Value,
+    /// `metadata` is an object (not absent or null).
+    pub has_metadata: bool,
     pub annotations: Option<&'a Map<String, Value>>,
     pub labels: Option<&'a Map<String, Value>>,
+    /// `spec.containers`, empty when absent.
     pub containers: &'a [Value],
+    /// `spec.containers` is an array (not absent or null).
+    pub has_containers: bool,
     /// `None` when the pod has no `initContainers` field at all.
     pub init_containers: Option<&'a [Value]>,
     pub volumes: Option<&'a [Value]>,
+    /// `restartPolicy`, `Always` when unset as the API server defaults it.
+    pub restart_policy: &'a str,
+    /// `name`, or `generateName…` for pods that controllers create.
+    pub display_name: String,
 }
 
 fn object<'a>(
@@ -66,7 +77,7 @@ fn named_objects(items: &[Value], field: &str) -> Result<(), EngineError> {
 }
 
 impl<'a> PodView<'a> {
-    pub fn new(raw: &'a Value) -> Result<PodView<'a>, EngineError> {
+    pub(super) fn new(raw: &'a Value) -> Result<PodView<'a>, EngineError> {
         if !raw.is_object() {
             return Err(EngineError::MalformedPod("the pod is not an object".into()));
         }
@@ -80,14 +91,14 @@ impl<'a> PodView<'a> {
         string_map(labels, "metadata.labels")?;
         let spec = object(raw.get("spec"), "spec")?
             .ok_or_else(|| EngineError::MalformedPod("spec is missing".into()))?;
-        let containers = array(spec.get("containers"), || "spec.containers")?.unwrap_or_default();
+        let containers = array(spec.get("containers"), || "spec.containers")?;
         let init_containers = array(spec.get("initContainers"), || "spec.initContainers")?;
         let volumes = array(spec.get("volumes"), || "spec.volumes")?;
-        named_objects(containers, "spec.containers")?;
+        named_objects(containers.unwrap_or_default(), "spec.containers")?;
         named_objects(init_containers.unwrap_or_default(), "spec.initContainers")?;
         named_objects(volumes.unwrap_or_default(), "spec.volumes")?;
         for (list, items) in [
-            ("spec.containers", containers),
+            ("spec.containers", containers.unwrap_or_default()),
             ("spec.initContainers", init_containers.unwrap_or_default()),
         ] {
             for (i, c) in items.iter().enumerate() {
@@ -96,54 +107,46 @@ impl<'a> PodView<'a> {
                 }
             }
         }
+        let text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
         Ok(PodView {
-            raw,
+            spec: &raw["spec"],
+            has_metadata: metadata.is_some(),
             annotations,
             labels,
-            containers,
+            containers: containers.unwrap_or_default(),
+            has_containers: containers.is_some(),
             init_containers,
             volumes,
+            restart_policy: spec
+                .get("restartPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("Always"),
+            display_name: display_name(text("name"), text("generateName"))
+                .unwrap_or_else(|| "(unnamed pod)".to_string()),
         })
     }
 
-    pub fn annotation(&self, key: &str) -> Option<&'a str> {
+    pub(super) fn annotation(&self, key: &str) -> Option<&'a str> {
         self.annotations?.get(key)?.as_str()
     }
 
-    pub fn label(&self, key: &str) -> Option<&'a str> {
-        self.labels?.get(key)?.as_str()
-    }
-
-    /// The pod's `restartPolicy`, `Always` when unset as the API server defaults it.
-    pub fn restart_policy(&self) -> &'a str {
-        self.raw
-            .pointer("/spec/restartPolicy")
-            .and_then(Value::as_str)
-            .unwrap_or("Always")
-    }
-
-    /// `name`, or `generateName…` for pods that controllers create.
-    pub fn display_name(&self) -> String {
-        let meta = self.raw.get("metadata");
-        match meta.and_then(|m| m.get("name")).and_then(Value::as_str) {
-            Some(n) => n.to_string(),
-            None => match meta
-                .and_then(|m| m.get("generateName"))
-                .and_then(Value::as_str)
-            {
-                Some(g) => format!("{g}*"),
-                None => "(unnamed pod)".to_string(),
-            },
-        }
+    /// Whether app container `i` has `field` (`env`, `envFrom`,
+    /// `volumeMounts`) as a list: appended to, or created whole. `new` checked
+    /// it is a list when present.
+    pub(super) fn container_has_list(&self, i: usize, field: &str) -> bool {
+        self.containers
+            .get(i)
+            .and_then(|c| c.get(field))
+            .is_some_and(Value::is_array)
     }
 }
 
 /// The `name` of a container or volume object (checked to be a string by `PodView::new`).
-pub fn name_of(v: &Value) -> &str {
+pub(super) fn name_of(v: &Value) -> &str {
     v.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// Whether an init container is a native sidecar.
-pub fn is_native_sidecar(c: &Value) -> bool {
+pub(super) fn is_native_sidecar(c: &Value) -> bool {
     c.get("restartPolicy").and_then(Value::as_str) == Some("Always")
 }

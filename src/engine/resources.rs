@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::pod::is_native_sidecar;
-use crate::quantity::{Cpu, Memory, Quantity};
+use crate::facts::{Cpu, Memory, Quantity};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Requests {
@@ -73,7 +73,7 @@ fn requests_of(c: &Value) -> Requests {
 
 /// The effective request of a pod with these containers, init containers (in
 /// order) and `spec` (for `overhead` and pod-level `resources`).
-pub fn effective<'a>(
+pub(super) fn effective<'a>(
     containers: impl IntoIterator<Item = &'a Value>,
     init_containers: impl IntoIterator<Item = &'a Value>,
     spec: Option<&Value>,

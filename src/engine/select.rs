@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Map, Value};
 
 use super::pod::PodView;
-use super::{INJECT_ANNOTATION, Namespace};
+use crate::facts::{INJECT_ANNOTATION, Namespace};
 use crate::template::{Template, TemplateSet};
 
 /// Where a template request came from, strongest first.
@@ -18,16 +18,6 @@ pub enum Source {
     Selector,
 }
 
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::PodAnnotation => "pod annotation",
-            Source::NamespaceAnnotation => "namespace annotation",
-            Source::Selector => "selector",
-        }
-    }
-}
-
 /// What a `tandem.dev/inject` value asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
@@ -35,6 +25,13 @@ pub enum Request {
     /// `"true"`: whatever the namespace and selectors give.
     Defaults,
     Names(Vec<String>),
+}
+
+impl Request {
+    /// Whether the pod asks for injection itself (names, or `"true"`).
+    pub fn is_explicit(&self) -> bool {
+        matches!(self, Request::Names(_) | Request::Defaults)
+    }
 }
 
 pub fn parse_request(value: &str) -> Request {
@@ -57,19 +54,19 @@ pub fn parse_request(value: &str) -> Request {
 /// The templates a pod is given, in order, each with its source. The pod's own
 /// list replaces the namespace default; selector matches are added to either,
 /// so a platform team's automatic template survives an app team's request.
-pub fn select(
+pub(super) fn select(
     pod: &PodView<'_>,
+    pod_request: Option<&Request>,
     namespace: &Namespace,
     templates: &TemplateSet,
 ) -> (Vec<(String, Source)>, String) {
-    let pod_request = pod.annotation(INJECT_ANNOTATION).map(parse_request);
     let ns_request = namespace
         .annotations
         .get(INJECT_ANNOTATION)
         .map(|v| parse_request(v));
     let mut chosen: Vec<(String, Source)> = Vec::new();
     let mut why = Vec::new();
-    match (&pod_request, &ns_request) {
+    match (pod_request, &ns_request) {
         (Some(Request::Names(names)), _) => {
             chosen.extend(names.iter().map(|n| (n.clone(), Source::PodAnnotation)));
             why.push(format!("pod requests {}", names.join(",")));
@@ -84,10 +81,7 @@ pub fn select(
         }
         _ => {}
     }
-    let explicit_pod = matches!(
-        pod_request,
-        Some(Request::Names(_)) | Some(Request::Defaults)
-    );
+    let explicit_pod = pod_request.is_some_and(Request::is_explicit);
     if ns_request == Some(Request::OptOut) && !explicit_pod {
         why.push("namespace annotation turns automatic injection off".into());
     } else {
@@ -152,7 +146,7 @@ pub fn selector_matches<'a>(sel: &LabelSelector, label: impl Fn(&str) -> Option<
 }
 
 /// Shell-style glob with `*` and `?`, for `app.containers`.
-pub fn glob(pattern: &str, name: &str) -> bool {
+pub(super) fn glob(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni) = (0, 0);
     let (mut star, mut mark) = (None, 0);

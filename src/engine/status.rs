@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::EngineError;
+use crate::template::Template;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
@@ -35,7 +38,25 @@ impl Status {
         self.templates.iter().find(|t| t.name == name)
     }
 
-    pub fn to_annotation(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    /// Records an injected template: its name and hash, and the names of
+    /// what it added.
+    pub fn record(&mut self, t: &Template) {
+        self.templates.push(Injected {
+            name: t.name.clone(),
+            hash: t.hash.clone(),
+        });
+        self.init_containers
+            .extend(t.spec.init_containers.iter().map(|c| c.name.clone()));
+        self.containers
+            .extend(t.spec.containers.iter().map(|c| c.name.clone()));
+        self.volumes
+            .extend(t.spec.volumes.iter().map(|v| v.name.clone()));
+    }
+
+    pub fn to_annotation(&self) -> Result<String, EngineError> {
+        serde_json::to_string(self).map_err(|e| EngineError::Encode {
+            what: "the tandem.dev/status annotation",
+            message: e.to_string(),
+        })
     }
 }

@@ -17,17 +17,17 @@ use tokio_rustls::TlsAcceptor;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct Limits {
+pub(super) struct Limits {
     pub max_connections: usize,
     pub grace: Duration,
 }
 
 /// Counts connections closed on arrival because of `max_connections`.
-pub type Refused = prometheus_client::metrics::counter::Counter;
+pub(super) type Refused = prometheus_client::metrics::counter::Counter;
 
 /// Serves `router` over TLS until `shutdown` turns true, then waits up to
 /// `limits.grace` for in-flight requests to finish.
-pub async fn serve_tls(
+pub(super) async fn serve_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,

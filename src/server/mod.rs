@@ -1,222 +1,61 @@
-//! `tandem serve`: the HTTPS admission webhook and its admin port.
+//! `tandem serve`: the HTTPS admission webhook and its admin port. The one
+//! place that wires the layers together: it connects the cluster (when there
+//! is one), builds the shared state, starts the file watchers, the TLS
+//! listener and the admin port, and drains on SIGTERM.
 
+mod config;
 mod listener;
-pub mod metrics;
+mod metrics;
 mod reload;
 mod routes;
-pub mod tls;
+mod state;
+mod tls;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use arc_swap::ArcSwap;
-use clap::Args;
-use kube::api::DynamicObject;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::admission::{NamespaceFacts, NoNamespaces};
-use crate::cluster::events::Notice;
-use crate::cluster::templates::{self, StatusUpdate};
-use crate::cluster::watch as cluster_watch;
-use crate::engine::{Capabilities, NativeSidecars, OnMissing, Policy};
-use crate::template::{Template, TemplateSet};
-use metrics::Metrics;
-use tls::CertStore;
+use crate::cluster::{Cluster, ClusterError};
+use crate::facts::NoNamespaces;
 
-pub use routes::{admin, webhook};
+pub use config::Config;
+pub use state::AppState;
+pub use tls::install_provider;
 
-#[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address of the HTTPS webhook.
-    #[arg(long, default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
-    /// Address of the plain-HTTP admin port (/livez, /readyz, /metrics).
-    #[arg(long, default_value = "0.0.0.0:9090")]
-    pub admin_listen: SocketAddr,
-    /// PEM certificate chain; re-read when it changes.
-    #[arg(long, default_value = "/etc/tandem/tls/tls.crt")]
-    pub tls_cert: PathBuf,
-    /// PEM private key; re-read when it changes.
-    #[arg(long, default_value = "/etc/tandem/tls/tls.key")]
-    pub tls_key: PathBuf,
-    /// SidecarTemplate file or directory; re-read when it changes.
-    #[arg(long, short = 'c', value_name = "PATH")]
-    pub config: Option<PathBuf>,
-    /// Largest AdmissionReview body accepted (an UPDATE carries two objects).
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Connections served at once; more are closed on arrival.
-    #[arg(long, default_value_t = 1024)]
-    pub max_connections: usize,
-    /// Seconds to keep serving after SIGTERM with /readyz failing, so the
-    /// Service stops sending new connections before the listener closes.
-    #[arg(long, default_value_t = 5)]
-    pub shutdown_delay_seconds: u64,
-    /// Seconds to let in-flight requests finish once the listener is closed.
-    #[arg(long, default_value_t = 20)]
-    pub shutdown_grace_seconds: u64,
-    /// Log format: plain or json.
-    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
-    pub log_format: String,
-    /// Tandem's own namespace: never injected.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "tandem-system")]
-    pub namespace: String,
-    /// A requested template that does not exist: warn, or deny the pod.
-    #[arg(long, default_value = "warn", value_name = "warn|deny")]
-    pub on_missing: OnMissing,
-    /// Native-sidecar support: auto (from the version), always or never.
-    #[arg(long, default_value = "auto", value_name = "auto|always|never")]
-    pub native_sidecars: NativeSidecars,
-    /// Kubernetes version assumed for native-sidecar detection (without it, the API server is asked).
-    #[arg(long, value_name = "VERSION")]
-    pub kubernetes_version: Option<String>,
-    /// Kubeconfig for cluster mode outside a pod (in a pod, the service account is used).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// Do not read SidecarTemplates and Namespaces from the cluster, even in a pod.
-    #[arg(long)]
-    pub no_cluster: bool,
-}
-
-/// Where the templates in force come from.
-#[derive(Default)]
-struct Sources {
-    files: Vec<Arc<Template>>,
-    objects: Vec<Arc<DynamicObject>>,
-}
-
-/// What every request handler shares.
-pub struct AppState {
-    pub templates: ArcSwap<TemplateSet>,
-    sources: Mutex<Sources>,
-    own_namespace: String,
-    pub templates_ready: AtomicBool,
-    /// False until the cluster caches have synced (true without a cluster).
-    pub cluster_synced: AtomicBool,
-    pub events: Option<mpsc::Sender<Notice>>,
-    pub certs: Arc<CertStore>,
-    pub namespaces: Arc<dyn NamespaceFacts>,
-    pub capabilities: ArcSwap<Capabilities>,
-    pub policy: Policy,
-    pub metrics: Metrics,
-    pub max_body_bytes: usize,
-    pub shutting_down: AtomicBool,
-}
-
-impl AppState {
-    pub fn new(
-        args: &ServeArgs,
-        namespaces: Arc<dyn NamespaceFacts>,
-        events: Option<mpsc::Sender<Notice>>,
-        cluster: bool,
-    ) -> AppState {
-        let mut policy = Policy {
-            on_missing: args.on_missing,
-            ..Policy::default()
-        };
-        policy.excluded_namespaces.push(args.namespace.clone());
-        let capabilities =
-            Capabilities::detect(args.kubernetes_version.as_deref(), args.native_sidecars);
-        let metrics = Metrics::new();
-        metrics
-            .native_sidecars
-            .set(i64::from(capabilities.native_sidecars));
-        AppState {
-            templates: ArcSwap::from_pointee(TemplateSet::default()),
-            sources: Mutex::new(Sources::default()),
-            own_namespace: args.namespace.clone(),
-            // Without --config there is nothing to wait for.
-            templates_ready: AtomicBool::new(args.config.is_none()),
-            cluster_synced: AtomicBool::new(!cluster),
-            events,
-            certs: Arc::new(CertStore::default()),
-            namespaces,
-            capabilities: ArcSwap::from_pointee(capabilities),
-            policy,
-            metrics,
-            max_body_bytes: args.max_body_bytes,
-            shutting_down: AtomicBool::new(false),
-        }
-    }
-
-    /// Replaces the templates from `--config`.
-    pub fn set_file_templates(&self, files: Vec<Arc<Template>>) {
-        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        sources.files = files;
-        self.rebuild(&sources);
-    }
-
-    /// Replaces the SidecarTemplate objects; returns the statuses to write.
-    pub fn set_cluster_templates(&self, objects: Vec<Arc<DynamicObject>>) -> Vec<StatusUpdate> {
-        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        sources.objects = objects;
-        self.rebuild(&sources)
-    }
-
-    fn rebuild(&self, sources: &Sources) -> Vec<StatusUpdate> {
-        let (set, updates) =
-            templates::merge(&sources.files, &sources.objects, &self.own_namespace);
-        self.metrics.templates.set(set.len() as i64);
-        self.templates.store(Arc::new(set));
-        updates
-    }
-
-    pub fn set_capabilities(&self, caps: Capabilities) {
-        if self.capabilities.load().native_sidecars != caps.native_sidecars {
-            tracing::info!(native_sidecars = caps.native_sidecars, source = %caps.source, "cluster capabilities");
-        }
-        self.metrics
-            .native_sidecars
-            .set(i64::from(caps.native_sidecars));
-        self.capabilities.store(Arc::new(caps));
-    }
+/// Why `tandem serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("building the TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("binding the {what} port {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then drains and returns.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let client = if !args.no_cluster && (args.kubeconfig.is_some() || cluster_watch::in_cluster()) {
-        Some(cluster_watch::connect(args.kubeconfig.as_deref()).await?)
-    } else {
-        None
-    };
-    let state = match &client {
-        None => Arc::new(AppState::new(&args, Arc::new(NoNamespaces), None, false)),
-        Some(client) => cluster_watch::start(client.clone(), &args),
-    };
-    let tls_config =
-        tls::server_config(state.certs.clone()).context("building the TLS configuration")?;
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let state = start_state(&config).await?;
+    let tls_config = tls::server_config(state.certs.clone())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding the webhook port {}", args.listen))?;
-    let admin_listener = TcpListener::bind(args.admin_listen)
-        .await
-        .with_context(|| format!("binding the admin port {}", args.admin_listen))?;
+    let listener = bind("webhook", config.listen).await?;
+    let admin_listener = bind("admin", config.admin_listen).await?;
     tracing::info!(
-        listen = %listener.local_addr()?,
-        admin = %admin_listener.local_addr()?,
+        listen = %listener.local_addr().unwrap_or(config.listen),
+        admin = %admin_listener.local_addr().unwrap_or(config.admin_listen),
         "tandem serving"
     );
-
-    let (cert, key) = (args.tls_cert.clone(), args.tls_key.clone());
-    let s = state.clone();
-    tokio::spawn(reload::watch(vec![cert.clone(), key.clone()], move || {
-        reload::load_certificate(&s, &cert, &key)
-    }));
-    if let Some(config) = args.config.clone() {
-        let s = state.clone();
-        tokio::spawn(reload::watch(vec![config.clone()], move || {
-            reload::load_templates(&s, &config)
-        }));
-    }
+    start_reloads(&config, &state);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let admin_router = admin(state.clone());
+    let admin_router = routes::admin(state.clone());
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(async move {
         let stop = async move {
@@ -227,14 +66,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
     });
     let limits = listener::Limits {
-        max_connections: args.max_connections,
-        grace: Duration::from_secs(args.shutdown_grace_seconds),
+        max_connections: config.max_connections,
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
     };
     let refused = state.metrics.connections_refused.clone();
     let serving = tokio::spawn(listener::serve_tls(
         listener,
         acceptor,
-        webhook(state.clone()),
+        routes::webhook(state.clone()),
         limits,
         refused,
         stop_rx,
@@ -243,16 +82,67 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     state.shutting_down.store(true, Ordering::Release);
     tracing::info!(
-        delay_seconds = args.shutdown_delay_seconds,
+        delay_seconds = config.shutdown_delay_seconds,
         "shutting down: unready, still serving"
     );
-    tokio::time::sleep(Duration::from_secs(args.shutdown_delay_seconds)).await;
+    tokio::time::sleep(Duration::from_secs(config.shutdown_delay_seconds)).await;
     tracing::info!("closing the listener, draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = serving.await;
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The shared state, on the cluster's caches when there is a cluster: with
+/// `--kubeconfig`, or in a pod, unless `--no-cluster`.
+async fn start_state(config: &Config) -> Result<Arc<AppState>, ServeError> {
+    let use_cluster =
+        !config.no_cluster && (config.kubeconfig.is_some() || crate::cluster::in_cluster());
+    if !use_cluster {
+        return Ok(Arc::new(AppState::new(
+            config,
+            Arc::new(NoNamespaces),
+            None,
+            false,
+        )));
+    }
+    let cluster = Cluster::connect(config.kubeconfig.as_deref()).await?;
+    let events = cluster.events(config.pod_name.clone());
+    let state = Arc::new(AppState::new(
+        config,
+        cluster.namespace_facts(),
+        Some(events),
+        true,
+    ));
+    // A given --kubernetes-version replaces asking the API server.
+    let ask_version = config
+        .kubernetes_version
+        .is_none()
+        .then_some(config.native_sidecars);
+    cluster.watch(state.clone(), ask_version);
+    Ok(state)
+}
+
+async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+/// Re-reads the certificate and the `--config` templates when they change.
+fn start_reloads(config: &Config, state: &Arc<AppState>) {
+    let (cert, key) = (config.tls_cert.clone(), config.tls_key.clone());
+    let s = state.clone();
+    tokio::spawn(reload::watch(vec![cert.clone(), key.clone()], move || {
+        reload::load_certificate(&s, &cert, &key)
+    }));
+    if let Some(path) = config.config.clone() {
+        let s = state.clone();
+        tokio::spawn(reload::watch(vec![path.clone()], move || {
+            reload::load_templates(&s, &path)
+        }));
+    }
 }
 
 async fn shutdown_signal() {
@@ -276,14 +166,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// Sets up logging for `serve`.
-pub fn init_logging(format: &str) {
+/// Sets up logging for `serve`: plain or JSON lines on stderr.
+pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();

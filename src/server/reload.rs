@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::template::{self, TemplateSet};
-
 use super::AppState;
 use super::tls;
+use crate::template::{self, TemplateSet};
 
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The bytes of a file, or of every file directly in a directory, for change detection.
 fn fingerprint(path: &Path) -> Option<Vec<u8>> {
@@ -36,7 +35,7 @@ fn fingerprint(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// Loads the templates at `path` into the state. Returns whether they loaded.
-pub fn load_templates(state: &AppState, path: &Path) -> bool {
+pub(super) fn load_templates(state: &AppState, path: &Path) -> bool {
     let result = template::load_path(path)
         .map_err(|errs| {
             errs.iter()
@@ -62,7 +61,7 @@ pub fn load_templates(state: &AppState, path: &Path) -> bool {
 }
 
 /// Loads the certificate pair into the state. Returns whether it loaded.
-pub fn load_certificate(state: &AppState, cert: &Path, key: &Path) -> bool {
+pub(super) fn load_certificate(state: &AppState, cert: &Path, key: &Path) -> bool {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let result = read(cert).and_then(|c| {
         let k = read(key)?;
@@ -85,7 +84,7 @@ pub fn load_certificate(state: &AppState, cert: &Path, key: &Path) -> bool {
 }
 
 /// Polls `paths` and calls `load` when their content changes (and at start).
-pub async fn watch(paths: Vec<PathBuf>, mut load: impl FnMut() -> bool) {
+pub(super) async fn watch(paths: Vec<PathBuf>, mut load: impl FnMut() -> bool) {
     let snapshot = |paths: &[PathBuf]| paths.iter().map(|p| fingerprint(p)).collect::<Vec<_>>();
     let mut last = None;
     loop {

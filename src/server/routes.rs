@@ -15,20 +15,19 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::AppState;
 use crate::admission::{self, Context, Kind};
-use crate::cluster::events;
-use crate::engine::Verdict;
+use crate::engine::{Outcome, Verdict};
 
 /// A client that sends its body slower than this is cut off.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn webhook(state: Arc<AppState>) -> Router {
+pub(super) fn webhook(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
         .with_state(state)
 }
 
-pub fn admin(state: Arc<AppState>) -> Router {
+pub(super) fn admin(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -122,44 +121,57 @@ fn finish(
         Ok(answer) => {
             let seconds = start.elapsed().as_secs_f64();
             state.metrics.request(answer.kind.as_str(), seconds);
-            record(state, &answer, seconds);
+            record(state, answer.decision.as_ref());
+            log(&answer, seconds);
+            if let (Some(events), Some(notice)) = (&state.events, answer.notice) {
+                // A full queue drops the event rather than slowing admission.
+                let _ = events.try_send(notice);
+            }
             (
                 [(header::CONTENT_TYPE, "application/json")],
                 Body::from(answer.body),
             )
                 .into_response()
         }
-        Err(e) => {
+        Err(e) if e.is_bad_request() => {
             state
                 .metrics
                 .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
             tracing::warn!(error = %e, "rejected a request that is not an AdmissionReview");
             plain(StatusCode::BAD_REQUEST, e.to_string())
         }
+        Err(e) => {
+            state
+                .metrics
+                .request(Kind::Error.as_str(), start.elapsed().as_secs_f64());
+            tracing::error!(error = %e, "could not answer a review");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
     }
 }
 
-/// Metrics and the one log line per admission.
-fn record(state: &AppState, answer: &admission::Answer, seconds: f64) {
-    if let Some(d) = &answer.decision {
-        for t in &d.templates {
-            match &t.verdict {
-                Verdict::Injected { .. } => state.metrics.injected(&t.name),
-                Verdict::Skipped { reason } => state.metrics.skipped(reason),
-                Verdict::Missing => state.metrics.skipped("missing"),
-                _ => {}
-            }
-        }
-        if let crate::engine::Outcome::Unchanged { reason } = d.outcome
-            && d.templates.is_empty()
-        {
+/// Injections and skips, by template and by reason.
+fn record(state: &AppState, decision: Option<&crate::engine::Decision>) {
+    let Some(d) = decision else {
+        return;
+    };
+    for t in &d.templates {
+        if let Verdict::Injected { .. } = t.verdict {
+            state.metrics.injected(&t.name);
+        } else if let Some(reason) = t.verdict.skip_reason() {
             state.metrics.skipped(reason);
         }
     }
-    if let (Some(events), Some(notice)) = (&state.events, events::notice(answer)) {
-        // A full queue drops the event rather than slowing admission.
-        let _ = events.try_send(notice);
+    // A pod stopped at a gate has no template verdicts: its reason is the skip.
+    if let Outcome::Unchanged { reason } = d.outcome
+        && d.templates.is_empty()
+    {
+        state.metrics.skipped(reason);
     }
+}
+
+/// The one log line per admission.
+fn log(answer: &admission::Answer, seconds: f64) {
     tracing::info!(
         uid = %answer.uid,
         namespace = %answer.namespace,

@@ -13,7 +13,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
 
 #[derive(Debug, thiserror::Error)]
-pub enum CertError {
+pub(super) enum CertError {
     #[error("certificate file: {0}")]
     Cert(String),
     #[error("key file: {0}")]
@@ -23,14 +23,14 @@ pub enum CertError {
 }
 
 /// A certificate pair ready to serve, with its expiry.
-pub struct Loaded {
+pub(super) struct Loaded {
     pub key: Arc<CertifiedKey>,
     /// notAfter as a Unix time.
     pub not_after: i64,
 }
 
 /// Parses and checks a PEM certificate chain and private key.
-pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded, CertError> {
+pub(super) fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded, CertError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| CertError::Cert(e.to_string()))?;
@@ -77,7 +77,7 @@ impl ResolvesServerCert for Resolver {
 
 /// TLS 1.2 and 1.3 with the ring provider. ALPN offers `h2` for clients that
 /// want it and `http/1.1`, which is all the API server's webhook client speaks.
-pub fn server_config(store: Arc<CertStore>) -> Result<ServerConfig, rustls::Error> {
+pub(super) fn server_config(store: Arc<CertStore>) -> Result<ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])?

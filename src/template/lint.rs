@@ -1,11 +1,10 @@
 //! Lints for `tandem check`: templates that load fine but will hurt someone.
+//! Each looks at one template; two templates that collide are found by the
+//! engine's own conflict checks (`engine::collisions`).
 
 use k8s_openapi::api::core::v1::Container;
-use serde_json::json;
 
 use super::{Lifecycle, Pattern, Template};
-use crate::engine::conflicts::PodIndex;
-use crate::engine::pod::PodView;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lint {
@@ -39,10 +38,10 @@ const VAGUE_NAMES: &[&str] = &[
     "tmp",
 ];
 
+/// The lints of each template on its own.
 pub fn lint<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<Lint> {
-    let templates: Vec<&Template> = templates.into_iter().collect();
     let mut out = Vec::new();
-    for t in &templates {
+    for t in templates {
         let mut push = |field: String, message: &str| {
             out.push(Lint {
                 template: t.name.clone(),
@@ -91,7 +90,6 @@ pub fn lint<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<Lint> 
             }
         }
     }
-    out.extend(collisions(&templates));
     out
 }
 
@@ -131,40 +129,4 @@ fn container(field: &str, c: &Container, push: &mut impl FnMut(String, &str)) {
             "has no pinned tag or digest: pods would change under you",
         );
     }
-}
-
-/// Two templates that cannot both be injected into one pod, found by running
-/// the engine's own conflict checks on a one-container pod.
-fn collisions(templates: &[&Template]) -> Vec<Lint> {
-    let pod = json!({"spec": {"containers": [{"name": "app"}]}});
-    let Ok(view) = PodView::new(&pod) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, a) in templates.iter().enumerate() {
-        for b in &templates[i + 1..] {
-            if a.scope != b.scope
-                && !matches!(a.scope, super::Scope::Cluster)
-                && !matches!(b.scope, super::Scope::Cluster)
-            {
-                continue;
-            }
-            let mut index = PodIndex::new(&view);
-            let Ok(added) = index.check(a, true, &[0]) else {
-                continue;
-            };
-            index.commit(a, true, &added);
-            if let Err(conflicts) = index.check(b, true, &[0]) {
-                for c in conflicts {
-                    out.push(Lint {
-                        template: b.name.clone(),
-                        source: b.source.clone(),
-                        field: "spec".into(),
-                        message: format!("cannot be injected together with {}: {c}", a.name),
-                    });
-                }
-            }
-        }
-    }
-    out
 }

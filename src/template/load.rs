@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::validate::FieldError;
-use super::{API_VERSION, DESCRIPTION_ANNOTATION, KIND, Scope, SidecarTemplateSpec, Template};
+use super::{API_VERSION, KIND, Scope, SidecarTemplateSpec, Template};
 
 /// A template that could not be loaded, naming the file, the template and the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -164,11 +164,6 @@ fn template_from_document(doc: &Value, source: &str, scope: Scope) -> Result<Tem
     let Some(name) = metadata.and_then(|m| m.get("name")).and_then(Value::as_str) else {
         return Err(DocError::Shape("metadata.name is missing".into()));
     };
-    let description = metadata
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(DESCRIPTION_ANNOTATION))
-        .and_then(Value::as_str)
-        .map(str::to_string);
     let field_err = |field: String, message: String| {
         DocError::Fields(name.to_string(), vec![FieldError { field, message }])
     };
@@ -176,19 +171,12 @@ fn template_from_document(doc: &Value, source: &str, scope: Scope) -> Result<Tem
         return Err(field_err("spec".into(), "is missing".into()));
     };
     let spec = spec_from_value(raw_spec).map_err(|e| field_err(e.field, e.message))?;
-    Template::new(
-        name,
-        scope,
-        source.to_string(),
-        spec,
-        Some(raw_spec),
-        description,
-    )
-    .map_err(|errs| DocError::Fields(name.to_string(), errs))
+    Template::new(name, scope, source.to_string(), spec, Some(raw_spec))
+        .map_err(|errs| DocError::Fields(name.to_string(), errs))
 }
 
 /// Deserialises a spec, naming the field that does not fit.
-pub fn spec_from_value(raw: &Value) -> Result<SidecarTemplateSpec, FieldError> {
+fn spec_from_value(raw: &Value) -> Result<SidecarTemplateSpec, FieldError> {
     serde_path_to_error::deserialize(raw).map_err(|e| {
         let path = e.path().to_string();
         FieldError {

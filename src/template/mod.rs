@@ -1,23 +1,28 @@
 //! SidecarTemplates: the type shared with the CRD, loading from files and
-//! directories, validation on load and the lints of `tandem check`.
+//! directories, validation on load, the per-template lints of `tandem check`,
+//! and the set of templates in force. Imports only `facts`.
 
 mod examples;
-pub mod lint;
+mod lint;
 mod load;
+// Every item is re-exported below; `unreachable_pub` misreads the
+// CustomResource derive's expansion of the spec type as unreachable.
+#[allow(unreachable_pub)]
 mod model;
-pub mod validate;
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod set;
+mod validate;
 
 use serde_json::Value;
 
 pub use examples::examples;
-pub use load::{LoadError, load_path, parse_documents, spec_from_value, template_from_object};
-pub use model::*;
-
-/// Annotation on a SidecarTemplate with a one-line description for `explain`.
-pub const DESCRIPTION_ANNOTATION: &str = "tandem.dev/description";
+pub use lint::{Lint, lint};
+pub use load::{LoadError, load_path, parse_documents, template_from_object};
+pub use model::{
+    API_VERSION, AppSpec, KIND, Lifecycle, Mode, OnConflict, Pattern, Position, SidecarTemplate,
+    SidecarTemplateSpec, SidecarTemplateStatus,
+};
+pub use set::TemplateSet;
+pub use validate::{FieldError, unknown_fields};
 
 /// Which pods a template may reach.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,7 +44,6 @@ pub struct Template {
     pub spec: SidecarTemplateSpec,
     /// Content hash recorded in `tandem.dev/status`.
     pub hash: String,
-    pub description: Option<String>,
     pub rendered: Rendered,
 }
 
@@ -63,17 +67,22 @@ impl Template {
         source: String,
         spec: SidecarTemplateSpec,
         raw_spec: Option<&Value>,
-        description: Option<String>,
-    ) -> Result<Template, Vec<validate::FieldError>> {
+    ) -> Result<Template, Vec<FieldError>> {
         validate::validate(name, &spec, raw_spec)?;
-        let hash = content_hash(&spec);
+        let unencodable = |e: serde_json::Error| {
+            vec![FieldError {
+                field: "spec".into(),
+                message: format!("cannot be encoded as JSON: {e}"),
+            }]
+        };
+        let hash = content_hash(&spec).map_err(unencodable)?;
         let rendered = Rendered {
-            containers: to_values(&spec.containers),
-            init_containers: to_values(&spec.init_containers),
-            volumes: to_values(&spec.volumes),
-            app_volume_mounts: to_values(&spec.app.volume_mounts),
-            app_env: to_values(&spec.app.env),
-            app_env_from: to_values(&spec.app.env_from),
+            containers: to_values(&spec.containers).map_err(unencodable)?,
+            init_containers: to_values(&spec.init_containers).map_err(unencodable)?,
+            volumes: to_values(&spec.volumes).map_err(unencodable)?,
+            app_volume_mounts: to_values(&spec.app.volume_mounts).map_err(unencodable)?,
+            app_env: to_values(&spec.app.env).map_err(unencodable)?,
+            app_env_from: to_values(&spec.app.env_from).map_err(unencodable)?,
         };
         Ok(Template {
             name: name.to_string(),
@@ -81,7 +90,6 @@ impl Template {
             source,
             spec,
             hash,
-            description,
             rendered,
         })
     }
@@ -96,93 +104,18 @@ impl Template {
     }
 }
 
-fn to_values<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
-    // Serialising k8s-openapi types to a Value cannot fail: they hold no maps
-    // with non-string keys.
-    items
-        .iter()
-        .map(|item| serde_json::to_value(item).unwrap_or(Value::Null))
-        .collect()
+fn to_values<T: serde::Serialize>(items: &[T]) -> Result<Vec<Value>, serde_json::Error> {
+    items.iter().map(serde_json::to_value).collect()
 }
 
-/// First 16 hex digits of the SHA-256 of the spec's canonical JSON.
-pub fn content_hash(spec: &SidecarTemplateSpec) -> String {
-    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+/// First 16 hex digits of the SHA-256 of the spec's canonical JSON. An error,
+/// never a default: templates hashing alike would pass for one another in
+/// `tandem.dev/status`.
+fn content_hash(spec: &SidecarTemplateSpec) -> Result<String, serde_json::Error> {
+    let bytes = serde_json::to_vec(spec)?;
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-    digest.as_ref()[..8]
+    Ok(digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The templates in force, indexed by scope. Cheap to share: the server swaps a
-/// whole `Arc<TemplateSet>` on reload.
-#[derive(Debug, Default)]
-pub struct TemplateSet {
-    cluster: BTreeMap<String, Arc<Template>>,
-    namespaced: BTreeMap<String, BTreeMap<String, Arc<Template>>>,
-}
-
-impl TemplateSet {
-    /// Builds a set; a second template with the same name and scope is an error
-    /// naming both sources.
-    pub fn new(templates: impl IntoIterator<Item = Template>) -> Result<TemplateSet, String> {
-        TemplateSet::from_shared(templates.into_iter().map(Arc::new))
-    }
-
-    /// Like `new`, for templates already shared (merging files and cluster objects).
-    pub fn from_shared(
-        templates: impl IntoIterator<Item = Arc<Template>>,
-    ) -> Result<TemplateSet, String> {
-        let mut set = TemplateSet::default();
-        for t in templates {
-            let map = match &t.scope {
-                Scope::Cluster => &mut set.cluster,
-                Scope::Namespace(ns) => set.namespaced.entry(ns.clone()).or_default(),
-            };
-            if let Some(prev) = map.get(&t.name) {
-                return Err(format!(
-                    "template \"{}\" is defined twice: in {} and in {}",
-                    t.name, prev.source, t.source
-                ));
-            }
-            map.insert(t.name.clone(), t);
-        }
-        Ok(set)
-    }
-
-    /// The template a pod in `namespace` gets for `name`: its own namespace's
-    /// first, then the cluster-wide one. Another namespace's is never visible.
-    pub fn lookup(&self, namespace: &str, name: &str) -> Option<&Arc<Template>> {
-        self.namespaced
-            .get(namespace)
-            .and_then(|m| m.get(name))
-            .or_else(|| self.cluster.get(name))
-    }
-
-    /// Every template visible to pods of `namespace`, by name, local ones
-    /// shadowing cluster-wide ones of the same name.
-    pub fn visible(&self, namespace: &str) -> impl Iterator<Item = &Arc<Template>> {
-        let local = self.namespaced.get(namespace);
-        let shadowed = move |name: &str| local.is_some_and(|m| m.contains_key(name));
-        self.cluster
-            .values()
-            .filter(move |t| !shadowed(&t.name))
-            .chain(local.into_iter().flat_map(|m| m.values()))
-    }
-
-    /// All templates, in a stable order.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Template>> {
-        self.cluster
-            .values()
-            .chain(self.namespaced.values().flat_map(|m| m.values()))
-    }
-
-    pub fn len(&self) -> usize {
-        self.cluster.len() + self.namespaced.values().map(BTreeMap::len).sum::<usize>()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+        .collect())
 }

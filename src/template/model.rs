@@ -172,13 +172,3 @@ impl Pattern {
         }
     }
 }
-
-impl Lifecycle {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::Native => "native",
-            Lifecycle::Classic => "classic",
-            Lifecycle::Auto => "auto",
-        }
-    }
-}

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
 use super::{Pattern, SidecarTemplateSpec};
-use crate::quantity::Quantity;
+use crate::facts::Quantity;
 
 /// One problem in a template, with the path of the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl Errors {
 
 /// Validates a template; `raw` is the spec as written, compared with the typed
 /// model to report fields the model does not know (typos would otherwise vanish).
-pub fn validate(
+pub(super) fn validate(
     name: &str,
     spec: &SidecarTemplateSpec,
     raw: Option<&Value>,
@@ -40,9 +40,13 @@ pub fn validate(
         errs.push("metadata.name", m);
     }
     if let Some(raw) = raw {
-        let typed = serde_json::to_value(spec).unwrap_or(Value::Null);
-        for field in unknown_fields(raw, &typed, "spec") {
-            errs.push(field, "unknown field");
+        match serde_json::to_value(spec) {
+            Ok(typed) => {
+                for field in unknown_fields(raw, &typed, "spec") {
+                    errs.push(field, "unknown field");
+                }
+            }
+            Err(e) => errs.push("spec", format!("cannot be encoded as JSON: {e}")),
         }
     }
     match spec.pattern {
@@ -277,7 +281,7 @@ fn collect_unknown(raw: &Value, typed: &Value, path: &str, out: &mut Vec<String>
 }
 
 /// A DNS-1123 label: what Kubernetes requires of container and volume names.
-pub fn dns_label(name: &str) -> Result<(), String> {
+pub(super) fn dns_label(name: &str) -> Result<(), String> {
     let ok_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');

@@ -7,14 +7,12 @@ use std::path::PathBuf;
 
 use json_patch::PatchOperation;
 use serde_json::Value;
-use tandem::engine::status::Status;
-use tandem::engine::{
-    self, Capabilities, Decision, EngineError, Input, Namespace, NativeSidecars, Outcome, Policy,
-    STATUS_ANNOTATION,
-};
+use tandem::engine::Status;
+use tandem::engine::{self, Decision, EngineError, Input, Outcome};
+use tandem::facts::{self, Capabilities, Namespace, NativeSidecars, Policy, STATUS_ANNOTATION};
 use tandem::template::{self, Template, TemplateSet};
 
-pub const SAFE_TO_EVICT: &str = engine::SAFE_TO_EVICT_ANNOTATION;
+pub const SAFE_TO_EVICT: &str = facts::SAFE_TO_EVICT_ANNOTATION;
 
 /// The crate's root directory.
 pub fn manifest_dir() -> PathBuf {
@@ -502,7 +500,7 @@ pub fn template_set(docs: &[String]) -> TemplateSet {
 pub fn strict<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, what: &str) -> T {
     let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
     let typed_json = serde_json::to_value(&typed).unwrap();
-    let lost = tandem::template::validate::unknown_fields(doc, &typed_json, "");
+    let lost = tandem::template::unknown_fields(doc, &typed_json, "");
     assert!(lost.is_empty(), "{what}: unknown fields {lost:?}");
     typed
 }

@@ -82,12 +82,6 @@ impl std::ops::Add for Quantity {
     }
 }
 
-impl std::ops::AddAssign for Quantity {
-    fn add_assign(&mut self, o: Quantity) {
-        *self = *self + o;
-    }
-}
-
 /// Formats a CPU quantity the way `kubectl` shows it: `750m`, `2`.
 pub struct Cpu(pub Quantity);
 /// Formats a memory quantity in the largest binary unit that divides it.

@@ -13,11 +13,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 
-use crate::engine::INJECTION_LABEL;
-use crate::engine::select::selector_matches;
+use crate::engine::selector_matches;
+use crate::facts::{INJECTION_LABEL, MIRROR_ANNOTATION, NAMESPACE_NAME_LABEL, SYSTEM_NAMESPACES};
 
-pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
-pub const MIRROR_CONDITION: &str = "!has(object.metadata.annotations) || !('kubernetes.io/config.mirror' in object.metadata.annotations)";
+/// The CEL of the matchCondition that keeps mirror pods away from Tandem.
+fn mirror_condition() -> String {
+    format!(
+        "!has(object.metadata.annotations) || !('{MIRROR_ANNOTATION}' in object.metadata.annotations)"
+    )
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -91,7 +95,7 @@ fn namespace_selector(p: &Params) -> LabelSelector {
     };
     // The name exclusion is kept in opt-in mode too: labelling Tandem's own
     // namespace by mistake must not make its pods wait for themselves.
-    let mut expressions = vec![not_in("kubernetes.io/metadata.name", excluded(p))];
+    let mut expressions = vec![not_in(NAMESPACE_NAME_LABEL, excluded(p))];
     let match_labels = match p.scope {
         Scope::OptIn => Some(BTreeMap::from([(
             INJECTION_LABEL.to_string(),
@@ -139,7 +143,7 @@ pub fn mutating(p: &Params) -> MutatingWebhookConfiguration {
             failure_policy: Some(p.failure_policy.clone()),
             match_conditions: Some(vec![MatchCondition {
                 name: "exclude-mirror-pods".into(),
-                expression: MIRROR_CONDITION.into(),
+                expression: mirror_condition(),
             }]),
             match_policy: Some("Equivalent".into()),
             namespace_selector: Some(namespace_selector(p)),
@@ -211,7 +215,7 @@ pub fn check_mutating(config: &MutatingWebhookConfiguration, own_namespace: &str
             .match_conditions
             .iter()
             .flatten()
-            .any(|c| c.expression.contains("kubernetes.io/config.mirror"));
+            .any(|c| c.expression.contains(MIRROR_ANNOTATION));
         if !mirror {
             problem("no matchCondition excludes mirror pods".into());
         }
@@ -228,7 +232,7 @@ pub fn check_mutating(config: &MutatingWebhookConfiguration, own_namespace: &str
         let never = SYSTEM_NAMESPACES.iter().copied().chain([own_namespace]);
         for ns in never {
             let labels = BTreeMap::from([
-                ("kubernetes.io/metadata.name".to_string(), ns.to_string()),
+                (NAMESPACE_NAME_LABEL.to_string(), ns.to_string()),
                 (INJECTION_LABEL.to_string(), "enabled".to_string()),
             ]);
             let selector = w.namespace_selector.clone().unwrap_or_default();

@@ -1,5 +1,7 @@
 //! Add-only JSON patches on the raw pod: parents are created when absent, keys
 //! are escaped as JSON pointers, and nothing of the user's is re-serialised.
+//! Whether a parent exists is read from the `PodView`, which checked the
+//! pod's shapes once.
 
 use std::collections::BTreeMap;
 
@@ -7,10 +9,14 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Map, Value};
 
+use super::conflicts::Additions;
+use super::pod::PodView;
+use crate::template::{Position, Template};
+
 /// Everything a decision adds, gathered before the operations are built so
 /// that several templates adding to the same absent array create it once.
 #[derive(Default)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Init containers to insert before the user's, in order.
     pub init_front: Vec<Value>,
     /// Init containers to append after the user's.
@@ -24,10 +30,44 @@ pub struct Plan {
 
 /// What one app container gets.
 #[derive(Default)]
-pub struct AppExtra {
+pub(super) struct AppExtra {
     pub volume_mounts: Vec<Value>,
     pub env: Vec<Value>,
     pub env_from: Vec<Value>,
+}
+
+impl Plan {
+    /// Adds an accepted template: its containers (native sidecars get
+    /// `restartPolicy: Always` and go with its init containers at
+    /// `position`), and what the conflict check let through.
+    pub(super) fn add(&mut self, t: &Template, native: bool, additions: Additions<'_>) {
+        let mut init: Vec<Value> = t.rendered.init_containers.clone();
+        if native {
+            init.extend(t.rendered.containers.iter().map(|c| {
+                let mut c = c.clone();
+                if let Value::Object(m) = &mut c {
+                    m.insert("restartPolicy".into(), Value::String("Always".into()));
+                }
+                c
+            }));
+        } else {
+            self.containers
+                .extend(t.rendered.containers.iter().cloned());
+        }
+        match t.spec.position {
+            Position::BeforeUserInit => self.init_front.extend(init),
+            Position::AfterUserInit => self.init_back.extend(init),
+        }
+        self.volumes.extend(additions.volumes.into_iter().cloned());
+        for (i, extra) in additions.app {
+            let entry = self.app.entry(i).or_default();
+            entry
+                .volume_mounts
+                .extend(extra.volume_mounts.into_iter().cloned());
+            entry.env.extend(extra.env.into_iter().cloned());
+            entry.env_from.extend(extra.env_from.into_iter().cloned());
+        }
+    }
 }
 
 fn add(path: PointerBuf, value: Value) -> PatchOperation {
@@ -54,13 +94,11 @@ fn append(ops: &mut Vec<PatchOperation>, base: &[&str], exists: bool, items: Vec
     }
 }
 
-/// Builds the operations for `plan` against `pod` (the raw pod object).
-pub fn build(pod: &Value, plan: Plan) -> Vec<PatchOperation> {
+/// Builds the operations for `plan` against `pod`.
+pub(super) fn build(pod: &PodView<'_>, plan: Plan) -> Vec<PatchOperation> {
     let mut ops = Vec::new();
-    let spec = pod.get("spec");
-    let has = |field: &str| spec.and_then(|s| s.get(field)).is_some_and(Value::is_array);
 
-    if has("initContainers") {
+    if pod.init_containers.is_some() {
         for (i, c) in plan.init_front.into_iter().enumerate() {
             let index = i.to_string();
             ops.push(add(ptr(["spec", "initContainers", index.as_str()]), c));
@@ -74,38 +112,34 @@ pub fn build(pod: &Value, plan: Plan) -> Vec<PatchOperation> {
     append(
         &mut ops,
         &["spec", "containers"],
-        has("containers"),
+        pod.has_containers,
         plan.containers,
     );
-    append(&mut ops, &["spec", "volumes"], has("volumes"), plan.volumes);
+    append(
+        &mut ops,
+        &["spec", "volumes"],
+        pod.volumes.is_some(),
+        plan.volumes,
+    );
 
-    let containers = spec.and_then(|s| s.get("containers"));
     for (i, extra) in plan.app {
         let index = i.to_string();
-        let container = containers.and_then(|c| c.get(i));
         for (field, items) in [
             ("volumeMounts", extra.volume_mounts),
             ("env", extra.env),
             ("envFrom", extra.env_from),
         ] {
-            let exists = container
-                .and_then(|c| c.get(field))
-                .is_some_and(Value::is_array);
             append(
                 &mut ops,
                 &["spec", "containers", index.as_str(), field],
-                exists,
+                pod.container_has_list(i, field),
                 items,
             );
         }
     }
 
     if !plan.annotations.is_empty() {
-        let metadata = pod.get("metadata");
-        let annotations = metadata
-            .and_then(|m| m.get("annotations"))
-            .filter(|a| a.is_object());
-        if annotations.is_some() {
+        if pod.annotations.is_some() {
             for (k, v) in plan.annotations {
                 ops.push(add(
                     ptr(["metadata", "annotations", k.as_str()]),
@@ -118,7 +152,7 @@ pub fn build(pod: &Value, plan: Plan) -> Vec<PatchOperation> {
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect();
-            if metadata.is_some_and(Value::is_object) {
+            if pod.has_metadata {
                 ops.push(add(ptr(["metadata", "annotations"]), Value::Object(map)));
             } else {
                 let meta = serde_json::json!({ "annotations": map });
@@ -127,4 +161,27 @@ pub fn build(pod: &Value, plan: Plan) -> Vec<PatchOperation> {
         }
     }
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn keys_are_escaped_as_json_pointers() {
+        let pod = json!({ "metadata": { "annotations": {} }, "spec": { "containers": [] } });
+        let view = PodView::new(&pod).unwrap();
+        let plan = Plan {
+            annotations: vec![("a~b/c".into(), "v".into())],
+            ..Plan::default()
+        };
+        let patch = build(&view, plan);
+        let paths: Vec<String> = patch.iter().map(|op| op.path().to_string()).collect();
+        assert_eq!(paths, ["/metadata/annotations/a~0b~1c"]);
+        let mut out = pod.clone();
+        json_patch::patch(&mut out, &patch).unwrap();
+        assert_eq!(out["metadata"]["annotations"]["a~b/c"], "v");
+    }
 }

@@ -1,0 +1,33 @@
+//! `/validate`: a SidecarTemplate checked with the same validation as
+//! `tandem check`, so `kubectl apply` rejects what Tandem would reject, with
+//! the same message.
+
+use super::codec::{Answer, Kind, Reply, ReviewError, answer, invalid};
+use crate::template::{self, Scope};
+
+/// Answers one AdmissionReview body for `/validate`.
+pub fn validate_template(body: &[u8]) -> Result<Answer, ReviewError> {
+    answer(body, |request, object, answer| {
+        let kind = request
+            .pointer("/kind/kind")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        if kind != template::KIND || answer.operation == "DELETE" {
+            answer.note = format!("{kind} {} not checked", answer.operation);
+            return Reply::allowed();
+        }
+        let Some(object) = object else {
+            return invalid(answer, "request.object is missing");
+        };
+        let scope = Scope::Namespace(answer.namespace.clone());
+        match template::template_from_object(object, &answer.namespace, scope) {
+            Ok(_) => Reply::allowed(),
+            Err(message) => {
+                answer.kind = Kind::Denied;
+                let reply = Reply::refused(422, "Invalid", &message);
+                answer.note = message;
+                reply
+            }
+        }
+    })
+}

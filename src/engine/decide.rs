@@ -1,0 +1,258 @@
+//! `decide`: the gates every pod passes before any template is considered,
+//! then one run per selected template, then the patch and its extras.
+
+use super::decision::{Decision, GateVerdict, ResourceChange, Stop};
+use super::patch::{self, Plan};
+use super::pod::{PodView, name_of};
+use super::resources;
+use super::run::Run;
+use super::select::{self, Request, Source, parse_request};
+use super::status::Status;
+use super::{EngineError, Input};
+use crate::facts::{
+    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTION_LABEL, MIRROR_ANNOTATION,
+    SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+};
+
+/// What the gates let through: the pod's own request, what it already
+/// carries, and the templates selected for it.
+struct Admitted<'a> {
+    pod_request: Option<Request>,
+    raw_status: Option<&'a str>,
+    existing: Option<Status>,
+    selected: Vec<(String, Source)>,
+}
+
+/// Decides what to inject into one pod.
+pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
+    let pod = PodView::new(input.pod)?;
+    let mut d = Decision::new(pod.display_name.clone());
+    let admitted = match admit(&pod, input, &mut d) {
+        Ok(a) => a,
+        Err(stop) => return Ok(d.stop(stop)),
+    };
+    let mut run = Run::new(&pod, input, admitted.existing.unwrap_or_default());
+    for (name, source) in admitted.selected {
+        let (verdict, why) = run.template(&name, &mut d);
+        d.judge(name, source, verdict, why);
+    }
+    if !run.denials.is_empty() {
+        return Ok(d.deny(&run.denials));
+    }
+    let (mut plan, status) = (run.plan, run.status);
+    let requested_by_pod = admitted
+        .pod_request
+        .as_ref()
+        .is_some_and(Request::is_explicit);
+    let injected_any = d.injected().next().is_some();
+    if injected_any || requested_by_pod {
+        // Written even when nothing was injected, so the admission policy that
+        // rejects unprocessed pods can tell "Tandem saw it" from "Tandem was down".
+        let value = status.to_annotation()?;
+        if admitted.raw_status != Some(value.as_str()) {
+            plan.annotations
+                .push((STATUS_ANNOTATION.to_string(), value));
+        }
+        d.status = Some(status);
+    }
+    if injected_any {
+        helpful_annotations(&pod, &mut plan);
+        account_resources(&pod, &plan, &mut d);
+    }
+    d.patch = patch::build(&pod, plan);
+    d.settle();
+    Ok(d)
+}
+
+/// The gates before any template, in the order `explain` shows them.
+fn admit<'a>(pod: &PodView<'a>, input: &Input<'_>, d: &mut Decision) -> Result<Admitted<'a>, Stop> {
+    capabilities(input, d);
+    not_a_mirror_pod(pod, d)?;
+    namespace_may_be_injected(input, d)?;
+    let pod_request = pod_does_not_opt_out(pod, d)?;
+    let raw_status = pod.annotation(STATUS_ANNOTATION);
+    let existing = earlier_injection(raw_status, d);
+    let selected = selection(pod, pod_request.as_ref(), input, d)?;
+    Ok(Admitted {
+        pod_request,
+        raw_status,
+        existing,
+        selected,
+    })
+}
+
+fn capabilities(input: &Input<'_>, d: &mut Decision) {
+    let caps = input.capabilities;
+    let native = if caps.native_sidecars {
+        "available"
+    } else {
+        "unavailable"
+    };
+    d.gate(
+        "capabilities",
+        GateVerdict::Info,
+        format!("native sidecars {native} ({})", caps.source),
+    );
+}
+
+fn not_a_mirror_pod(pod: &PodView<'_>, d: &mut Decision) -> Result<(), Stop> {
+    if let Some(source) = pod.annotation(MIRROR_ANNOTATION) {
+        return Err(Stop {
+            gate: "mirror pod",
+            reason: "mirror-pod",
+            why: format!("mirror pod of a static manifest ({source}); the kubelet owns it"),
+        });
+    }
+    d.gate("mirror pod", GateVerdict::Pass, "not a mirror pod");
+    Ok(())
+}
+
+fn namespace_may_be_injected(input: &Input<'_>, d: &mut Decision) -> Result<(), Stop> {
+    let ns = input.namespace;
+    if input.policy.excluded_namespaces.contains(&ns.name) {
+        return Err(Stop {
+            gate: "namespace",
+            reason: "excluded-namespace",
+            why: format!("namespace {} is excluded from injection", ns.name),
+        });
+    }
+    if ns.labels.get(INJECTION_LABEL).map(String::as_str) == Some("disabled") {
+        return Err(Stop {
+            gate: "namespace",
+            reason: "namespace-disabled",
+            why: format!(
+                "namespace {} is labelled {INJECTION_LABEL}=disabled",
+                ns.name
+            ),
+        });
+    }
+    d.gate(
+        "namespace",
+        GateVerdict::Pass,
+        format!("namespace {:?} may be injected", ns.name),
+    );
+    Ok(())
+}
+
+/// The pod's own `tandem.dev/inject`, parsed once for every later step.
+fn pod_does_not_opt_out(pod: &PodView<'_>, d: &mut Decision) -> Result<Option<Request>, Stop> {
+    let request = pod.annotation(INJECT_ANNOTATION).map(parse_request);
+    if request == Some(Request::OptOut) {
+        return Err(Stop {
+            gate: "pod opt-out",
+            reason: "opted-out",
+            why: format!("pod annotation {INJECT_ANNOTATION} opts out"),
+        });
+    }
+    d.gate("pod opt-out", GateVerdict::Pass, "pod does not opt out");
+    Ok(request)
+}
+
+/// What `tandem.dev/status` says was injected before. One Tandem did not
+/// write is warned about and ignored: conflict checks still stop a double
+/// injection.
+fn earlier_injection(raw_status: Option<&str>, d: &mut Decision) -> Option<Status> {
+    match raw_status.map(Status::parse) {
+        None => {
+            d.gate("status", GateVerdict::Pass, "no earlier injection recorded");
+            None
+        }
+        Some(Ok(s)) => {
+            let names: Vec<&str> = s.templates.iter().map(|t| t.name.as_str()).collect();
+            let why = format!("already carries {}", names.join(","));
+            d.gate("status", GateVerdict::Info, why);
+            Some(s)
+        }
+        Some(Err(e)) => {
+            d.warn(&e);
+            d.gate(
+                "status",
+                GateVerdict::Info,
+                format!("{e}; treated as not injected"),
+            );
+            None
+        }
+    }
+}
+
+fn selection(
+    pod: &PodView<'_>,
+    pod_request: Option<&Request>,
+    input: &Input<'_>,
+    d: &mut Decision,
+) -> Result<Vec<(String, Source)>, Stop> {
+    let (selected, why) = select::select(pod, pod_request, input.namespace, input.templates);
+    if selected.is_empty() {
+        return Err(Stop {
+            gate: "selection",
+            reason: "nothing-selected",
+            why,
+        });
+    }
+    d.gate("selection", GateVerdict::Pass, why);
+    Ok(selected)
+}
+
+/// The effective request before and after, warned about when it grows.
+fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
+    let user_init = pod.init_containers.unwrap_or_default();
+    let before = resources::effective(pod.containers, user_init, Some(pod.spec));
+    let after = resources::effective(
+        pod.containers.iter().chain(&plan.containers),
+        plan.init_front
+            .iter()
+            .chain(user_init)
+            .chain(&plan.init_back),
+        Some(pod.spec),
+    );
+    d.gate(
+        "resources",
+        GateVerdict::Info,
+        format!("effective request {before} -> {after}"),
+    );
+    if after.cpu > before.cpu || after.memory > before.memory {
+        d.warn(format!("pod request grows from {before} to {after}"));
+    }
+    d.resources = Some(ResourceChange { before, after });
+}
+
+/// `kubectl` defaults to the first app container; the autoscaler may evict a
+/// pod whose only local volumes are the scratch space Tandem added.
+fn helpful_annotations(pod: &PodView<'_>, plan: &mut Plan) {
+    if pod.annotation(DEFAULT_CONTAINER_ANNOTATION).is_none()
+        && let Some(first) = pod.containers.first()
+    {
+        plan.annotations.push((
+            DEFAULT_CONTAINER_ANNOTATION.to_string(),
+            name_of(first).to_string(),
+        ));
+    }
+    let added: Vec<&str> = plan
+        .volumes
+        .iter()
+        .filter(|v| v.get("emptyDir").is_some())
+        .map(name_of)
+        .collect();
+    if added.is_empty() {
+        return;
+    }
+    let existing = pod.annotation(SAFE_TO_EVICT_ANNOTATION).unwrap_or_default();
+    let mut names: Vec<&str> = existing
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut grew = false;
+    for n in added {
+        if !names.contains(&n) {
+            names.push(n);
+            grew = true;
+        }
+    }
+    // Rewritten only when a name is new: the user's spelling of a list that
+    // already names every volume (spaces, order) is left as it is.
+    if grew {
+        plan.annotations
+            .push((SAFE_TO_EVICT_ANNOTATION.to_string(), names.join(",")));
+    }
+}

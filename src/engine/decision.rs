@@ -1,0 +1,261 @@
+//! What a decision says: its outcome, every gate passed or stopped at, each
+//! template's verdict, the warnings, and the patch. Shared by every front-end:
+//! `explain` prints it, the webhook encodes it, `inject` applies its patch.
+
+use std::collections::BTreeMap;
+
+use json_patch::PatchOperation;
+use serde::Serialize;
+
+use super::placement::Placement;
+use super::resources::Requests;
+use super::select::Source;
+use super::status::Status;
+
+/// Kubernetes drops warnings past this length; ours stay under it.
+pub const MAX_WARNING_CHARS: usize = 119;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum Outcome {
+    Patched,
+    Unchanged { reason: &'static str },
+    Denied { message: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GateVerdict {
+    Pass,
+    Stop,
+    Deny,
+    Info,
+}
+
+/// One step of the decision, for `tandem explain`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gate {
+    pub gate: String,
+    pub verdict: GateVerdict,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "camelCase")]
+pub enum Verdict {
+    Injected { placement: Placement },
+    DryRun { placement: Placement },
+    AlreadyInjected,
+    Skipped { reason: &'static str },
+    Missing,
+    Denied,
+}
+
+impl Verdict {
+    /// Why the template is not in the pod when it was wanted there: the
+    /// reason of a skip, `missing` for a template that does not exist. The
+    /// decision's outcome and the skip metrics both read it.
+    pub fn skip_reason(&self) -> Option<&'static str> {
+        match self {
+            Verdict::Skipped { reason } => Some(*reason),
+            Verdict::Missing => Some("missing"),
+            _ => None,
+        }
+    }
+
+    fn gate(&self) -> GateVerdict {
+        match self {
+            Verdict::Injected { .. } | Verdict::AlreadyInjected => GateVerdict::Pass,
+            Verdict::Denied => GateVerdict::Deny,
+            Verdict::DryRun { .. } => GateVerdict::Info,
+            Verdict::Skipped { .. } | Verdict::Missing => GateVerdict::Stop,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TemplateVerdict {
+    pub name: String,
+    pub source: Source,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub why: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ResourceChange {
+    pub before: Requests,
+    pub after: Requests,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    pub pod: String,
+    pub outcome: Outcome,
+    pub gates: Vec<Gate>,
+    pub templates: Vec<TemplateVerdict>,
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceChange>,
+    #[serde(skip)]
+    pub patch: Vec<PatchOperation>,
+}
+
+/// Why a decision ended at a gate before any template was considered.
+pub(super) struct Stop {
+    pub gate: &'static str,
+    pub reason: &'static str,
+    pub why: String,
+}
+
+impl Decision {
+    pub(super) fn new(pod: String) -> Decision {
+        Decision {
+            pod,
+            outcome: Outcome::Unchanged {
+                reason: "nothing-selected",
+            },
+            gates: Vec::new(),
+            templates: Vec::new(),
+            warnings: Vec::new(),
+            status: None,
+            resources: None,
+            patch: Vec::new(),
+        }
+    }
+
+    pub(super) fn gate(
+        &mut self,
+        gate: impl Into<String>,
+        verdict: GateVerdict,
+        why: impl Into<String>,
+    ) {
+        self.gates.push(Gate {
+            gate: gate.into(),
+            verdict,
+            why: why.into(),
+        });
+    }
+
+    pub(super) fn warn(&mut self, text: impl AsRef<str>) {
+        self.warnings.push(short_warning(text.as_ref()));
+    }
+
+    pub(super) fn stop(mut self, stop: Stop) -> Decision {
+        self.gate(stop.gate, GateVerdict::Stop, stop.why);
+        self.outcome = Outcome::Unchanged {
+            reason: stop.reason,
+        };
+        self
+    }
+
+    /// Records a template's verdict, as a gate and in the template list.
+    pub(super) fn judge(&mut self, name: String, source: Source, verdict: Verdict, why: String) {
+        self.gate(format!("template {name}"), verdict.gate(), why.clone());
+        self.templates.push(TemplateVerdict {
+            name,
+            source,
+            verdict,
+            why,
+        });
+    }
+
+    /// Denies the pod. Nothing is patched into a denied pod, so nothing that
+    /// was going to be injected is.
+    pub(super) fn deny(mut self, denials: &[String]) -> Decision {
+        for t in &mut self.templates {
+            if let Verdict::Injected { .. } = t.verdict {
+                t.verdict = Verdict::Skipped {
+                    reason: "pod-denied",
+                };
+                t.why.push_str("; not applied: the pod is denied");
+            }
+        }
+        self.outcome = Outcome::Denied {
+            message: denials.join("; "),
+        };
+        self
+    }
+
+    /// The outcome once the patch is built: patched, or why not.
+    pub(super) fn settle(&mut self) {
+        self.outcome = if !self.patch.is_empty() {
+            Outcome::Patched
+        } else if self
+            .templates
+            .iter()
+            .all(|t| t.verdict == Verdict::AlreadyInjected)
+        {
+            Outcome::Unchanged {
+                reason: "already-injected",
+            }
+        } else {
+            let reason = self
+                .templates
+                .iter()
+                .find_map(|t| match t.verdict {
+                    Verdict::DryRun { .. } => Some("dry-run"),
+                    ref v => v.skip_reason(),
+                })
+                .unwrap_or("already-injected");
+            Outcome::Unchanged { reason }
+        };
+    }
+
+    /// One line for audit annotations and logs, e.g.
+    /// `injected=log-shipper(native) skipped=db-ambassador(conflict)`.
+    pub fn summary(&self) -> String {
+        let mut parts: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for t in &self.templates {
+            let (key, detail) = match &t.verdict {
+                Verdict::Injected { placement } => ("injected", placement.as_str()),
+                Verdict::DryRun { placement } => ("dryRun", placement.as_str()),
+                Verdict::AlreadyInjected => ("present", "unchanged"),
+                Verdict::Skipped { reason } => ("skipped", *reason),
+                Verdict::Missing => ("missing", "not found"),
+                Verdict::Denied => ("denied", "conflict"),
+            };
+            parts
+                .entry(key)
+                .or_default()
+                .push(format!("{}({detail})", t.name));
+        }
+        let mut out = match &self.outcome {
+            Outcome::Patched => "patched".to_string(),
+            Outcome::Unchanged { reason } => format!("unchanged({reason})"),
+            Outcome::Denied { .. } => "denied".to_string(),
+        };
+        for (k, v) in parts {
+            out.push_str(&format!(" {k}={}", v.join(",")));
+        }
+        out
+    }
+
+    /// Templates that were injected by this decision.
+    pub fn injected(&self) -> impl Iterator<Item = &str> {
+        self.templates
+            .iter()
+            .filter(|t| matches!(t.verdict, Verdict::Injected { .. }))
+            .map(|t| t.name.as_str())
+    }
+
+    /// The templates left out of the pod that were wanted in it, with why.
+    pub fn skipped(&self) -> impl Iterator<Item = &TemplateVerdict> {
+        self.templates
+            .iter()
+            .filter(|t| t.verdict.skip_reason().is_some())
+    }
+}
+
+/// Shortens a warning to what the API server passes on intact.
+fn short_warning(text: &str) -> String {
+    let full = format!("tandem: {text}");
+    if full.chars().count() <= MAX_WARNING_CHARS {
+        return full;
+    }
+    let mut out: String = full.chars().take(MAX_WARNING_CHARS - 3).collect();
+    out.push_str("...");
+    out
+}

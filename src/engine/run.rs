@@ -1,0 +1,244 @@
+//! One selected template's run through a decision: does it exist, is it
+//! already there, where does it go, which app containers it changes, what it
+//! collides with, and, when all is clear, what it adds to the plan.
+
+use super::Input;
+use super::conflicts::{Additions, Conflict, PodIndex};
+use super::decision::{Decision, Verdict};
+use super::patch::Plan;
+use super::placement::{Placement, Unplaceable, place};
+use super::pod::PodView;
+use super::select::glob;
+use super::status::Status;
+use crate::facts::{Capabilities, OnMissing};
+use crate::template::{Mode, OnConflict, Position, Template};
+
+/// A template's verdict and the reason `explain` shows, reached before the
+/// template could be injected.
+type Settled = (Verdict, String);
+
+/// The state the runs of one decision share: the pod as it grows with each
+/// accepted template, the plan, the status record, and the denials.
+pub(super) struct Run<'a> {
+    pod: &'a PodView<'a>,
+    input: &'a Input<'a>,
+    index: PodIndex<'a>,
+    pub plan: Plan,
+    pub status: Status,
+    pub denials: Vec<String>,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(pod: &'a PodView<'a>, input: &'a Input<'a>, status: Status) -> Run<'a> {
+        Run {
+            pod,
+            input,
+            index: PodIndex::new(pod),
+            plan: Plan::default(),
+            status,
+            denials: Vec::new(),
+        }
+    }
+
+    /// Decides the template named `name` and, when it is injected, adds it
+    /// to the plan and the status record.
+    pub(super) fn template(&mut self, name: &str, d: &mut Decision) -> (Verdict, String) {
+        let namespace = &self.input.namespace.name;
+        let Some(t) = self.input.templates.lookup(namespace, name) else {
+            return self.missing(name, d);
+        };
+        match self.inject(t, d) {
+            Ok(injected) => {
+                self.status.record(t);
+                injected
+            }
+            Err(settled) => settled,
+        }
+    }
+
+    fn missing(&mut self, name: &str, d: &mut Decision) -> (Verdict, String) {
+        let why = format!(
+            "template {name} does not exist for namespace {}",
+            self.input.namespace.name
+        );
+        d.warn(format!("requested template {name} does not exist"));
+        if self.input.policy.on_missing == OnMissing::Deny {
+            self.denials.push(why.clone());
+            return (Verdict::Denied, why);
+        }
+        (Verdict::Missing, why)
+    }
+
+    fn inject(&mut self, t: &'a Template, d: &mut Decision) -> Result<(Verdict, String), Settled> {
+        not_injected_before(t, &self.status, d)?;
+        let (placement, note) = self.placement(t, d)?;
+        let targets = targets(t, &self.index, d);
+        let native = placement == Placement::Native;
+        let additions = self.conflict_free(t, placement, &targets, d)?;
+        let mut why = describe(t, placement, &targets, &self.index);
+        if t.spec.mode == Mode::DryRun {
+            d.warn(format!(
+                "dry run: {} would be injected ({})",
+                t.name,
+                placement.as_str()
+            ));
+            return Err((
+                Verdict::DryRun { placement },
+                format!("dry run; would inject: {why}"),
+            ));
+        }
+        if let Some(note) = note {
+            d.warn(&note);
+            why.push_str(&format!("; {note}"));
+        }
+        self.index.commit(t, native, &additions);
+        self.plan.add(t, native, additions);
+        Ok((Verdict::Injected { placement }, why))
+    }
+
+    fn placement(
+        &self,
+        t: &Template,
+        d: &mut Decision,
+    ) -> Result<(Placement, Option<String>), Settled> {
+        let caps: &Capabilities = self.input.capabilities;
+        let policy = self.pod.restart_policy;
+        let name = &t.name;
+        match place(t, caps, policy) {
+            Ok(p) => Ok(p),
+            Err(Unplaceable::NativeUnsupported) => {
+                d.warn(format!(
+                    "{name} needs native sidecars (Kubernetes 1.29+); skipped"
+                ));
+                let why = format!(
+                    "lifecycle native, but native sidecars are unavailable ({})",
+                    caps.source
+                );
+                let reason = "native-unsupported";
+                Err((Verdict::Skipped { reason }, why))
+            }
+            Err(Unplaceable::JobNeedsNative) => {
+                d.warn(format!(
+                    "{name} skipped: a classic sidecar would keep this {policy} pod running"
+                ));
+                let why = format!(
+                    "pod restartPolicy {policy} and no native sidecars: a classic sidecar never exits"
+                );
+                let reason = "job-needs-native";
+                Err((Verdict::Skipped { reason }, why))
+            }
+        }
+    }
+
+    /// What the template adds beyond its own containers, when nothing collides.
+    /// A collision skips the template, reports it in a dry run, or denies
+    /// the pod (`onConflict: fail`).
+    fn conflict_free(
+        &mut self,
+        t: &'a Template,
+        placement: Placement,
+        targets: &[usize],
+        d: &mut Decision,
+    ) -> Result<Additions<'a>, Settled> {
+        let native = placement == Placement::Native;
+        let conflicts = match self.index.check(t, native, targets) {
+            Ok(additions) => return Ok(additions),
+            Err(conflicts) => conflicts,
+        };
+        let name = &t.name;
+        let list = join(&conflicts);
+        let first = conflicts[0].short();
+        if t.spec.mode == Mode::DryRun {
+            d.warn(format!("dry run: {name} would conflict: {first}"));
+            let why = format!("dry run; would conflict: {list}");
+            return Err((Verdict::DryRun { placement }, why));
+        }
+        if t.spec.on_conflict == OnConflict::Fail {
+            self.denials
+                .push(format!("template {name} (onConflict: fail): {list}"));
+            return Err((
+                Verdict::Denied,
+                format!("conflict, onConflict fail: {list}"),
+            ));
+        }
+        d.warn(format!("{name} skipped: {first}"));
+        Err((
+            Verdict::Skipped { reason: "conflict" },
+            format!("conflict: {list}"),
+        ))
+    }
+}
+
+/// A template the pod already carries is left alone: unchanged when its hash
+/// is the same, skipped with a warning when the template changed since.
+fn not_injected_before(t: &Template, status: &Status, d: &mut Decision) -> Result<(), Settled> {
+    let Some(prev) = status.template(&t.name) else {
+        return Ok(());
+    };
+    if prev.hash == t.hash {
+        let why = format!("already injected (hash {})", t.hash);
+        return Err((Verdict::AlreadyInjected, why));
+    }
+    d.warn(format!(
+        "{} was injected from an older version; recreate the pod to update it",
+        t.name
+    ));
+    let why = format!(
+        "injected earlier with hash {}, now {}; not re-injected",
+        prev.hash, t.hash
+    );
+    Err((Verdict::Skipped { reason: "outdated" }, why))
+}
+
+/// The app containers a template changes: `app.containers` names or globs, all
+/// app containers when unset. A pattern that matches none is warned about.
+fn targets(t: &Template, index: &PodIndex, d: &mut Decision) -> Vec<usize> {
+    let patterns = &t.spec.app.containers;
+    if t.spec.app.is_empty() {
+        return Vec::new();
+    }
+    let chosen: Vec<usize> = index
+        .apps
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| patterns.is_empty() || patterns.iter().any(|p| glob(p, a.name)))
+        .map(|(i, _)| i)
+        .collect();
+    if chosen.is_empty() && !patterns.is_empty() {
+        d.warn(format!(
+            "{}: app.containers {} matches no container",
+            t.name,
+            patterns.join(",")
+        ));
+    }
+    chosen
+}
+
+/// Where the template goes and which app containers it changes, for `explain`.
+fn describe(t: &Template, placement: Placement, targets: &[usize], index: &PodIndex) -> String {
+    let mut why = match placement {
+        Placement::Native => format!("native sidecar, {}", position_text(t.spec.position)),
+        Placement::Classic => "classic sidecar appended to containers".to_string(),
+        Placement::InitOnly => format!("init containers, {}", position_text(t.spec.position)),
+    };
+    if !t.spec.app.is_empty() {
+        let names: Vec<&str> = targets.iter().map(|&i| index.apps[i].name).collect();
+        why.push_str(&format!("; app additions to {}", names.join(",")));
+    }
+    why
+}
+
+fn position_text(p: Position) -> &'static str {
+    match p {
+        Position::BeforeUserInit => "before the user's init containers",
+        Position::AfterUserInit => "after the user's init containers",
+    }
+}
+
+fn join(conflicts: &[Conflict]) -> String {
+    conflicts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}

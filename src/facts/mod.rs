@@ -1,0 +1,27 @@
+//! The bottom layer: the facts and names every other layer shares. What Tandem
+//! knows of a namespace and of the cluster, the operator's policy, the
+//! annotation and label keys of the product contract, and exact quantities.
+//! It imports nothing from the crate.
+
+mod capabilities;
+mod keys;
+mod namespace;
+mod policy;
+mod quantity;
+
+pub use capabilities::{Capabilities, NativeSidecars, parse_version};
+pub use keys::*;
+pub use namespace::{Namespace, NamespaceFacts, NoNamespaces};
+pub use policy::{OnMissing, Policy};
+pub use quantity::{Cpu, Memory, Quantity};
+
+/// How an object is named in messages and logs: `name`, or `generateName*`
+/// for objects a controller creates (the API server names them after
+/// admission). `None` when it has neither.
+pub fn display_name(name: Option<&str>, generate_name: Option<&str>) -> Option<String> {
+    match (name, generate_name) {
+        (Some(n), _) => Some(n.to_string()),
+        (None, Some(g)) => Some(format!("{g}*")),
+        (None, None) => None,
+    }
+}

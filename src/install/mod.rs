@@ -1,0 +1,8 @@
+//! What Tandem ships to a cluster besides itself: the SidecarTemplate CRD and
+//! the webhook configurations, generated from the same types and constants
+//! the engine decides by, with the safety checks every shipped configuration
+//! (the `deploy/` manifests and the chart included) must pass. Pure: it
+//! prints, it never calls a cluster.
+
+pub mod crd;
+pub mod webhook;
