@@ -226,7 +226,8 @@ impl<'a> PodIndex<'a> {
 
     /// Checks `t` against the pod as it stands, with its long-running
     /// containers placed as native sidecars or not, changing the app containers
-    /// at `targets`. Nothing is recorded until `commit`.
+    /// at `targets`. Nothing is recorded until `commit`. Conflicts are listed
+    /// in a fixed order: names, volumes, ports, then each app container's.
     pub(super) fn check(
         &self,
         t: &'a Template,
@@ -234,37 +235,58 @@ impl<'a> PodIndex<'a> {
         targets: &[usize],
     ) -> Result<Additions<'a>, Vec<Conflict>> {
         let mut conflicts = Vec::new();
-        let mut add = Additions::default();
-        let tname = &t.name;
+        self.check_names(t, &mut conflicts);
+        let volumes = self.check_volumes(t, &mut conflicts);
+        self.check_ports(t, native, &mut conflicts);
+        let app = targets
+            .iter()
+            .filter_map(|&i| self.check_app(t, &self.apps[i], &mut conflicts))
+            .collect();
+        if conflicts.is_empty() {
+            Ok(Additions { volumes, app })
+        } else {
+            Err(conflicts)
+        }
+    }
+
+    /// Container names are unique across containers and initContainers.
+    fn check_names(&self, t: &Template, conflicts: &mut Vec<Conflict>) {
         for name in t.container_names() {
             if let Some(owner) = self.names.get(name) {
-                let subject = format!("container name {name:?}");
                 conflicts.push(Conflict::new(
-                    subject,
-                    format_args!("template {tname}"),
+                    format!("container name {name:?}"),
+                    format_args!("template {}", t.name),
                     "is already used by",
                     owner,
                 ));
             }
         }
+    }
+
+    /// The template's volumes the pod lacks. The same definition under the
+    /// same name is a volume shared on purpose (two templates both using
+    /// `app-logs`): reused, not a conflict.
+    fn check_volumes(&self, t: &'a Template, conflicts: &mut Vec<Conflict>) -> Vec<&'a Value> {
+        let mut add = Vec::new();
         for v in &t.rendered.volumes {
             let name = name_of(v);
             match self.volumes.get(name) {
-                // The same definition is a volume shared on purpose (two
-                // templates both using `app-logs`): reuse it.
                 Some((existing, _)) if *existing == v => {}
-                Some((_, owner)) => {
-                    let subject = format!("volume {name:?}");
-                    conflicts.push(Conflict::new(
-                        subject,
-                        format_args!("template {tname}"),
-                        "differs from",
-                        owner,
-                    ))
-                }
-                None => add.volumes.push(v),
+                Some((_, owner)) => conflicts.push(Conflict::new(
+                    format!("volume {name:?}"),
+                    format_args!("template {}", t.name),
+                    "differs from",
+                    owner,
+                )),
+                None => add.push(v),
             }
         }
+        add
+    }
+
+    /// Ports in the shared network namespace, by when each container runs;
+    /// host ports always.
+    fn check_ports(&self, t: &'a Template, native: bool, conflicts: &mut Vec<Conflict>) {
         let long_running = if native { Phase::Sidecar } else { Phase::App };
         let groups = [
             (&t.rendered.init_containers, Phase::Init),
@@ -272,7 +294,7 @@ impl<'a> PodIndex<'a> {
         ];
         for (containers, phase) in groups {
             for c in containers.iter() {
-                let ours = Owner::TemplateContainer(tname, name_of(c));
+                let ours = Owner::TemplateContainer(&t.name, name_of(c));
                 for (port, host, proto) in ports_of(c) {
                     if let Some(p) = port {
                         let owners = self
@@ -292,63 +314,65 @@ impl<'a> PodIndex<'a> {
                             ));
                         }
                     }
-                    if let Some(theirs) = host.and_then(|h| self.host_ports.get(&(h, proto))) {
-                        let h = host.unwrap_or_default();
+                    if let Some(h) = host
+                        && let Some(theirs) = self.host_ports.get(&(h, proto))
+                    {
                         let subject = format!("hostPort {h}/{proto}");
                         conflicts.push(Conflict::new(subject, ours, "is already used by", theirs));
                     }
                 }
             }
         }
-        for &i in targets {
-            let app = &self.apps[i];
-            let mut extra = AppAdditions::default();
-            for m in &t.rendered.app_volume_mounts {
-                let path = mount_path(m);
-                match app
-                    .all("volumeMounts", &app.added_mounts)
-                    .find(|e| mount_path(e) == path)
-                {
-                    Some(existing) if existing == m => {}
-                    Some(existing) => conflicts.push(Conflict::new(
-                        format!("mountPath {path}"),
-                        format_args!("template {tname}"),
-                        "is already used in",
-                        format_args!("container {:?} by volume {:?}", app.name, name_of(existing)),
-                    )),
-                    None => extra.volume_mounts.push(m),
-                }
-            }
-            for e in &t.rendered.app_env {
-                let name = name_of(e);
-                match app.all("env", &app.added_env).find(|x| name_of(x) == name) {
-                    Some(existing) if existing == e => {}
-                    Some(_) => conflicts.push(Conflict::new(
-                        format!("env {name}"),
-                        format_args!("template {tname}"),
-                        "is already set differently in",
-                        format_args!("container {:?}", app.name),
-                    )),
-                    None => extra.env.push(e),
-                }
-            }
-            for e in &t.rendered.app_env_from {
-                if !app.all("envFrom", &app.added_env_from).any(|x| x == e) {
-                    extra.env_from.push(e);
-                }
-            }
-            if !(extra.volume_mounts.is_empty()
-                && extra.env.is_empty()
-                && extra.env_from.is_empty())
+    }
+
+    /// What one app container gets: mounts at paths it does not use yet, env
+    /// it does not set differently, envFrom it lacks. Identical entries are
+    /// already there and skipped. `None` when it gets nothing.
+    fn check_app(
+        &self,
+        t: &'a Template,
+        app: &AppState<'a>,
+        conflicts: &mut Vec<Conflict>,
+    ) -> Option<(usize, AppAdditions<'a>)> {
+        let tname = &t.name;
+        let mut extra = AppAdditions::default();
+        for m in &t.rendered.app_volume_mounts {
+            let path = mount_path(m);
+            match app
+                .all("volumeMounts", &app.added_mounts)
+                .find(|e| mount_path(e) == path)
             {
-                add.app.push((app.index, extra));
+                Some(existing) if existing == m => {}
+                Some(existing) => conflicts.push(Conflict::new(
+                    format!("mountPath {path}"),
+                    format_args!("template {tname}"),
+                    "is already used in",
+                    format_args!("container {:?} by volume {:?}", app.name, name_of(existing)),
+                )),
+                None => extra.volume_mounts.push(m),
             }
         }
-        if conflicts.is_empty() {
-            Ok(add)
-        } else {
-            Err(conflicts)
+        for e in &t.rendered.app_env {
+            let name = name_of(e);
+            match app.all("env", &app.added_env).find(|x| name_of(x) == name) {
+                Some(existing) if existing == e => {}
+                Some(_) => conflicts.push(Conflict::new(
+                    format!("env {name}"),
+                    format_args!("template {tname}"),
+                    "is already set differently in",
+                    format_args!("container {:?}", app.name),
+                )),
+                None => extra.env.push(e),
+            }
         }
+        for e in &t.rendered.app_env_from {
+            if !app.all("envFrom", &app.added_env_from).any(|x| x == e) {
+                extra.env_from.push(e);
+            }
+        }
+        let empty =
+            extra.volume_mounts.is_empty() && extra.env.is_empty() && extra.env_from.is_empty();
+        (!empty).then_some((app.index, extra))
     }
 
     /// Records an accepted template so later templates are checked against it.

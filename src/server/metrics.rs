@@ -30,6 +30,8 @@ fn label(key: &'static str, value: &str) -> Labels {
 }
 
 impl Metrics {
+    // Long but flat: one registration per metric, in the order `/metrics`
+    // lists them.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tandem");
         let requests = Family::<Labels, Counter>::default();
@@ -49,7 +51,7 @@ impl Metrics {
         let native_sidecars = Gauge::default();
         registry.register(
             "admission_requests",
-            "Admission reviews answered, by outcome (patched, allowed, denied, invalid)",
+            "Admission reviews answered, by outcome (patched, allowed, denied, invalid, error)",
             requests.clone(),
         );
         registry.register(

@@ -30,6 +30,8 @@ impl Errors {
 
 /// Validates a template; `raw` is the spec as written, compared with the typed
 /// model to report fields the model does not know (typos would otherwise vanish).
+/// Errors come in the order of the spec: name, unknown fields, pattern,
+/// volumes, containers, app, selectors.
 pub(super) fn validate(
     name: &str,
     spec: &SidecarTemplateSpec,
@@ -49,6 +51,38 @@ pub(super) fn validate(
             Err(e) => errs.push("spec", format!("cannot be encoded as JSON: {e}")),
         }
     }
+    pattern(spec, &mut errs);
+    let volumes = volumes(spec, &mut errs);
+    let mut names = HashSet::new();
+    let mut ports = HashSet::new();
+    let lists = [
+        ("spec.initContainers", &spec.init_containers),
+        ("spec.containers", &spec.containers),
+    ];
+    for (list, containers) in lists {
+        for (i, c) in containers.iter().enumerate() {
+            let field = format!("{list}[{i}]");
+            container(&field, c, &volumes, &mut names, &mut ports, &mut errs);
+        }
+    }
+    app(spec, &volumes, &mut errs);
+    for (field, sel) in [
+        ("spec.selector", &spec.selector),
+        ("spec.namespaceSelector", &spec.namespace_selector),
+    ] {
+        if let Some(sel) = sel {
+            selector(field, sel, &mut errs);
+        }
+    }
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.0)
+    }
+}
+
+/// `init` has only init containers; the other patterns need a container.
+fn pattern(spec: &SidecarTemplateSpec, errs: &mut Errors) {
     match spec.pattern {
         Pattern::Init => {
             if !spec.containers.is_empty() {
@@ -70,7 +104,10 @@ pub(super) fn validate(
             }
         }
     }
+}
 
+/// Checks the volumes; returns their names, for the mounts to be checked against.
+fn volumes<'s>(spec: &'s SidecarTemplateSpec, errs: &mut Errors) -> HashSet<&'s str> {
     let volumes: HashSet<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
     let mut seen = HashSet::new();
     for (i, v) in spec.volumes.iter().enumerate() {
@@ -90,32 +127,18 @@ pub(super) fn validate(
             errs.push(format!("{field}.emptyDir.sizeLimit"), m);
         }
     }
+    volumes
+}
 
-    let mut names = HashSet::new();
-    let mut ports = HashSet::new();
-    let lists = [
-        ("spec.initContainers", &spec.init_containers),
-        ("spec.containers", &spec.containers),
-    ];
-    for (list, containers) in lists {
-        for (i, c) in containers.iter().enumerate() {
-            let field = format!("{list}[{i}]");
-            container(&field, c, &volumes, &mut names, &mut ports, &mut errs);
-        }
-    }
-
+/// What the template adds to the app containers.
+fn app(spec: &SidecarTemplateSpec, volumes: &HashSet<&str>, errs: &mut Errors) {
     let app = &spec.app;
     for (i, pattern) in app.containers.iter().enumerate() {
         if pattern.is_empty() {
             errs.push(format!("spec.app.containers[{i}]"), "must not be empty");
         }
     }
-    mounts(
-        "spec.app.volumeMounts",
-        &app.volume_mounts,
-        &volumes,
-        &mut errs,
-    );
+    mounts("spec.app.volumeMounts", &app.volume_mounts, volumes, errs);
     let mut env = HashSet::new();
     for (i, e) in app.env.iter().enumerate() {
         if e.name.is_empty() {
@@ -126,19 +149,6 @@ pub(super) fn validate(
                 format!("duplicate env {:?}", e.name),
             );
         }
-    }
-    for (field, sel) in [
-        ("spec.selector", &spec.selector),
-        ("spec.namespaceSelector", &spec.namespace_selector),
-    ] {
-        if let Some(sel) = sel {
-            selector(field, sel, &mut errs);
-        }
-    }
-    if errs.0.is_empty() {
-        Ok(())
-    } else {
-        Err(errs.0)
     }
 }
 
