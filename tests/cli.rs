@@ -879,3 +879,176 @@ fn golden_needs_templates_and_cases() {
     let run = fails(&["test", dir.path().to_str().unwrap()], None);
     assert!(run.stdout.contains("FAIL new"), "{run:?}");
 }
+
+// ------------------------------------------------------- what inject says
+
+/// Compares `actual` with the committed snapshot `tests/snapshots/NAME`;
+/// `TANDEM_UPDATE_SNAPSHOTS=1` rewrites it instead.
+fn snapshot(name: &str, actual: &str) {
+    let path = manifest_dir().join("tests/snapshots").join(name);
+    if std::env::var_os("TANDEM_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with TANDEM_UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{name} differs from its snapshot at line {}:\n  want: {:?}\n  got:  {:?}\n\
+             (TANDEM_UPDATE_SNAPSHOTS=1 rewrites it after a deliberate change)",
+            line + 1,
+            expected.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}
+
+#[test]
+fn inject_says_what_it_did_to_each_resource() {
+    let run = ok(&["inject", "-c", "examples/templates", "-f", ALL], None);
+    snapshot("inject-all.stdout.yaml", &run.stdout);
+    snapshot("inject-all.stderr.txt", &run.stderr);
+    assert!(
+        run.stderr.contains(
+            "Deployment/checkout: injected log-shipper, db-ambassador, metrics-exporter\n"
+        ),
+        "{run:?}"
+    );
+
+    // A mirror pod passes through, and says so; a conflict names the template.
+    let input = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: etcd-node-1
+  annotations: {kubernetes.io/config.mirror: abc, tandem.dev/inject: log-shipper}
+spec:
+  containers: [{name: etcd, image: "etcd:3.5"}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: x}
+spec:
+  template:
+    metadata:
+      annotations: {tandem.dev/inject: log-shipper}
+    spec:
+      restartPolicy: Never
+      containers: [{name: log-shipper, image: "x:1"}]
+"#;
+    let run = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(input),
+    );
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("Warning: "))
+        .collect();
+    assert_eq!(lines[0], "Pod/etcd-node-1: skipped (mirror pod)", "{run:?}");
+    assert!(
+        lines[1]
+            .starts_with("Job/x: log-shipper skipped (conflict: container name \"log-shipper\""),
+        "{run:?}"
+    );
+    let quiet = ok(
+        &["inject", "-q", "-c", "examples/templates", "-f", "-"],
+        Some(input),
+    );
+    assert!(
+        quiet.stderr.lines().all(|l| l.starts_with("Warning: ")),
+        "--quiet leaves only the warnings: {quiet:?}"
+    );
+    assert_eq!(quiet.stdout, run.stdout);
+}
+
+/// Every object of `before` keeps its keys in its order in `after`; keys
+/// Tandem added come after them.
+fn same_order(before: &Value, after: &Value, path: &str) {
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let kept: Vec<&String> = a.keys().filter(|k| b.contains_key(*k)).collect();
+            let original: Vec<&String> = b.keys().collect();
+            assert_eq!(kept, original, "{path}: keys reordered");
+            let first_new = a.keys().position(|k| !b.contains_key(k));
+            if let Some(i) = first_new {
+                assert!(
+                    a.keys().skip(i).all(|k| !b.contains_key(k)),
+                    "{path}: Tandem's keys are not after the user's"
+                );
+            }
+            for (k, v) in b {
+                same_order(v, &a[k], &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(b), Value::Array(a)) => {
+            // Native sidecars are inserted before the user's init containers:
+            // match items by name where they have one.
+            for (i, item) in b.iter().enumerate() {
+                let twin = match item.get("name") {
+                    Some(n) => a.iter().find(|x| x.get("name") == Some(n)),
+                    None => a.get(i),
+                };
+                same_order(item, twin.expect("kept"), &format!("{path}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn inject_keeps_the_users_field_order() {
+    for (format, args) in [
+        (
+            "yaml",
+            vec!["inject", "-c", "examples/templates", "-f", ALL],
+        ),
+        (
+            "json",
+            vec!["inject", "-c", "examples/templates", "-f", "-"],
+        ),
+    ] {
+        let text = std::fs::read_to_string(manifest_dir().join(ALL)).unwrap();
+        let input = read_docs(ALL);
+        let (stdin, before): (Option<String>, Vec<Value>) = if format == "json" {
+            // JSON in a deliberately unsorted order: kind before apiVersion.
+            let doc = &input[0];
+            let mut reordered = serde_json::Map::new();
+            reordered.insert("kind".into(), doc["kind"].clone());
+            for (k, v) in doc.as_object().unwrap() {
+                reordered.entry(k.clone()).or_insert(v.clone());
+            }
+            let v = Value::Object(reordered);
+            (Some(serde_json::to_string_pretty(&v).unwrap()), vec![v])
+        } else {
+            let _ = text;
+            (None, input)
+        };
+        let run = ok(&args, stdin.as_deref());
+        let after = if format == "json" {
+            json_stream(&run.stdout)
+        } else {
+            yaml_docs(&run.stdout)
+        };
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            same_order(b, a, &format!("{format} {}", b["kind"]));
+        }
+        if format == "json" {
+            assert!(
+                run.stdout.trim_start().starts_with("{\n  \"kind\""),
+                "{run:?}"
+            );
+        }
+    }
+}

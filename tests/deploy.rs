@@ -169,3 +169,52 @@ fn webhook_config_output_is_valid_and_unsafe_configurations_are_refused() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn webhook_config_url_is_a_base_or_the_mutate_url_never_doubled() {
+    let urls = |args: &[&str]| -> (String, String) {
+        let mut all = vec!["webhook-config"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = tandem(&all);
+        assert!(ok, "{args:?}: {err}");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
+        let m: MutatingWebhookConfiguration = strict(&docs[0], "webhook-config");
+        assert!(check_mutating(&m, "tandem-system").is_empty());
+        let url = |d: &Value| {
+            d["webhooks"][0]["clientConfig"]["url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        (url(&docs[0]), url(&docs[1]))
+    };
+    let want = (
+        "https://tandem.example:8443/mutate".to_string(),
+        "https://tandem.example:8443/validate".to_string(),
+    );
+    for given in [
+        "https://tandem.example:8443",
+        "https://tandem.example:8443/",
+        "https://tandem.example:8443/mutate",
+        "https://tandem.example:8443/mutate/",
+        "https://tandem.example:8443/validate",
+    ] {
+        assert_eq!(urls(&["--url", given]), want, "--url {given}");
+    }
+    // Any other path is a prefix, as behind a proxy.
+    assert_eq!(
+        urls(&["--url", "https://proxy.example/tandem"]).0,
+        "https://proxy.example/tandem/mutate"
+    );
+    for bad in [
+        "http://tandem.example:8443",
+        "https://tandem.example/mutate?timeout=5s",
+        "https://user@tandem.example",
+        "https:///mutate",
+        "tandem.example:8443",
+    ] {
+        let (ok, out, err) = tandem(&["webhook-config", "--url", bad]);
+        assert!(!ok && out.is_empty(), "{bad} was accepted: {out}");
+        assert!(err.contains("--url"), "{bad}: {err}");
+    }
+}

@@ -2006,3 +2006,32 @@ mod property {
         }
     }
 }
+
+#[test]
+fn a_pod_that_asks_is_marked_processed_even_when_nothing_is_selected() {
+    // The companion policy demands tandem.dev/status of every pod that asks by
+    // name, itself or through its namespace; Tandem must write it even when
+    // the request selects nothing, or the policy would reject a pod Tandem saw.
+    let ctx = Ctx::new(template_set(&[shipper()]));
+    let pod = |inject: &str| {
+        json!({ "metadata": { "name": "p", "annotations": { INJECT_ANNOTATION: inject } },
+                "spec": { "containers": [{ "name": "app" }] } })
+    };
+    for asks in ["true", "", ","] {
+        let r = ctx.inject(&pod(asks));
+        assert_eq!(r.decision.outcome, Outcome::Patched, "{asks:?}");
+        assert!(r.decision.injected().next().is_none(), "{asks:?}");
+        let status = status_of(&r.pod).expect("marked processed");
+        assert!(status.templates.is_empty(), "{asks:?}: {status:?}");
+    }
+    // Through the namespace's default list, with no annotation on the pod.
+    let ns = Ctx::new(template_set(&[shipper()])).ns_annotation(INJECT_ANNOTATION, "nope");
+    let bare =
+        json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "app" }] } });
+    let r = ns.inject(&bare);
+    assert!(status_of(&r.pod).is_some(), "{:?}", r.decision);
+    // A namespace default of "true" names nothing: no request, no status.
+    let defaults = Ctx::new(template_set(&[shipper()])).ns_annotation(INJECT_ANNOTATION, "true");
+    let r = defaults.inject(&bare);
+    assert!(r.decision.patch.is_empty(), "{:?}", r.decision);
+}

@@ -36,7 +36,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
-use tandem::engine::{Request, parse_request, selector_matches};
+use tandem::engine::selector_matches;
 use tandem::facts::INJECTION_LABEL;
 use tandem::facts::SYSTEM_NAMESPACES;
 use tandem::install::webhook::check_mutating;
@@ -830,43 +830,7 @@ fn check_policy(
             "{source}: the policy's CEL never reads {annotation}"
         );
     }
-    // The values the policy lets through unchecked are exactly opt-outs (or
-    // empty), and every opt-out the engine knows is among them: an opt-out pod
-    // gets no tandem.dev/status, so the policy must not demand one.
-    let request = spec
-        .match_conditions
-        .iter()
-        .flatten()
-        .find(|c| c.expression.contains("'tandem.dev/inject'") && c.expression.contains(" in ["))
-        .unwrap_or_else(|| panic!("{source}: no matchCondition lists the opt-out values"));
-    let list = request
-        .expression
-        .rsplit_once(" in [")
-        .unwrap()
-        .1
-        .split(']')
-        .next()
-        .unwrap();
-    let exempt: Vec<String> = list
-        .split(',')
-        .map(|w| w.trim().trim_matches('\'').to_string())
-        .collect();
-    for word in &exempt {
-        assert!(
-            word.is_empty() || parse_request(word) == Request::OptOut,
-            "{source}: the policy exempts {word:?}, which the engine injects"
-        );
-    }
-    for word in [
-        "none", "false", "disabled", "true", "enabled", "off", "no", "skip",
-    ] {
-        if parse_request(word) == Request::OptOut {
-            assert!(
-                exempt.iter().any(|w| w == word),
-                "{source}: opt-out {word:?} is not exempt from the policy"
-            );
-        }
-    }
+    policy_agrees_with_the_engine(&spec, source);
     let bspec = binding.spec.clone();
     assert_eq!(
         Some(&bspec.policy_name),
@@ -2218,4 +2182,163 @@ fn documented_self_signed_steps_match_tandem_certs() {
         }
         assert!(text.contains("/webhooks/0/clientConfig/caBundle"), "{doc}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// The companion policy, evaluated
+
+/// What the policy does to a pod being created in `namespace`: `Ok(None)`
+/// when it admits the pod, `Ok(Some(message))` when it denies it; `Err` when
+/// an expression does not compile or evaluate, which the API server (with
+/// `failurePolicy: Fail`) would turn into a denial nobody meant.
+fn policy_verdict(
+    spec: &adm::ValidatingAdmissionPolicySpec,
+    pod: &Value,
+    namespace: &Value,
+) -> Result<Option<String>, String> {
+    let mut env = cel::Env::stdlib();
+    env.add_extension(cel::extensions::strings)
+        .map_err(|e| e.to_string())?;
+    let env = Arc::new(env);
+    let mut context = cel::Context::with_env(env.clone());
+    let value = |v: &Value| cel::to_value(v).map_err(|e| e.to_string());
+    context.add_variable_from_value("object", value(pod)?);
+    context.add_variable_from_value("namespaceObject", value(namespace)?);
+    let eval = |expression: &str| -> Result<cel::Value, String> {
+        let program = env
+            .compile(expression)
+            .map_err(|e| format!("{expression}: does not compile: {e}"))?;
+        program
+            .execute(&context)
+            .map_err(|e| format!("{expression}: {e}"))
+    };
+    for condition in spec.match_conditions.iter().flatten() {
+        if eval(&condition.expression)? != cel::Value::Bool(true) {
+            return Ok(None);
+        }
+    }
+    for v in spec.validations.iter().flatten() {
+        if eval(&v.expression)? != cel::Value::Bool(true) {
+            let message = match v.message_expression.as_deref() {
+                Some(m) => match eval(m)? {
+                    cel::Value::String(s) => s.to_string(),
+                    other => return Err(format!("{m}: gives {other:?}, not a string")),
+                },
+                None => v.message.clone().unwrap_or_default(),
+            };
+            return Ok(Some(message));
+        }
+    }
+    Ok(None)
+}
+
+/// The policy denies exactly the pods Tandem would have marked processed
+/// (`tandem.dev/status`) had it seen them, and admits every pod Tandem did
+/// process: pod requests, namespace defaults, opt-outs of either, and the
+/// mirror-pod exclusion, checked against the engine on the same pods.
+fn policy_agrees_with_the_engine(spec: &adm::ValidatingAdmissionPolicySpec, source: &str) {
+    use tandem::engine::{Input, Outcome};
+    use tandem::facts::{Capabilities, INJECT_ANNOTATION, Namespace, Policy, STATUS_ANNOTATION};
+    let templates =
+        tandem::template::TemplateSet::new(tandem::template::examples().unwrap()).unwrap();
+    let pod_values = [
+        None,
+        Some(""),
+        Some(" "),
+        Some("none"),
+        Some(" False "),
+        Some("disabled"),
+        Some("true"),
+        Some("enabled"),
+        Some("log-shipper"),
+        Some("does-not-exist"),
+        Some(","),
+    ];
+    let ns_values = [
+        None,
+        Some("none"),
+        Some("true"),
+        Some(""),
+        Some("log-shipper"),
+        Some("DISABLED"),
+    ];
+    let mut checked = 0;
+    for mirror in [false, true] {
+        for pod_value in pod_values {
+            for ns_value in ns_values {
+                let mut annotations = serde_json::Map::new();
+                if let Some(v) = pod_value {
+                    annotations.insert(INJECT_ANNOTATION.into(), json!(v));
+                }
+                if mirror {
+                    annotations.insert("kubernetes.io/config.mirror".into(), json!("abc"));
+                }
+                let mut pod = json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": { "name": "p", "namespace": "shop" },
+                    "spec": { "containers": [{ "name": "app", "image": "example.com/app:1" }] },
+                });
+                if !annotations.is_empty() {
+                    pod["metadata"]["annotations"] = Value::Object(annotations);
+                }
+                let ns_annotations: BTreeMap<String, String> = ns_value
+                    .map(|v| (INJECT_ANNOTATION.to_string(), v.to_string()))
+                    .into_iter()
+                    .collect();
+                let namespace = json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": { "name": "shop", "annotations": ns_annotations },
+                });
+                let facts = Namespace::new("shop", BTreeMap::new(), ns_annotations);
+                let d = tandem::engine::decide(&Input {
+                    pod: &pod,
+                    namespace: &facts,
+                    templates: &templates,
+                    capabilities: &Capabilities::default(),
+                    policy: &Policy::default(),
+                })
+                .unwrap();
+                let case =
+                    format!("{source}: pod {pod_value:?} namespace {ns_value:?} mirror {mirror}");
+                assert!(!matches!(d.outcome, Outcome::Denied { .. }), "{case}");
+                let mut processed = pod.clone();
+                json_patch::patch(&mut processed, &d.patch).unwrap();
+                let marked = processed["metadata"]["annotations"]
+                    .get(STATUS_ANNOTATION)
+                    .is_some();
+                let untouched = policy_verdict(spec, &pod, &namespace)
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(
+                    untouched.is_some(),
+                    marked,
+                    "{case}: the policy {} a pod Tandem never saw, which Tandem {} (decision: {})",
+                    if untouched.is_some() {
+                        "denies"
+                    } else {
+                        "admits"
+                    },
+                    if marked {
+                        "marks processed"
+                    } else {
+                        "leaves unmarked"
+                    },
+                    d.summary()
+                );
+                if d.injected().next().is_some() {
+                    assert!(marked, "{case}: injected but not marked");
+                }
+                if let Some(message) = &untouched {
+                    assert!(message.contains("tandem.dev/inject"), "{case}: {message}");
+                }
+                let after = policy_verdict(spec, &processed, &namespace)
+                    .unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert!(
+                    after.is_none(),
+                    "{case}: a pod Tandem processed is denied: {after:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 2 * pod_values.len() * ns_values.len());
 }

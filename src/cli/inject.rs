@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::manifest::{self, Format, Manifests, PodRef, WORKLOAD_KINDS};
 use super::{CliError, ContextArgs, TemplateArgs};
-use crate::engine::{self, Decision, Input, Outcome};
+use crate::engine::{self, Decision, Input, Outcome, Verdict};
 use crate::template::TemplateSet;
 
 #[derive(Args, Debug)]
@@ -18,6 +18,9 @@ pub struct InjectArgs {
     /// Print the JSON patch (one per document, paths relative to the document) instead of manifests.
     #[arg(long)]
     pub patch: bool,
+    /// Do not say on stderr what was done to each resource (warnings are still shown).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     #[command(flatten)]
     pub templates: TemplateArgs,
     #[command(flatten)]
@@ -115,6 +118,9 @@ pub(super) fn run(args: &InjectArgs) -> Result<(), CliError> {
     }
     let mut denied = Vec::new();
     for (r, d) in &result.decisions {
+        if !args.quiet {
+            eprintln!("{}: {}", r.label, what_was_done(d));
+        }
         for w in &d.warnings {
             eprintln!("Warning: {}: {w}", r.label);
         }
@@ -131,4 +137,37 @@ pub(super) fn run(args: &InjectArgs) -> Result<(), CliError> {
         print!("{}", manifest::render(m.format, &result.docs)?);
     }
     Ok(())
+}
+
+/// What a decision did to one resource, in a line: `injected a, b`,
+/// `skipped (mirror pod)`, `a skipped (conflict: ...)`, `denied: ...`.
+fn what_was_done(d: &Decision) -> String {
+    if let Outcome::Denied { message } = &d.outcome {
+        return format!("denied: {message}");
+    }
+    if d.templates.is_empty() {
+        let reason = match &d.outcome {
+            Outcome::Unchanged { reason } => reason.replace('-', " "),
+            _ => "nothing to do".into(),
+        };
+        return format!("skipped ({reason})");
+    }
+    let injected: Vec<&str> = d.injected().collect();
+    let mut parts = Vec::new();
+    if !injected.is_empty() {
+        parts.push(format!("injected {}", injected.join(", ")));
+    }
+    for t in &d.templates {
+        let part = match &t.verdict {
+            Verdict::Injected { .. } => continue,
+            Verdict::AlreadyInjected => format!("{} already injected", t.name),
+            Verdict::DryRun { .. } => format!("{} dry run ({})", t.name, t.why),
+            Verdict::Missing => format!("{} missing (no such template)", t.name),
+            Verdict::Skipped { .. } | Verdict::Denied => {
+                format!("{} skipped ({})", t.name, t.why)
+            }
+        };
+        parts.push(part);
+    }
+    parts.join("; ")
 }

@@ -16,7 +16,8 @@ pub struct WebhookConfigArgs {
     /// Service port.
     #[arg(long, default_value_t = 443)]
     pub port: i32,
-    /// Call this URL instead of a Service (e.g. https://tandem.example:8443).
+    /// Call this URL instead of a Service: Tandem's base URL (https://tandem.example:8443;
+    /// /mutate and /validate are appended) or its /mutate URL.
     #[arg(long, conflicts_with = "service")]
     pub url: Option<String>,
     /// PEM file of the CA that signed Tandem's serving certificate.
@@ -47,7 +48,7 @@ pub(super) fn run(args: &WebhookConfigArgs) -> Result<(), CliError> {
         None => None,
     };
     let endpoint = match &args.url {
-        Some(url) => Endpoint::Url(url.clone()),
+        Some(url) => Endpoint::url(url).map_err(CliError::Usage)?,
         None => Endpoint::Service {
             name: args.service.clone(),
             namespace: args.namespace.clone(),

@@ -14,10 +14,11 @@ use crate::facts::{
     SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
 
-/// What the gates let through: the pod's own request, what it already
-/// carries, and the templates selected for it.
+/// What the gates let through: the requests of the pod and of its
+/// namespace, what the pod already carries, and the templates selected for it.
 struct Admitted<'a> {
     pod_request: Option<Request>,
+    ns_request: Option<Request>,
     raw_status: Option<&'a str>,
     existing: Option<Status>,
     selected: Vec<(String, Source)>,
@@ -27,12 +28,12 @@ struct Admitted<'a> {
 pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
     let pod = PodView::new(input.pod)?;
     let mut d = Decision::new(pod.display_name.clone());
-    let admitted = match admit(&pod, input, &mut d) {
+    let mut admitted = match admit(&pod, input, &mut d) {
         Ok(a) => a,
         Err(stop) => return Ok(d.stop(stop)),
     };
-    let mut run = Run::new(&pod, input, admitted.existing.unwrap_or_default());
-    for (name, source) in admitted.selected {
+    let mut run = Run::new(&pod, input, admitted.existing.take().unwrap_or_default());
+    for (name, source) in std::mem::take(&mut admitted.selected) {
         let (verdict, why) = run.template(&name, &mut d);
         d.judge(name, source, verdict, why);
     }
@@ -40,12 +41,8 @@ pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
         return Ok(d.deny(&run.denials));
     }
     let (mut plan, status) = (run.plan, run.status);
-    let requested_by_pod = admitted
-        .pod_request
-        .as_ref()
-        .is_some_and(Request::is_explicit);
     let injected_any = d.injected().next().is_some();
-    if injected_any || requested_by_pod {
+    if injected_any || admitted.asked_by_name() {
         // Written even when nothing was injected, so the admission policy that
         // rejects unprocessed pods can tell "Tandem saw it" from "Tandem was down".
         let value = status.to_annotation()?;
@@ -72,13 +69,30 @@ fn admit<'a>(pod: &PodView<'a>, input: &Input<'_>, d: &mut Decision) -> Result<A
     let pod_request = pod_does_not_opt_out(pod, d)?;
     let raw_status = pod.annotation(STATUS_ANNOTATION);
     let existing = earlier_injection(raw_status, d);
-    let selected = selection(pod, pod_request.as_ref(), input, d)?;
-    Ok(Admitted {
+    let ns_request = input
+        .namespace
+        .annotations
+        .get(INJECT_ANNOTATION)
+        .map(|v| parse_request(v));
+    let mut admitted = Admitted {
         pod_request,
+        ns_request,
         raw_status,
         existing,
-        selected,
-    })
+        selected: Vec::new(),
+    };
+    admitted.selected = selection(pod, &admitted, input, d)?;
+    Ok(admitted)
+}
+
+impl Admitted<'_> {
+    /// Whether the pod asked for injection, itself or through its namespace's
+    /// default list: what the companion ValidatingAdmissionPolicy checks for,
+    /// so such a pod always leaves with `tandem.dev/status`.
+    fn asked_by_name(&self) -> bool {
+        self.pod_request.as_ref().is_some_and(Request::is_explicit)
+            || matches!(self.ns_request, Some(Request::Names(_)))
+    }
 }
 
 fn capabilities(input: &Input<'_>, d: &mut Decision) {
@@ -175,21 +189,34 @@ fn earlier_injection(raw_status: Option<&str>, d: &mut Decision) -> Option<Statu
     }
 }
 
+/// The templates the pod gets. Nothing is a stop, unless the pod asked by
+/// name: then its (empty) status is still written, so the admission policy
+/// sees that Tandem answered.
 fn selection(
     pod: &PodView<'_>,
-    pod_request: Option<&Request>,
+    admitted: &Admitted<'_>,
     input: &Input<'_>,
     d: &mut Decision,
 ) -> Result<Vec<(String, Source)>, Stop> {
-    let (selected, why) = select::select(pod, pod_request, input.namespace, input.templates);
-    if selected.is_empty() {
+    let (selected, why) = select::select(
+        pod,
+        admitted.pod_request.as_ref(),
+        admitted.ns_request.as_ref(),
+        input.namespace,
+        input.templates,
+    );
+    if !selected.is_empty() {
+        d.gate("selection", GateVerdict::Pass, why);
+    } else if admitted.asked_by_name() {
+        let why = format!("{why}; the request is recorded in {STATUS_ANNOTATION}");
+        d.gate("selection", GateVerdict::Info, why);
+    } else {
         return Err(Stop {
             gate: "selection",
             reason: "nothing-selected",
             why,
         });
     }
-    d.gate("selection", GateVerdict::Pass, why);
     Ok(selected)
 }
 

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Map, Value};
 
 use super::pod::PodView;
-use crate::facts::{INJECT_ANNOTATION, Namespace};
+use crate::facts::Namespace;
 use crate::template::{Template, TemplateSet};
 
 /// Where a template request came from, strongest first.
@@ -57,16 +57,13 @@ pub fn parse_request(value: &str) -> Request {
 pub(super) fn select(
     pod: &PodView<'_>,
     pod_request: Option<&Request>,
+    ns_request: Option<&Request>,
     namespace: &Namespace,
     templates: &TemplateSet,
 ) -> (Vec<(String, Source)>, String) {
-    let ns_request = namespace
-        .annotations
-        .get(INJECT_ANNOTATION)
-        .map(|v| parse_request(v));
     let mut chosen: Vec<(String, Source)> = Vec::new();
     let mut why = Vec::new();
-    match (pod_request, &ns_request) {
+    match (pod_request, ns_request) {
         (Some(Request::Names(names)), _) => {
             chosen.extend(names.iter().map(|n| (n.clone(), Source::PodAnnotation)));
             why.push(format!("pod requests {}", names.join(",")));
@@ -82,7 +79,7 @@ pub(super) fn select(
         _ => {}
     }
     let explicit_pod = pod_request.is_some_and(Request::is_explicit);
-    if ns_request == Some(Request::OptOut) && !explicit_pod {
+    if ns_request == Some(&Request::OptOut) && !explicit_pod {
         why.push("namespace annotation turns automatic injection off".into());
     } else {
         let pod_labels = pod.labels;

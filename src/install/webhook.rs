@@ -37,7 +37,38 @@ pub enum Endpoint {
         namespace: String,
         port: i32,
     },
+    /// The base URL: `/mutate` and `/validate` are appended to it.
     Url(String),
+}
+
+/// The endpoints Tandem serves; a URL ending in one of them names it.
+const PATHS: [&str; 2] = ["/mutate", "/validate"];
+
+impl Endpoint {
+    /// The endpoint for `--url`: Tandem's base URL, or the URL of one of its
+    /// endpoints (`https://host:8443/mutate`), from which the base is taken.
+    /// Any other path is a prefix (a proxy's `https://proxy/tandem`). The API
+    /// server calls only `https` URLs without user, query or fragment, so
+    /// anything else is refused here rather than at `kubectl apply`.
+    pub fn url(raw: &str) -> Result<Endpoint, String> {
+        let refuse = |why: &str| Err(format!("--url {raw:?}: {why}"));
+        let Some(rest) = raw.strip_prefix("https://") else {
+            return refuse("must start with https:// (the API server calls webhooks over TLS)");
+        };
+        if raw.contains(['?', '#']) {
+            return refuse("must not have a query or fragment");
+        }
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() || host.contains('@') {
+            return refuse("needs a host, without user information");
+        }
+        let mut base = format!("https://{host}/{}", path.trim_end_matches('/'));
+        base.truncate(base.trim_end_matches('/').len());
+        if let Some(stripped) = PATHS.iter().find_map(|p| base.strip_suffix(p)) {
+            base = stripped.to_string();
+        }
+        Ok(Endpoint::Url(base))
+    }
 }
 
 pub struct Params {
@@ -71,7 +102,7 @@ fn client(p: &Params, path: &str) -> WebhookClientConfig {
         Endpoint::Url(url) => WebhookClientConfig {
             ca_bundle,
             service: None,
-            url: Some(format!("{}{path}", url.trim_end_matches('/'))),
+            url: Some(format!("{url}{path}")),
         },
     }
 }
