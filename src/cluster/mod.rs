@@ -6,11 +6,13 @@
 
 mod events;
 mod namespaces;
+mod problem;
 mod sink;
 mod templates;
 mod watch;
 
 pub use namespaces::NamespaceCache;
+pub use problem::WatchProblem;
 pub use sink::Sink;
 pub use templates::{StatusUpdate, merge};
 pub use watch::{Cluster, ClusterError, in_cluster};
@@ -26,4 +28,8 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("", "namespaces", &["list", "watch"]),
     // skipped and denied injections; repeats are patched into one Event
     ("events.k8s.io", "events", &["create", "patch"]),
+    // an Event for a pod goes on its Deployment or CronJob: the owner of the
+    // pod's ReplicaSet or Job is read from the Event queue, metadata only
+    ("apps", "replicasets", &["get"]),
+    ("batch", "jobs", &["get"]),
 ];

@@ -16,6 +16,7 @@ use kube::{Api, Client, Config};
 use tokio::sync::mpsc;
 
 use super::namespaces::NamespaceCache;
+use super::problem::{CappedBackoff, WatchProblem, Watched};
 use super::sink::Sink;
 use super::templates::StatusUpdate;
 use crate::admission::Notice;
@@ -108,6 +109,46 @@ impl Cluster {
     }
 }
 
+/// Reports a watch's failures (one line per retry, spaced by the backoff)
+/// and its recovery.
+struct Health {
+    watched: Watched,
+    sink: Arc<dyn Sink>,
+    failing: bool,
+}
+
+impl Health {
+    fn new(watched: Watched, sink: Arc<dyn Sink>) -> Health {
+        Health {
+            watched,
+            sink,
+            failing: false,
+        }
+    }
+
+    fn failed(&mut self, error: &watcher::Error) {
+        let problem = WatchProblem::of(self.watched, error);
+        let resource = self.watched.resource();
+        tracing::error!(
+            resource,
+            reason = problem.reason,
+            "{}; retrying with backoff, the last known state stays in use",
+            problem.message
+        );
+        self.sink.watch_failed(resource, &problem);
+        self.failing = true;
+    }
+
+    fn ok(&mut self) {
+        if self.failing {
+            let resource = self.watched.resource();
+            tracing::info!(resource, "watch works again");
+            self.sink.watch_recovered(resource);
+            self.failing = false;
+        }
+    }
+}
+
 /// Fills the Namespace cache whose store answers namespace facts.
 fn watch_namespaces(
     client: Client,
@@ -118,14 +159,17 @@ fn watch_namespaces(
     let api = Api::<PartialObjectMeta<NamespaceObject>>::all(client);
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+        watcher(api, watcher::Config::default()).backoff(CappedBackoff::new()),
     );
+    let mut health = Health::new(Watched::Namespaces, sink);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                sink.watch_failed("namespaces");
-                tracing::warn!(error = %e, "namespace watch failed; retrying, last known namespaces stay in use");
+            match event {
+                // Yielded before every list, failing or not.
+                Ok(watcher::Event::Init) => {}
+                Ok(_) => health.ok(),
+                Err(e) => health.failed(&e),
             }
         }
     });
@@ -140,22 +184,23 @@ fn watch_templates(client: Client, sink: Arc<dyn Sink>) -> Store<DynamicObject> 
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+        watcher(api, watcher::Config::default()).backoff(CappedBackoff::new()),
     );
     let reader = store.clone();
+    let mut health = Health::new(Watched::SidecarTemplates, sink.clone());
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
+                // Yielded before every list, failing or not.
+                Ok(watcher::Event::Init) => {}
                 Ok(_) => {
+                    health.ok();
                     for u in sink.templates(reader.state()) {
                         tokio::spawn(write_status(client.clone(), resource.clone(), u));
                     }
                 }
-                Err(e) => {
-                    sink.watch_failed("sidecartemplates");
-                    tracing::warn!(error = %e, "SidecarTemplate watch failed; retrying, last known templates stay in use");
-                }
+                Err(e) => health.failed(&e),
             }
         }
     });

@@ -18,7 +18,7 @@ pub struct Metrics {
     duration: Histogram,
     template_reloads: Family<Labels, Counter>,
     certificate_reloads: Family<Labels, Counter>,
-    watch_errors: Family<Labels, Counter>,
+    watch_errors: Family<[(&'static str, String); 2], Counter>,
     pub connections_refused: Counter,
     pub certificate_expiry: Gauge,
     pub templates: Gauge,
@@ -39,7 +39,7 @@ impl Metrics {
         let skips = Family::<Labels, Counter>::default();
         let template_reloads = Family::<Labels, Counter>::default();
         let certificate_reloads = Family::<Labels, Counter>::default();
-        let watch_errors = Family::<Labels, Counter>::default();
+        let watch_errors = Family::<[(&'static str, String); 2], Counter>::default();
         let connections_refused = Counter::default();
         // Sub-millisecond buckets: the engine answers in microseconds, and
         // mutating webhooks run in sequence on every pod creation.
@@ -86,7 +86,7 @@ impl Metrics {
         );
         registry.register(
             "watch_errors",
-            "Errors of the cluster watches, by resource; each is retried with backoff",
+            "Errors of the cluster watches, by resource and reason (not-found, forbidden, other); each is retried with backoff",
             watch_errors.clone(),
         );
         registry.register(
@@ -147,10 +147,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn watch_error(&self, resource: &str) {
-        self.watch_errors
-            .get_or_create(&label("resource", resource))
-            .inc();
+    pub fn watch_error(&self, resource: &str, reason: &str) {
+        let labels = [
+            ("resource", resource.to_string()),
+            ("reason", reason.to_string()),
+        ];
+        self.watch_errors.get_or_create(&labels).inc();
     }
 
     pub fn render(&self) -> String {

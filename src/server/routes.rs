@@ -190,8 +190,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if !state.templates_ready.load(Ordering::Acquire) {
         missing.push("templates");
     }
+    let unsynced;
     if !state.cluster_synced.load(Ordering::Acquire) {
-        missing.push("cluster caches");
+        let problems = state.watch_problems();
+        unsynced = if problems.is_empty() {
+            "cluster caches".to_string()
+        } else {
+            format!("cluster caches ({})", problems.join("; "))
+        };
+        missing.push(&unsynced);
     }
     if !state.certs.is_loaded() {
         missing.push("certificate");

@@ -1,6 +1,7 @@
 //! What every request handler shares, and the one place the templates in
 //! force are rebuilt from their sources (files and cluster objects).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +13,7 @@ use super::Config;
 use super::metrics::Metrics;
 use super::tls::CertStore;
 use crate::admission::Notice;
-use crate::cluster::{self, StatusUpdate};
+use crate::cluster::{self, StatusUpdate, WatchProblem};
 use crate::facts::{Capabilities, NamespaceFacts, Policy};
 use crate::template::{Template, TemplateSet};
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub templates_ready: AtomicBool,
     /// False until the cluster caches have synced (true without a cluster).
     pub cluster_synced: AtomicBool,
+    /// Why each failing watch fails, for `/readyz` while unsynced.
+    watch_problems: Mutex<BTreeMap<&'static str, String>>,
     pub events: Option<mpsc::Sender<Notice>>,
     pub certs: Arc<CertStore>,
     pub namespaces: Arc<dyn NamespaceFacts>,
@@ -66,6 +69,7 @@ impl AppState {
             // Without --config there is nothing to wait for.
             templates_ready: AtomicBool::new(config.config.is_none()),
             cluster_synced: AtomicBool::new(!cluster),
+            watch_problems: Mutex::new(BTreeMap::new()),
             events,
             certs: Arc::new(CertStore::default()),
             namespaces,
@@ -82,6 +86,18 @@ impl AppState {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         sources.files = files;
         self.rebuild(&sources);
+    }
+
+    /// What keeps the cluster caches from syncing, one `resource: why` each.
+    pub fn watch_problems(&self) -> Vec<String> {
+        let problems = self
+            .watch_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        problems
+            .iter()
+            .map(|(r, why)| format!("{r}: {why}"))
+            .collect()
     }
 
     fn rebuild(&self, sources: &Sources) -> Vec<StatusUpdate> {
@@ -109,8 +125,21 @@ impl cluster::Sink for AppState {
         self.capabilities.store(Arc::new(caps));
     }
 
-    fn watch_failed(&self, resource: &'static str) {
-        self.metrics.watch_error(resource);
+    fn watch_failed(&self, resource: &'static str, problem: &WatchProblem) {
+        self.metrics.watch_error(resource, problem.reason);
+        let mut problems = self
+            .watch_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        problems.insert(resource, problem.message.clone());
+    }
+
+    fn watch_recovered(&self, resource: &'static str) {
+        let mut problems = self
+            .watch_problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        problems.remove(resource);
     }
 
     fn synced(&self) {

@@ -1,0 +1,289 @@
+//! The real `tandem serve` in cluster mode against a fake API server on
+//! loopback (plain HTTP, a kubeconfig pointing at it): what an operator
+//! meets when the CRD is missing, and where skipped injections are reported.
+
+mod harness;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::{Options, Server, admin_get, fixture};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+/// A request the fake API server received: method, path with query, body.
+type Seen = (String, String, String);
+
+/// What the fake answers: status and JSON body, or `None` to hold the request
+/// open (a watch with nothing to say).
+type Route = dyn Fn(&str, &str, &str) -> Option<(u16, String)> + Send + Sync;
+
+struct FakeApi {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    dir: tempfile::TempDir,
+}
+
+impl FakeApi {
+    async fn start(route: Arc<Route>) -> FakeApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (route, log) = (route.clone(), log.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (route, log) = (route.clone(), log.clone());
+                        async move {
+                            let method = req.method().to_string();
+                            let uri = req.uri().to_string();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let body = String::from_utf8_lossy(&body).into_owned();
+                            log.lock()
+                                .unwrap()
+                                .push((method.clone(), uri.clone(), body.clone()));
+                            let (path, query) = uri.split_once('?').unwrap_or((&uri, ""));
+                            let answer = if query.contains("watch=") {
+                                None
+                            } else {
+                                route(&method, path, &body)
+                            };
+                            let (status, text) = match answer {
+                                Some(a) => a,
+                                None => {
+                                    tokio::time::sleep(Duration::from_secs(120)).await;
+                                    (200, String::new())
+                                }
+                            };
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(text)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
+             users: [{{name: tandem, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: tandem}}}}]\ncurrent-context: fake\n"
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+        FakeApi { addr, seen, dir }
+    }
+
+    fn kubeconfig_arg(&self) -> String {
+        format!(
+            "--kubeconfig={}",
+            self.dir.path().join("kubeconfig").display()
+        )
+    }
+
+    fn seen(&self, method: &str, path: &str) -> Vec<Seen> {
+        let _ = self.addr;
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, u, _)| m == method && u.starts_with(path))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Namespaces (metadata only) as the API server lists them.
+fn namespaces() -> String {
+    json!({
+        "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+        "metadata": { "resourceVersion": "10" },
+        "items": [{ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": { "name": "probe-inject", "resourceVersion": "9" } }],
+    })
+    .to_string()
+}
+
+fn no_templates() -> String {
+    json!({
+        "kind": "SidecarTemplateList", "apiVersion": "tandem.dev/v1alpha1",
+        "metadata": { "resourceVersion": "11" }, "items": [],
+    })
+    .to_string()
+}
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_crd_is_explained_with_backoff_and_keeps_admission_serving() {
+    let api = FakeApi::start(Arc::new(|method: &str, path: &str, _: &str| {
+        match (method, path) {
+            ("GET", "/api/v1/namespaces") => Some((200, namespaces())),
+            // What a real API server answers for a resource it does not serve.
+            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => {
+                Some((404, "404 page not found".to_string()))
+            }
+            _ => Some((404, "{}".to_string())),
+        }
+    }))
+    .await;
+    let kubeconfig = api.kubeconfig_arg();
+    let server = Server::start(Options {
+        args: &[&kubeconfig, "--kubernetes-version=v1.36.2"],
+        ..Options::default()
+    });
+    let started = Instant::now();
+    wait_for("/readyz to name the CRD", async || {
+        matches!(admin_get(server.admin, "/readyz").await,
+            Ok((503, body)) if body.contains("sidecartemplates.tandem.dev"))
+    })
+    .await;
+    let (_, body) = admin_get(server.admin, "/readyz").await.unwrap();
+    assert!(
+        body.contains("tandem crd | kubectl apply -f -"),
+        "/readyz says how to fix it: {body}"
+    );
+
+    // Admission keeps working on the file templates while the CRD is missing.
+    let mut conn = server.client().connect().await.unwrap();
+    let review = fixture("admission-v1.36/create.json").replace(
+        "\"labels\": {",
+        "\"annotations\": {\"tandem.dev/inject\": \"log-shipper\"}, \"labels\": {",
+    );
+    let reply = conn.review(&review).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json()["response"]["patchType"],
+        "JSONPatch",
+        "{}",
+        reply.text()
+    );
+
+    // Retries back off (1 s, 2 s, 4 s, ...): far fewer than one a second.
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(started.elapsed())).await;
+    let lists = api
+        .seen("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates")
+        .len();
+    let elapsed = started.elapsed().as_secs();
+    let log = server.log();
+    let lines = log
+        .matches("sidecartemplates.tandem.dev) is not installed")
+        .count();
+    assert!(
+        (2..=5).contains(&lines) && lines <= lists,
+        "{lines} log lines and {lists} list calls in {elapsed} s:\n{log}"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"tandem_watch_errors_total{resource="sidecartemplates",reason="not-found"}"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_injections_are_reported_on_the_deployment() {
+    let api = FakeApi::start(Arc::new(|method: &str, path: &str, body: &str| {
+        let rs = "/apis/apps/v1/namespaces/probe-inject/replicasets/";
+        match (method, path) {
+            ("GET", "/api/v1/namespaces") => Some((200, namespaces())),
+            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => Some((200, no_templates())),
+            ("GET", p) if p == format!("{rs}probe-deploy-668ff9dbf5") => Some((
+                200,
+                json!({
+                    "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": { "name": "probe-deploy-668ff9dbf5", "namespace": "probe-inject",
+                        "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "Deployment",
+                            "name": "probe-deploy", "uid": "d-1", "controller": true }] },
+                })
+                .to_string(),
+            )),
+            ("GET", p) if p.starts_with(rs) => Some((
+                403,
+                json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                        "reason": "Forbidden", "message": "replicasets.apps is forbidden" })
+                .to_string(),
+            )),
+            ("POST", "/apis/events.k8s.io/v1/namespaces/probe-inject/events") => {
+                Some((201, body.to_string()))
+            }
+            _ => Some((404, "{}".to_string())),
+        }
+    }))
+    .await;
+    let kubeconfig = api.kubeconfig_arg();
+    let server = Server::start(Options {
+        args: &[&kubeconfig, "--kubernetes-version=v1.36.2"],
+        ..Options::default()
+    });
+    server.ready().await;
+
+    let mut review: Value =
+        serde_json::from_str(&fixture("admission-v1.36/deployment.json")).unwrap();
+    review["request"]["object"]["metadata"]["annotations"] =
+        json!({ "tandem.dev/inject": "does-not-exist" });
+    let mut conn = server.client().connect().await.unwrap();
+    let reply = conn.review(&review.to_string()).await;
+    assert_eq!(
+        reply.json()["response"]["allowed"],
+        true,
+        "{}",
+        reply.text()
+    );
+
+    let events = "/apis/events.k8s.io/v1/namespaces/probe-inject/events";
+    wait_for("the Event", async || !api.seen("POST", events).is_empty()).await;
+    let event: Value = serde_json::from_str(&api.seen("POST", events)[0].2).unwrap();
+    assert_eq!(event["regarding"]["kind"], "Deployment", "{event}");
+    assert_eq!(event["regarding"]["name"], "probe-deploy", "{event}");
+    assert_eq!(event["reason"], "InjectionSkipped");
+    assert!(
+        event["note"].as_str().unwrap().contains("does-not-exist"),
+        "{event}"
+    );
+
+    // An owner Tandem may not read: the Event stays on the ReplicaSet.
+    review["request"]["uid"] = json!("second");
+    review["request"]["object"]["metadata"]["ownerReferences"][0]["name"] = json!("other-rs");
+    conn.review(&review.to_string()).await;
+    wait_for("the second Event", async || {
+        api.seen("POST", events).len() >= 2
+    })
+    .await;
+    let event: Value = serde_json::from_str(&api.seen("POST", events)[1].2).unwrap();
+    assert_eq!(event["regarding"]["kind"], "ReplicaSet", "{event}");
+    assert_eq!(event["regarding"]["name"], "other-rs", "{event}");
+
+    // Dry runs have no side effects: no lookup, no Event.
+    let gets = api.seen("GET", "/apis/apps/v1/").len();
+    review["request"]["uid"] = json!("third");
+    review["request"]["dryRun"] = json!(true);
+    review["request"]["object"]["metadata"]["ownerReferences"][0]["name"] = json!("dry-rs");
+    conn.review(&review.to_string()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(api.seen("POST", events).len(), 2);
+    assert_eq!(api.seen("GET", "/apis/apps/v1/").len(), gets);
+}
