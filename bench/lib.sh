@@ -7,10 +7,12 @@ FIXTURES="${FIXTURES:-$ROOT_DIR/tests/fixtures/bench}"
 TANDEM_BIN="${TANDEM_BIN:-$ROOT_DIR/target/release/tandem}"
 LOADGEN_BIN="$BENCH_DIR/target/release/loadgen"
 REFERENCE_BIN="$BENCH_DIR/target/release/reference-server"
+FLOOR_BIN="$BENCH_DIR/target/release/floor-server"
 
 TANDEM_PORT="${TANDEM_PORT:-18443}"
 TANDEM_ADMIN_PORT="${TANDEM_ADMIN_PORT:-19090}"
 REFERENCE_PORT="${REFERENCE_PORT:-18444}"
+FLOOR_PORT="${FLOOR_PORT:-18445}"
 
 # The reference server's allocator: system (what a minimal server uses) or
 # mimalloc (Tandem's), to tell the allocator's share of a difference.
@@ -86,6 +88,14 @@ start_reference() {
     PIDS+=("$REFERENCE_PID")
 }
 
+# The strict floor: a JSON validation pass that builds nothing, with mimalloc.
+start_floor() {
+    "$FLOOR_BIN" --listen "127.0.0.1:$FLOOR_PORT" \
+        --tls-cert "$1/tls.crt" --tls-key "$1/tls.key" >"$1/floor.log" 2>&1 &
+    FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+}
+
 alive() { kill -0 "$1" 2>/dev/null; }
 
 # finish_run: stops the servers and removes $TMP, unless KEEP_TMP=1.
@@ -117,8 +127,16 @@ tandem_ready() {
 }
 
 reference_ready() {
+    https_answers "$REFERENCE_PORT"
+}
+
+floor_ready() {
+    https_answers "$FLOOR_PORT"
+}
+
+https_answers() {
     local code
-    code="$(curl -sk --max-time 1 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$REFERENCE_PORT/")" || true
+    code="$(curl -sk --max-time 1 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$1/")" || true
     [[ "$code" != 000 && -n "$code" ]]
 }
 

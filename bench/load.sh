@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of `tandem serve` against a minimal reference server
-# (TLS + HTTP/1.1 + JSON parsing, fixed answer), measured in the same run on
-# the same machine. See bench/README.md.
+# (TLS + HTTP/1.1 + JSON parsing, fixed answer) and a stricter floor (the same,
+# validating the JSON without building it), measured in the same run on the
+# same machine. See bench/README.md.
 #
 #   bash bench/load.sh                 # 10 s per cell + 2 s warm-up
 #   DURATION=5 bash bench/load.sh      # quicker, noisier
@@ -10,7 +11,7 @@
 # CONCURRENCY ("1 16 64"), ROUNDS (1: runs per cell and server, alternating
 # which goes first; medians reported), REFERENCE_ALLOCATOR (system or
 # mimalloc), FIXTURES (dir of the bodies),
-# TANDEM_PORT, TANDEM_ADMIN_PORT, REFERENCE_PORT, SKIP_BUILD=1, KEEP_TMP=1.
+# TANDEM_PORT, TANDEM_ADMIN_PORT, REFERENCE_PORT, FLOOR_PORT, SKIP_BUILD=1, KEEP_TMP=1.
 set -euo pipefail
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
@@ -30,7 +31,7 @@ for body in $BODIES; do
     [[ -f "$FIXTURES/$body.json" ]] || die "no bench body $FIXTURES/$body.json (set FIXTURES)"
 done
 [[ "${SKIP_BUILD:-0}" == 1 ]] || build_all
-check_ports "$TANDEM_PORT" "$TANDEM_ADMIN_PORT" "$REFERENCE_PORT"
+check_ports "$TANDEM_PORT" "$TANDEM_ADMIN_PORT" "$REFERENCE_PORT" "$FLOOR_PORT"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench.XXXXXX")"
 trap finish_run EXIT
@@ -39,8 +40,10 @@ trap 'exit 130' INT TERM
 make_cert "$TMP"
 start_tandem "$TMP"
 start_reference "$TMP"
+start_floor "$TMP"
 wait_until 30 "tandem serve" "$TANDEM_PID" tandem_ready
 wait_until 30 "reference-server" "$REFERENCE_PID" reference_ready
+wait_until 30 "floor-server" "$FLOOR_PID" floor_ready
 sleep 1
 TANDEM_IDLE_KIB="$(status_kib "$TANDEM_PID" VmRSS)"
 REFERENCE_IDLE_KIB="$(status_kib "$REFERENCE_PID" VmRSS)"
@@ -71,6 +74,10 @@ measure_reference() {
     measure reference "$REFERENCE_PID" "https://127.0.0.1:$REFERENCE_PORT/mutate" "$1" "$2"
 }
 
+measure_floor() {
+    measure floor "$FLOOR_PID" "https://127.0.0.1:$FLOOR_PORT/mutate" "$1" "$2"
+}
+
 # Tandem must patch every request: anything else is counted as an error.
 measure_tandem() {
     measure tandem "$TANDEM_PID" "https://127.0.0.1:$TANDEM_PORT/mutate?timeout=10s" "$1" "$2" \
@@ -99,23 +106,36 @@ for body in $BODIES; do
     for conc in $CONCURRENCY; do
         refs=()
         tans=()
+        floors=()
         for ((round = 1; round <= ROUNDS; round++)); do
-            # Alternate which server goes first, so a burst of outside load
+            # Rotate which server goes first, so a burst of outside load
             # does not always land on the same one.
-            if ((round % 2 == 1)); then
-                log "$body body, concurrency $conc, round $round/$ROUNDS: reference, then tandem"
+            case $((round % 3)) in
+            1)
+                log "$body body, concurrency $conc, round $round/$ROUNDS: reference, tandem, floor"
                 refs+=("$(measure_reference "$body" "$conc")")
                 tans+=("$(measure_tandem "$body" "$conc")")
-            else
-                log "$body body, concurrency $conc, round $round/$ROUNDS: tandem, then reference"
+                floors+=("$(measure_floor "$body" "$conc")")
+                ;;
+            2)
+                log "$body body, concurrency $conc, round $round/$ROUNDS: tandem, floor, reference"
                 tans+=("$(measure_tandem "$body" "$conc")")
+                floors+=("$(measure_floor "$body" "$conc")")
                 refs+=("$(measure_reference "$body" "$conc")")
-            fi
-            printf '%s\n%s\n' "${refs[-1]}" "${tans[-1]}" >>"$RAW"
+                ;;
+            0)
+                log "$body body, concurrency $conc, round $round/$ROUNDS: floor, reference, tandem"
+                floors+=("$(measure_floor "$body" "$conc")")
+                refs+=("$(measure_reference "$body" "$conc")")
+                tans+=("$(measure_tandem "$body" "$conc")")
+                ;;
+            esac
+            printf '%s\n%s\n%s\n' "${refs[-1]}" "${tans[-1]}" "${floors[-1]}" >>"$RAW"
         done
         ref="$(aggregate "${refs[@]}")"
         tan="$(aggregate "${tans[@]}")"
-        row="$(jq -rn --argjson t "$tan" --argjson r "$ref" --arg body "$body" --argjson c "$conc" '
+        flo="$(aggregate "${floors[@]}")"
+        row="$(jq -rn --argjson t "$tan" --argjson r "$ref" --argjson f "$flo" --arg body "$body" --argjson c "$conc" '
             def f1: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
             def f2: if . == null then "-" else (. * 100 | round / 100 | tostring) end;
             def f3: if . == null then "-" else (. * 1000 | round / 1000 | tostring) end;
@@ -123,8 +143,10 @@ for body in $BODIES; do
             [ $body, ($c | tostring),
               ($t.rps | f1), ($t.p50_us | tostring), ($t.p99_us | tostring), ($t.cpu_s_per_10k | f3),
               ($r.rps | f1), ($r.p50_us | tostring), ($r.p99_us | tostring), ($r.cpu_s_per_10k | f3),
+              ($f.rps | f1), ($f.p99_us | tostring),
               ratio($t.rps; $r.rps), ratio($t.p99_us; $r.p99_us),
-              "\($t.errors)/\($r.errors)" ]
+              ratio($t.rps; $f.rps), ratio($t.p99_us; $f.p99_us),
+              "\($t.errors)/\($r.errors)/\($f.errors)" ]
             | "| " + join(" | ") + " |"')"
         ROWS+=("$row")
         printf '%s\n' "$row" >&2
@@ -143,7 +165,7 @@ fi
 
 report() {
     cat <<EOF
-## tandem serve vs. reference server
+## tandem serve vs. reference server and floor
 
 - date: $STARTED; tandem $COMMIT (allocator: mimalloc); reference allocator: $REFERENCE_ALLOCATOR
 - machine: $(machine_summary); load average at start $LOADAVG_START, at end $LOADAVG_END
@@ -152,8 +174,11 @@ report() {
   HTTP/1.1, one connection per unit of concurrency, a fresh request.uid per request;
   loadgen runs on the same machine
 
-| body | conc | tandem rps | p50 µs | p99 µs | cpu-s/10k | ref rps | p50 µs | p99 µs | cpu-s/10k | rps ×ref | p99 ×ref | errors t/r |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|
+The reference parses each body into a \`serde_json::Value\` (allocator: $REFERENCE_ALLOCATOR);
+the floor only validates it as JSON, building nothing but the uid (mimalloc).
+
+| body | conc | tandem rps | p50 µs | p99 µs | cpu-s/10k | ref rps | p50 µs | p99 µs | cpu-s/10k | floor rps | p99 µs | rps ×ref | p99 ×ref | rps ×floor | p99 ×floor | errors t/r/f |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 EOF
     printf '%s\n' "${ROWS[@]}"
     cat <<EOF
@@ -164,8 +189,9 @@ EOF
 | peak RSS under load, VmHWM (MiB) | $(kib_to_mib "$TANDEM_PEAK_KIB") | $(kib_to_mib "$REFERENCE_PEAK_KIB") |
 | RSS after the runs (MiB) | $(kib_to_mib "$TANDEM_END_KIB") | $(kib_to_mib "$REFERENCE_END_KIB") |
 
-Targets (issue 6): tandem ≥ 0.9× the reference's rps and p99 ≤ 1.3× at concurrency 16 on
-the medium body; idle RSS under 15 MiB.
+Targets (issue 11): against the reference built with mimalloc (REFERENCE_ALLOCATOR=mimalloc),
+tandem ≥ 1.0× its rps and p99 ≤ 1.0× for every body at concurrency 1, 16 and 64, and within
+1.5× of the floor's rps on the small body at concurrency 16; idle RSS under 15 MiB.
 EOF
 }
 

@@ -972,32 +972,102 @@ spec:
     assert_eq!(quiet.stdout, run.stdout);
 }
 
-/// Every object of `before` keeps its keys in its order in `after`; keys
+/// A document as written: map keys in order (the crate's `Value`s sort
+/// them), read independently of the CLI's own reader.
+#[derive(Debug)]
+enum Node {
+    Map(Vec<(String, Node)>),
+    List(Vec<Node>),
+    Text(String),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Node;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+                Ok(Node::Text(v.into()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+                Ok(Node::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+                Ok(Node::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+                Ok(Node::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+                Ok(Node::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Node, E> {
+                Ok(Node::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Node, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element()? {
+                    v.push(x);
+                }
+                Ok(Node::List(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Node, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = a.next_entry::<String, Node>()? {
+                    v.push(e);
+                }
+                Ok(Node::Map(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Node {
+    fn get(&self, key: &str) -> Option<&Node> {
+        match self {
+            Node::Map(m) => m.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// Every map of `before` keeps its keys in its order in `after`; keys
 /// Tandem added come after them.
-fn same_order(before: &Value, after: &Value, path: &str) {
+fn same_order(before: &Node, after: &Node, path: &str) {
     match (before, after) {
-        (Value::Object(b), Value::Object(a)) => {
-            let kept: Vec<&String> = a.keys().filter(|k| b.contains_key(*k)).collect();
-            let original: Vec<&String> = b.keys().collect();
+        (Node::Map(b), Node::Map(a)) => {
+            let known = |k: &str| b.iter().any(|(x, _)| x == k);
+            let kept: Vec<&str> = a
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| known(k))
+                .collect();
+            let original: Vec<&str> = b.iter().map(|(k, _)| k.as_str()).collect();
             assert_eq!(kept, original, "{path}: keys reordered");
-            let first_new = a.keys().position(|k| !b.contains_key(k));
-            if let Some(i) = first_new {
+            if let Some(i) = a.iter().position(|(k, _)| !known(k)) {
                 assert!(
-                    a.keys().skip(i).all(|k| !b.contains_key(k)),
+                    a[i..].iter().all(|(k, _)| !known(k)),
                     "{path}: Tandem's keys are not after the user's"
                 );
             }
             for (k, v) in b {
-                same_order(v, &a[k], &format!("{path}.{k}"));
+                same_order(v, after.get(k).expect("kept"), &format!("{path}.{k}"));
             }
         }
-        (Value::Array(b), Value::Array(a)) => {
+        (Node::List(b), Node::List(a)) => {
             // Native sidecars are inserted before the user's init containers:
             // match items by name where they have one.
             for (i, item) in b.iter().enumerate() {
                 let twin = match item.get("name") {
-                    Some(n) => a.iter().find(|x| x.get("name") == Some(n)),
-                    None => a.get(i),
+                    Some(Node::Text(n)) => a
+                        .iter()
+                        .find(|x| matches!(x.get("name"), Some(Node::Text(m)) if m == n)),
+                    _ => a.get(i),
                 };
                 same_order(item, twin.expect("kept"), &format!("{path}[{i}]"));
             }
@@ -1008,47 +1078,25 @@ fn same_order(before: &Value, after: &Value, path: &str) {
 
 #[test]
 fn inject_keeps_the_users_field_order() {
-    for (format, args) in [
-        (
-            "yaml",
-            vec!["inject", "-c", "examples/templates", "-f", ALL],
-        ),
-        (
-            "json",
-            vec!["inject", "-c", "examples/templates", "-f", "-"],
-        ),
-    ] {
-        let text = std::fs::read_to_string(manifest_dir().join(ALL)).unwrap();
-        let input = read_docs(ALL);
-        let (stdin, before): (Option<String>, Vec<Value>) = if format == "json" {
-            // JSON in a deliberately unsorted order: kind before apiVersion.
-            let doc = &input[0];
-            let mut reordered = serde_json::Map::new();
-            reordered.insert("kind".into(), doc["kind"].clone());
-            for (k, v) in doc.as_object().unwrap() {
-                reordered.entry(k.clone()).or_insert(v.clone());
-            }
-            let v = Value::Object(reordered);
-            (Some(serde_json::to_string_pretty(&v).unwrap()), vec![v])
-        } else {
-            let _ = text;
-            (None, input)
-        };
-        let run = ok(&args, stdin.as_deref());
-        let after = if format == "json" {
-            json_stream(&run.stdout)
-        } else {
-            yaml_docs(&run.stdout)
-        };
-        assert_eq!(before.len(), after.len());
-        for (b, a) in before.iter().zip(&after) {
-            same_order(b, a, &format!("{format} {}", b["kind"]));
-        }
-        if format == "json" {
-            assert!(
-                run.stdout.trim_start().starts_with("{\n  \"kind\""),
-                "{run:?}"
-            );
-        }
+    let yaml = std::fs::read_to_string(manifest_dir().join(ALL)).unwrap();
+    let run = ok(&["inject", "-c", "examples/templates", "-f", ALL], None);
+    let before: Vec<Node> = serde_saphyr::from_multiple(&yaml).unwrap();
+    let after: Vec<Node> = serde_saphyr::from_multiple(&run.stdout).unwrap();
+    assert_eq!(before.len(), after.len());
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        same_order(b, a, &format!("yaml document {i}"));
     }
+
+    // JSON in a deliberately unsorted order: kind before apiVersion.
+    let json = r#"{"kind": "Pod", "apiVersion": "v1",
+        "metadata": {"name": "p", "annotations": {"tandem.dev/inject": "log-shipper"}},
+        "spec": {"containers": [{"name": "app", "image": "x:1", "env": [{"value": "1", "name": "A"}]}]}}"#;
+    let run = ok(
+        &["inject", "-c", "examples/templates", "-f", "-"],
+        Some(json),
+    );
+    let before: Node = serde_json::from_str(json).unwrap();
+    let after: Node = serde_json::from_str(&run.stdout).unwrap();
+    same_order(&before, &after, "json");
+    assert!(run.stdout.starts_with("{\n  \"kind\": \"Pod\""), "{run:?}");
 }

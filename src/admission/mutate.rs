@@ -2,7 +2,6 @@
 //! answer: patched, allowed or denied, with warnings and the audit record.
 //! Other kinds, operations and sub-resources pass through unchanged.
 
-use base64::Engine as _;
 use serde_json::Value;
 
 use super::codec::{Answer, Kind, Reply, ReviewError, answer, invalid};
@@ -112,10 +111,9 @@ fn reply_for(decision: &Decision) -> Result<(Kind, Reply), String> {
     Ok(match &decision.outcome {
         Outcome::Denied { message } => (Kind::Denied, Reply::refused(403, "Forbidden", message)),
         Outcome::Patched => {
-            let patch = serde_json::to_vec(&decision.patch)
+            let reply = Reply::patched(&decision.patch)
                 .map_err(|e| format!("cannot encode the patch: {e}"))?;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
-            (Kind::Patched, Reply::patched(encoded))
+            (Kind::Patched, reply)
         }
         Outcome::Unchanged { .. } => (Kind::Allowed, Reply::allowed()),
     })
@@ -147,6 +145,8 @@ fn bounded_warnings(warnings: &[String]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
     use serde_json::json;
 

@@ -112,21 +112,29 @@ fn run_case(
     {
         return Err(format!("{} denied: {message}", r.label));
     }
-    let actual = manifest::render(Format::Yaml, &first.docs).map_err(|e| e.to_string())?;
     let expected_path = dir.join(format!("{name}.expected.yaml"));
     if update {
+        // Written in the input's field order, so it reads like the input.
+        let actual = manifest::render_in_order(Format::Yaml, &first.docs, &m.order)
+            .map_err(|e| e.to_string())?;
         return std::fs::write(&expected_path, &actual).map_err(|e| format!("cannot write: {e}"));
     }
     let expected =
         manifest::read(&expected_path.display().to_string()).map_err(|e| e.to_string())?;
     if expected.docs != first.docs {
-        let want = manifest::render(Format::Yaml, &expected.docs).map_err(|e| e.to_string())?;
-        return Err(first_difference(&want, &actual));
+        // Compared as data: both rendered the same way, so the first
+        // difference shown is one of content, not of field order.
+        let render = |docs| manifest::render(Format::Yaml, docs).map_err(|e| e.to_string());
+        return Err(first_difference(
+            &render(&expected.docs)?,
+            &render(&first.docs)?,
+        ));
     }
     let again = manifest::Manifests {
         path: format!("{} (second pass)", input.display()),
         format: Format::Yaml,
         docs: first.docs,
+        order: Vec::new(),
     };
     let second = inject_all(&again, templates, &ctx).map_err(|e| e.to_string())?;
     if let Some(p) = second.patches.iter().find(|p| !p.is_empty()) {

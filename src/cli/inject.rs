@@ -134,7 +134,10 @@ pub(super) fn run(args: &InjectArgs) -> Result<(), CliError> {
     if args.patch {
         print!("{}", manifest::render(Format::Json, &result.patches)?);
     } else {
-        print!("{}", manifest::render(m.format, &result.docs)?);
+        print!(
+            "{}",
+            manifest::render_in_order(m.format, &result.docs, &m.order)?
+        );
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::io::Read;
 use serde_json::Value;
 
 use super::CliError;
+use super::order::{Order, Ordered};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -16,6 +17,8 @@ pub struct Manifests {
     pub path: String,
     pub format: Format,
     pub docs: Vec<Value>,
+    /// The field order of each document as written.
+    pub order: Vec<Order>,
 }
 
 /// Reads `path` (`-` for stdin): one JSON value, or YAML with any number of documents.
@@ -42,22 +45,29 @@ pub fn parse(path: &str, text: &str) -> Result<Manifests, CliError> {
         message,
     };
     let trimmed = text.trim_start();
-    let (format, docs) = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+    let (format, docs, order) = if trimmed.starts_with('{') || trimmed.starts_with('[') {
         let v: Value =
             serde_json::from_str(text).map_err(|e| input_err(format!("not valid JSON: {e}")))?;
-        (Format::Json, vec![v])
+        let order: Order =
+            serde_json::from_str(text).map_err(|e| input_err(format!("not valid JSON: {e}")))?;
+        (Format::Json, vec![v], vec![order])
     } else {
         let docs: Vec<Value> = serde_saphyr::from_multiple(text)
             .map_err(|e| input_err(format!("not valid YAML: {e}")))?;
-        (
-            Format::Yaml,
-            docs.into_iter().filter(|d| !d.is_null()).collect(),
-        )
+        let orders: Vec<Order> = serde_saphyr::from_multiple(text)
+            .map_err(|e| input_err(format!("not valid YAML: {e}")))?;
+        let (docs, order) = docs
+            .into_iter()
+            .zip(orders)
+            .filter(|(d, _)| !d.is_null())
+            .unzip();
+        (Format::Yaml, docs, order)
     };
     Ok(Manifests {
         path: path.to_string(),
         format,
         docs,
+        order,
     })
 }
 
@@ -81,6 +91,24 @@ pub fn render(format: Format, docs: &[impl serde::Serialize]) -> Result<String, 
         }
     }
     Ok(out)
+}
+
+/// Renders `docs` in `format` with the field order of `order` (the
+/// documents they were made from, as written).
+pub fn render_in_order(
+    format: Format,
+    docs: &[Value],
+    order: &[Order],
+) -> Result<String, CliError> {
+    let ordered: Vec<Ordered<'_>> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Ordered {
+            value,
+            order: order.get(i),
+        })
+        .collect();
+    render(format, &ordered)
 }
 
 /// A pod, or a workload's pod template, inside a document.

@@ -10,6 +10,7 @@ mod explain;
 mod golden;
 mod inject;
 pub mod manifest;
+mod order;
 mod serve;
 mod webhook_config;
 

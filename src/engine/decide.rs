@@ -28,12 +28,19 @@ struct Admitted<'a> {
 pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
     let pod = PodView::new(input.pod)?;
     let mut d = Decision::new(pod.display_name.clone());
-    let mut admitted = match admit(&pod, input, &mut d) {
+    let admitted = match admit(&pod, input, &mut d) {
         Ok(a) => a,
         Err(stop) => return Ok(d.stop(stop)),
     };
-    let mut run = Run::new(&pod, input, admitted.existing.take().unwrap_or_default());
-    for (name, source) in std::mem::take(&mut admitted.selected) {
+    let asked = admitted.asked_by_name();
+    let Admitted {
+        raw_status,
+        existing,
+        selected,
+        ..
+    } = admitted;
+    let mut run = Run::new(&pod, input, existing.unwrap_or_default());
+    for (name, source) in selected {
         let (verdict, why) = run.template(&name, &mut d);
         d.judge(name, source, verdict, why);
     }
@@ -42,11 +49,11 @@ pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
     }
     let (mut plan, status) = (run.plan, run.status);
     let injected_any = d.injected().next().is_some();
-    if injected_any || admitted.asked_by_name() {
+    if injected_any || asked {
         // Written even when nothing was injected, so the admission policy that
         // rejects unprocessed pods can tell "Tandem saw it" from "Tandem was down".
         let value = status.to_annotation()?;
-        if admitted.raw_status != Some(value.as_str()) {
+        if raw_status != Some(value.as_str()) {
             plan.annotations
                 .push((STATUS_ANNOTATION.to_string(), value));
         }
