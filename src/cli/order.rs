@@ -103,40 +103,22 @@ pub(super) struct Ordered<'a> {
 impl Serialize for Ordered<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match (self.value, self.order) {
-            (Value::Object(map), Some(Order::Map { keys })) => {
+            (Value::Object(map), order) => {
+                let keys = match order {
+                    Some(Order::Map { keys }) => keys.as_slice(),
+                    _ => &[],
+                };
                 let mut out = s.serialize_map(Some(map.len()))?;
-                for (k, order) in keys {
-                    if let Some(v) = map.get(k) {
-                        let child = Ordered {
-                            value: v,
-                            order: Some(order),
-                        };
-                        out.serialize_entry(k, &child)?;
-                    }
-                }
-                for (k, v) in map {
-                    if !keys.iter().any(|(known, _)| known == k) {
-                        out.serialize_entry(
-                            k,
-                            &Ordered {
-                                value: v,
-                                order: None,
-                            },
-                        )?;
-                    }
-                }
-                out.end()
-            }
-            (Value::Object(map), _) => {
-                let mut out = s.serialize_map(Some(map.len()))?;
-                for (k, v) in map {
-                    out.serialize_entry(
-                        k,
-                        &Ordered {
-                            value: v,
-                            order: None,
-                        },
-                    )?;
+                let written = keys.iter().filter_map(|(k, order)| {
+                    let value = map.get(k)?;
+                    Some((k, value, Some(order)))
+                });
+                let added = map
+                    .iter()
+                    .filter(|(k, _)| !keys.iter().any(|(known, _)| known == *k))
+                    .map(|(k, value)| (k, value, None));
+                for (k, value, order) in written.chain(added) {
+                    out.serialize_entry(k, &Ordered { value, order })?;
                 }
                 out.end()
             }
