@@ -21,7 +21,7 @@ pub struct Metrics {
     duration: Histogram,
     template_reloads: Family<Fixed, Counter>,
     certificate_reloads: Family<Fixed, Counter>,
-    watch_errors: Family<[(&'static str, String); 2], Counter>,
+    watch_errors: Family<[(&'static str, &'static str); 2], Counter>,
     pub connections_refused: Counter,
     pub certificate_expiry: Gauge,
     pub templates: Gauge,
@@ -38,7 +38,7 @@ impl Metrics {
         let skips = Family::<Fixed, Counter>::default();
         let template_reloads = Family::<Fixed, Counter>::default();
         let certificate_reloads = Family::<Fixed, Counter>::default();
-        let watch_errors = Family::<[(&'static str, String); 2], Counter>::default();
+        let watch_errors = Family::<[(&'static str, &'static str); 2], Counter>::default();
         let connections_refused = Counter::default();
         // Sub-millisecond buckets: the engine answers in microseconds, and
         // mutating webhooks run in sequence on every pod creation.
@@ -144,12 +144,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn watch_error(&self, resource: &str, reason: &str) {
-        let labels = [
-            ("resource", resource.to_string()),
-            ("reason", reason.to_string()),
-        ];
-        self.watch_errors.get_or_create(&labels).inc();
+    pub fn watch_error(&self, resource: &'static str, reason: &'static str) {
+        self.watch_errors
+            .get_or_create(&[("resource", resource), ("reason", reason)])
+            .inc();
     }
 
     pub fn render(&self) -> String {

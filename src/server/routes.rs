@@ -186,25 +186,23 @@ fn log(answer: &admission::Answer, seconds: f64) {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let mut missing = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     if !state.templates_ready.load(Ordering::Acquire) {
-        missing.push("templates");
+        missing.push("templates".into());
     }
-    let unsynced;
     if !state.cluster_synced.load(Ordering::Acquire) {
         let problems = state.watch_problems();
-        unsynced = if problems.is_empty() {
-            "cluster caches".to_string()
+        missing.push(if problems.is_empty() {
+            "cluster caches".into()
         } else {
             format!("cluster caches ({})", problems.join("; "))
-        };
-        missing.push(&unsynced);
+        });
     }
     if !state.certs.is_loaded() {
-        missing.push("certificate");
+        missing.push("certificate".into());
     }
     if state.shutting_down.load(Ordering::Acquire) {
-        missing.push("shutting down");
+        missing.push("shutting down".into());
     }
     if missing.is_empty() {
         plain(StatusCode::OK, "ready".into())
