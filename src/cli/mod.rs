@@ -11,6 +11,7 @@ mod golden;
 mod inject;
 pub mod manifest;
 mod order;
+mod policy;
 mod serve;
 mod webhook_config;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Crd,
     /// Print the webhook configurations for a service or URL, after checking they are safe.
     WebhookConfig(webhook_config::WebhookConfigArgs),
+    /// Compile templates to MutatingAdmissionPolicies (Kubernetes 1.36): injection without the webhook.
+    Policy(policy::PolicyArgs),
     /// Write a private CA and a serving certificate for the webhook Service (installs without cert-manager).
     Certs(certs::CertsArgs),
 }
@@ -177,6 +180,7 @@ pub fn run(command: Command) -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::WebhookConfig(args) => webhook_config::run(&args),
         Command::Certs(args) => certs::run(&args),
+        Command::Policy(args) => policy::run(&args),
         Command::Crd => crate::install::crd::yaml()
             .map(|crd| print!("{crd}"))
             .map_err(CliError::Failed),

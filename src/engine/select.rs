@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Map, Value};
 
 use super::pod::PodView;
-use crate::facts::Namespace;
+use crate::facts::{INJECT_DEFAULTS, INJECT_OPT_OUT, Namespace};
 use crate::template::{Template, TemplateSet};
 
 /// Where a template request came from, strongest first.
@@ -36,9 +36,10 @@ impl Request {
 
 pub fn parse_request(value: &str) -> Request {
     let v = value.trim();
-    match v.to_ascii_lowercase().as_str() {
-        "none" | "false" | "disabled" => Request::OptOut,
-        "" | "true" | "enabled" => Request::Defaults,
+    let keyword = v.to_ascii_lowercase();
+    match keyword.as_str() {
+        k if INJECT_OPT_OUT.contains(&k) => Request::OptOut,
+        k if INJECT_DEFAULTS.contains(&k) => Request::Defaults,
         _ => {
             let mut names: Vec<String> = Vec::new();
             for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {

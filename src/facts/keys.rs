@@ -4,6 +4,12 @@
 
 /// Pod or namespace annotation: which templates, or `none`.
 pub const INJECT_ANNOTATION: &str = "tandem.dev/inject";
+/// `tandem.dev/inject` values, trimmed and lowercased, that opt out.
+pub const INJECT_OPT_OUT: [&str; 3] = ["none", "false", "disabled"];
+/// `tandem.dev/inject` values, trimmed and lowercased, that ask for whatever
+/// the namespace default and the selectors give; any other value is a list
+/// of template names.
+pub const INJECT_DEFAULTS: [&str; 3] = ["", "true", "enabled"];
 /// Pod annotation: what Tandem injected (templates with hashes, names).
 pub const STATUS_ANNOTATION: &str = "tandem.dev/status";
 /// Namespace label: `enabled` (opt-in webhook scope) or `disabled`.

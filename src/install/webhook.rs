@@ -107,10 +107,10 @@ fn client(p: &Params, path: &str) -> WebhookClientConfig {
     }
 }
 
-fn excluded(p: &Params) -> Vec<String> {
+fn excluded(own: &str, more: &[String]) -> Vec<String> {
     let mut names: Vec<String> = SYSTEM_NAMESPACES.iter().map(|s| s.to_string()).collect();
-    names.push(p.namespace.clone());
-    for n in &p.excluded_namespaces {
+    names.push(own.to_string());
+    for n in more {
         if !names.contains(n) {
             names.push(n.clone());
         }
@@ -118,7 +118,9 @@ fn excluded(p: &Params) -> Vec<String> {
     names
 }
 
-fn namespace_selector(p: &Params) -> LabelSelector {
+/// The namespaces Tandem reaches in `scope`, never the system ones, its own
+/// (`own`) or the `more` excluded; the policies' bindings reach the same.
+pub(super) fn namespace_selector(scope: Scope, own: &str, more: &[String]) -> LabelSelector {
     let not_in = |key: &str, values: Vec<String>| LabelSelectorRequirement {
         key: key.to_string(),
         operator: "NotIn".into(),
@@ -126,8 +128,8 @@ fn namespace_selector(p: &Params) -> LabelSelector {
     };
     // The name exclusion is kept in opt-in mode too: labelling Tandem's own
     // namespace by mistake must not make its pods wait for themselves.
-    let mut expressions = vec![not_in(NAMESPACE_NAME_LABEL, excluded(p))];
-    let match_labels = match p.scope {
+    let mut expressions = vec![not_in(NAMESPACE_NAME_LABEL, excluded(own, more))];
+    let match_labels = match scope {
         Scope::OptIn => Some(BTreeMap::from([(
             INJECTION_LABEL.to_string(),
             "enabled".to_string(),
@@ -177,7 +179,11 @@ pub fn mutating(p: &Params) -> MutatingWebhookConfiguration {
                 expression: mirror_condition(),
             }]),
             match_policy: Some("Equivalent".into()),
-            namespace_selector: Some(namespace_selector(p)),
+            namespace_selector: Some(namespace_selector(
+                p.scope,
+                &p.namespace,
+                &p.excluded_namespaces,
+            )),
             object_selector: None,
             reinvocation_policy: Some("IfNeeded".into()),
             rules: Some(vec![rule(&["CREATE"], "", "v1", "pods")]),

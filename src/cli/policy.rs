@@ -1,0 +1,105 @@
+//! `tandem policy`: the templates compiled to MutatingAdmissionPolicies
+//! (Kubernetes 1.36), each with its binding; what does not compile is
+//! reported with the reason, in the output and on stderr, never dropped.
+
+use clap::Args;
+
+use super::{CliError, TemplateArgs, manifest, parse_pairs};
+use crate::install::policy::{self, Compiled, FAILURE_POLICY, REINVOCATION_POLICY, Reach, STEPS_ASIDE};
+use crate::install::webhook::Scope;
+
+#[derive(Args, Debug)]
+pub struct PolicyArgs {
+    #[command(flatten)]
+    pub templates: TemplateArgs,
+    /// opt-in (namespaces labelled tandem.dev/injection=enabled) or cluster-wide.
+    #[arg(long, default_value = "opt-in", value_parser = ["opt-in", "cluster-wide"])]
+    pub mode: String,
+    /// Labels a namespace must also carry, as k=v,k=v.
+    #[arg(long, value_name = "K=V,...", default_value = "")]
+    pub namespace_selector: String,
+    /// Tandem's own namespace (never injected).
+    #[arg(long, default_value = "tandem-system")]
+    pub namespace: String,
+    /// More namespaces to exclude (repeatable).
+    #[arg(long = "exclude-namespace", value_name = "NAME")]
+    pub exclude_namespaces: Vec<String>,
+}
+
+/// Comment lines, `# ` before each.
+fn comment(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("# {l}\n")).collect()
+}
+
+pub(super) fn run(args: &PolicyArgs) -> Result<(), CliError> {
+    let set = args.templates.load()?;
+    let reach = Reach {
+        namespace: args.namespace.clone(),
+        scope: if args.mode == "cluster-wide" {
+            Scope::ClusterWide
+        } else {
+            Scope::OptIn
+        },
+        excluded_namespaces: args.exclude_namespaces.clone(),
+        extra_labels: parse_pairs(&args.namespace_selector).map_err(CliError::Usage)?,
+    };
+    let compiled = policy::compile(&set, &reach).map_err(CliError::Usage)?;
+    let mut header: Vec<String> = [
+        "MutatingAdmissionPolicies compiled by `tandem policy` (admissionregistration.k8s.io/v1, Kubernetes 1.36+).",
+        "Each changes a pod only where Tandem's engine would inject exactly its template, and",
+        "makes the engine's change. It leaves unchanged, for the webhook in hybrid mode:",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    header.extend(STEPS_ASIDE.iter().map(|s| format!("- {s}")));
+    header.push(format!("failurePolicy {}: {}", FAILURE_POLICY.0, FAILURE_POLICY.1));
+    header.push(format!(
+        "reinvocationPolicy {}: {}",
+        REINVOCATION_POLICY.0, REINVOCATION_POLICY.1
+    ));
+    let mut out = comment(&header);
+    let (mut compiled_names, mut refused) = (Vec::new(), Vec::new());
+    for c in &compiled {
+        match c {
+            Compiled::Policy(p) => {
+                compiled_names.push(p.template.as_str());
+                let docs = [
+                    serde_json::to_value(&p.policy),
+                    serde_json::to_value(&p.binding),
+                ]
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CliError::Failed(format!("cannot render the output: {e}")))?;
+                out.push_str("---\n");
+                out.push_str(&comment(&[format!("template {}", p.template)]));
+                out.push_str(&manifest::render(manifest::Format::Yaml, &docs)?);
+            }
+            Compiled::NeedsWebhook { template, reasons } => {
+                for r in reasons {
+                    refused.push(format!("{template} needs the webhook: {r}"));
+                }
+            }
+        }
+    }
+    if !refused.is_empty() {
+        out.push_str("---\n");
+        out.push_str(&comment(&refused));
+    }
+    print!("{out}");
+    eprintln!(
+        "tandem: {} template(s) compiled{}{}",
+        compiled_names.len(),
+        if compiled_names.is_empty() { "" } else { ": " },
+        compiled_names.join(", ")
+    );
+    for r in &refused {
+        eprintln!("tandem: {r}");
+    }
+    if compiled_names.is_empty() {
+        return Err(CliError::Failed(
+            "no template compiles to a policy; use the webhook".into(),
+        ));
+    }
+    Ok(())
+}
