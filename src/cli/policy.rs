@@ -5,7 +5,9 @@
 use clap::Args;
 
 use super::{CliError, TemplateArgs, manifest, parse_pairs};
-use crate::install::policy::{self, Compiled, FAILURE_POLICY, REINVOCATION_POLICY, Reach, STEPS_ASIDE};
+use crate::install::policy::{
+    self, Compiled, FAILURE_POLICY, REINVOCATION_POLICY, Reach, STEPS_ASIDE,
+};
 use crate::install::webhook::Scope;
 
 #[derive(Args, Debug)]
@@ -53,7 +55,10 @@ pub(super) fn run(args: &PolicyArgs) -> Result<(), CliError> {
     .map(String::from)
     .collect();
     header.extend(STEPS_ASIDE.iter().map(|s| format!("- {s}")));
-    header.push(format!("failurePolicy {}: {}", FAILURE_POLICY.0, FAILURE_POLICY.1));
+    header.push(format!(
+        "failurePolicy {}: {}",
+        FAILURE_POLICY.0, FAILURE_POLICY.1
+    ));
     header.push(format!(
         "reinvocationPolicy {}: {}",
         REINVOCATION_POLICY.0, REINVOCATION_POLICY.1

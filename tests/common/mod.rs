@@ -504,3 +504,34 @@ pub fn strict<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, wh
     assert!(lost.is_empty(), "{what}: unknown fields {lost:?}");
     typed
 }
+
+/// Compares `actual` with the committed snapshot `tests/snapshots/NAME`;
+/// `TANDEM_UPDATE_SNAPSHOTS=1` rewrites it instead.
+pub fn snapshot(name: &str, actual: &str) {
+    let path = manifest_dir().join("tests/snapshots").join(name);
+    if std::env::var_os("TANDEM_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with TANDEM_UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{name} differs from its snapshot at line {}:\n  want: {:?}\n  got:  {:?}\n\
+             (TANDEM_UPDATE_SNAPSHOTS=1 rewrites it after a deliberate change)",
+            line + 1,
+            expected.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}

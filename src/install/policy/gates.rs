@@ -7,7 +7,9 @@ use k8s_openapi::api::admissionregistration::v1::{MatchCondition, Variable};
 use serde_json::Value;
 
 use super::cel;
-use crate::facts::{INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, MIRROR_ANNOTATION, STATUS_ANNOTATION};
+use crate::facts::{
+    INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, MIRROR_ANNOTATION, STATUS_ANNOTATION,
+};
 use crate::template::{Scope, Template, TemplateSet};
 
 /// `has(<meta>.annotations) && "<key>" in <meta>.annotations`.
@@ -237,9 +239,18 @@ pub(super) fn clear(t: &Template) -> Variable {
 /// as containerPort or hostPort, with the same protocol.
 fn port_clash(t: &Template) -> Option<String> {
     let mut alternatives = Vec::new();
-    let containers = t.rendered.init_containers.iter().chain(&t.rendered.containers);
+    let containers = t
+        .rendered
+        .init_containers
+        .iter()
+        .chain(&t.rendered.containers);
     for c in containers {
-        for p in c.get("ports").and_then(Value::as_array).into_iter().flatten() {
+        for p in c
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
             let same_proto = format!(
                 "(has(p.protocol) ? p.protocol : 'TCP') == {}",
@@ -248,7 +259,11 @@ fn port_clash(t: &Template) -> Option<String> {
             if let Some(port) = p.get("containerPort").and_then(Value::as_i64) {
                 alternatives.push(format!("(p.containerPort == {port} && {same_proto})"));
             }
-            if let Some(host) = p.get("hostPort").and_then(Value::as_i64).filter(|&h| h != 0) {
+            if let Some(host) = p
+                .get("hostPort")
+                .and_then(Value::as_i64)
+                .filter(|&h| h != 0)
+            {
                 alternatives.push(format!(
                     "(has(p.hostPort) && p.hostPort == {host} && {same_proto})"
                 ));
@@ -268,8 +283,14 @@ fn app_clash(t: &Template) -> Option<String> {
             .app_volume_mounts
             .iter()
             .map(|m| {
-                let path = m.get("mountPath").and_then(Value::as_str).unwrap_or_default();
-                format!("m.mountPath.matches({})", cel::string(&cel::mount_path(path)))
+                let path = m
+                    .get("mountPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                format!(
+                    "m.mountPath.matches({})",
+                    cel::string(&cel::mount_path(path))
+                )
             })
             .collect();
         alternatives.push(format!(
@@ -279,7 +300,9 @@ fn app_clash(t: &Template) -> Option<String> {
     }
     if !r.app_env.is_empty() {
         let names = cel::strings(r.app_env.iter().map(name_of));
-        alternatives.push(format!("(has(c.env) && c.env.exists(e, e.name in {names}))"));
+        alternatives.push(format!(
+            "(has(c.env) && c.env.exists(e, e.name in {names}))"
+        ));
     }
     if !r.app_env_from.is_empty() {
         let sources: Vec<String> = r.app_env_from.iter().map(env_source).collect();
@@ -295,7 +318,11 @@ fn app_clash(t: &Template) -> Option<String> {
 /// envFrom at all when `source` names neither.
 fn env_source(source: &Value) -> String {
     for field in ["configMapRef", "secretRef"] {
-        if let Some(name) = source.get(field).and_then(|r| r.get("name")).and_then(Value::as_str) {
+        if let Some(name) = source
+            .get(field)
+            .and_then(|r| r.get("name"))
+            .and_then(Value::as_str)
+        {
             return format!(
                 "(has(e.{field}) && has(e.{field}.name) && e.{field}.name == {})",
                 cel::string(name)

@@ -41,7 +41,10 @@ pub struct Reach {
 pub enum Compiled {
     Policy(Box<Policy>),
     /// The reasons, each a sentence: what the webhook does that no policy can.
-    NeedsWebhook { template: String, reasons: Vec<String> },
+    NeedsWebhook {
+        template: String,
+        reasons: Vec<String>,
+    },
 }
 
 pub struct Policy {
@@ -147,10 +150,7 @@ fn compile_one(t: &Template, set: &TemplateSet, reach: &Reach) -> Result<Policy,
     let app = !t.spec.app.is_empty();
     if app {
         variables.push(variable("targets", gates::targets(t)));
-        variables.push(variable(
-            "apps",
-            "object.spec.containers.map(c, c.name)",
-        ));
+        variables.push(variable("apps", "object.spec.containers.map(c, c.name)"));
     }
     variables.push(gates::clear(t));
     variables.push(variable("inject", "variables.selected && variables.clear"));

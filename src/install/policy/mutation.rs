@@ -89,7 +89,11 @@ fn into_array(field: &str, items: &[(&str, usize)], front: bool) -> Option<Strin
     let mut each = Vec::new();
     for (var, n) in items {
         for i in 0..*n {
-            let at = if front { each.len().to_string() } else { "-".into() };
+            let at = if front {
+                each.len().to_string()
+            } else {
+                "-".into()
+            };
             each.push(add(
                 &pointer(&["spec", field, &at]),
                 &format!("variables.{var}[{i}]"),
@@ -137,7 +141,11 @@ fn app(t: &Template) -> Vec<String> {
     let r = &t.rendered;
     let mut parts = Vec::new();
     for (field, var, n) in [
-        ("volumeMounts", "templateVolumeMounts", r.app_volume_mounts.len()),
+        (
+            "volumeMounts",
+            "templateVolumeMounts",
+            r.app_volume_mounts.len(),
+        ),
         ("env", "templateEnv", r.app_env.len()),
         ("envFrom", "templateEnvFrom", r.app_env_from.len()),
     ] {
@@ -145,7 +153,9 @@ fn app(t: &Template) -> Vec<String> {
             continue;
         }
         let path = |tail: &str| {
-            format!("'/spec/containers/' + string(variables.apps.indexOf(c.name)) + '/{field}{tail}'")
+            format!(
+                "'/spec/containers/' + string(variables.apps.indexOf(c.name)) + '/{field}{tail}'"
+            )
         };
         let create = add(&path(""), &format!("variables.{var}"));
         parts.push(format!(

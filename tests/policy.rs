@@ -1,0 +1,841 @@
+//! `tandem policy`: SidecarTemplates compiled to MutatingAdmissionPolicies.
+//!
+//! The compiled CEL is evaluated here with the `cel` crate, the way the API
+//! server runs a policy (match conditions, variables in order, the JSONPatch
+//! mutation), and the patch it gives is applied to the pod. The engine's
+//! patch is applied to the same pod. Wherever a policy changes a pod, the
+//! two pods must be equal; wherever it steps aside while the engine would
+//! inject, the reason must be one `tandem policy` declares.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::sync::Arc;
+
+use cel::ExecutionError;
+use cel::common::types::{CelInt, CelStruct, DYN_TYPE, LIST_TYPE, Type};
+use cel::common::value::{CowVal, Val};
+use common::*;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, MutatingAdmissionPolicySpec,
+};
+use serde_json::{Value, json};
+use tandem::engine::Input;
+use tandem::facts::{INJECT_ANNOTATION, Namespace, Policy, STATUS_ANNOTATION};
+use tandem::install::policy::{self, Compiled, Reach};
+use tandem::install::webhook::Scope;
+use tandem::template::TemplateSet;
+
+// ------------------------------------------------------------ the CEL runtime
+
+/// Kubernetes' `list.indexOf(value)`: the first index, or -1.
+fn list_index_of<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let [list, needle] = <[CowVal; 2]>::try_from(args)
+        .map_err(|_| ExecutionError::function_error("indexOf", "takes one argument"))?;
+    let list = cel::Value::try_from(list.as_ref())?;
+    let needle = cel::Value::try_from(needle.as_ref())?;
+    let cel::Value::List(items) = list else {
+        return Err(ExecutionError::function_error("indexOf", "not a list"));
+    };
+    let at = items
+        .iter()
+        .position(|x| *x == needle)
+        .map_or(-1, |i| i as i64);
+    Ok(CowVal::Owned(Box::new(CelInt::from(at))))
+}
+
+/// The `JSONPatch` type of a MutatingAdmissionPolicy: `op`, `path`, `from`
+/// and a `value` of any type.
+struct JsonPatchType(Type);
+
+impl cel::StructType for JsonPatchType {
+    fn get_type(&self) -> &Type {
+        &self.0
+    }
+
+    fn new_value<'b, 'v>(
+        &self,
+        fields: std::collections::BTreeMap<String, CowVal<'b, 'v>>,
+    ) -> Result<Box<dyn Val + 'v>, ExecutionError> {
+        let mut s = CelStruct::new("JSONPatch".into());
+        for (name, value) in fields {
+            if !["op", "path", "from", "value"].contains(&name.as_str()) {
+                return Err(ExecutionError::function_error(
+                    "JSONPatch",
+                    format!("no field {name}"),
+                ));
+            }
+            s.add_field_value(name, value);
+        }
+        Ok(Box::new(s))
+    }
+}
+
+/// The parts of a MutatingAdmissionPolicy's CEL environment that Tandem's
+/// policies use: the standard library, the strings extension, the
+/// `JSONPatch` type and Kubernetes' list `indexOf`.
+fn cel_env() -> Arc<cel::Env> {
+    let mut env = cel::Env::stdlib();
+    env.add_extension(cel::extensions::strings).unwrap();
+    env.add_type(JsonPatchType(Type::new_struct("JSONPatch".into())))
+        .unwrap();
+    env.add_member_overload(
+        "indexOf",
+        "list_indexOf_dyn",
+        LIST_TYPE,
+        vec![DYN_TYPE],
+        list_index_of,
+    )
+    .unwrap();
+    Arc::new(env)
+}
+
+/// A compiled policy, its expressions parsed once.
+struct Compiled1 {
+    template: String,
+    conditions: Vec<(String, cel::Program)>,
+    variables: Vec<(String, cel::Program)>,
+    mutation: cel::Program,
+}
+
+/// What a policy did to one pod.
+#[derive(Debug)]
+enum Effect {
+    /// A match condition was false: named.
+    NotMatched(String),
+    /// The mutation gave no operations; `selected` says whether the engine
+    /// selects this template alone, so a step-aside is a conflict check.
+    StepsAside {
+        selected: bool,
+    },
+    Patched(Value),
+}
+
+fn compile_policies(set: &TemplateSet, env: &Arc<cel::Env>) -> Vec<Compiled1> {
+    let reach = Reach {
+        namespace: "tandem-system".into(),
+        scope: Scope::ClusterWide,
+        excluded_namespaces: Vec::new(),
+        extra_labels: BTreeMap::new(),
+    };
+    let program = |what: &str, expression: &str| {
+        env.compile(expression)
+            .unwrap_or_else(|e| panic!("{what} does not compile: {e}\n{expression}"))
+    };
+    policy::compile(set, &reach)
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| match c {
+            Compiled::Policy(p) => Some(p),
+            Compiled::NeedsWebhook { .. } => None,
+        })
+        .map(|p| {
+            let spec: MutatingAdmissionPolicySpec = p.policy.spec.clone().unwrap();
+            let conditions = spec
+                .match_conditions
+                .iter()
+                .flatten()
+                .map(|c| (c.name.clone(), program(&c.name, &c.expression)))
+                .collect();
+            let variables = spec
+                .variables
+                .iter()
+                .flatten()
+                .map(|v| (v.name.clone(), program(&v.name, &v.expression)))
+                .collect();
+            let mutations = spec.mutations.unwrap();
+            assert_eq!(mutations.len(), 1, "{}", p.template);
+            let expression = mutations[0]
+                .json_patch
+                .as_ref()
+                .and_then(|j| j.expression.clone())
+                .unwrap();
+            Compiled1 {
+                template: p.template.clone(),
+                conditions,
+                variables,
+                mutation: program("the mutation", &expression),
+            }
+        })
+        .collect()
+}
+
+/// A JSONPatch struct as the operation it stands for.
+fn operation(v: &cel::Value) -> Value {
+    let cel::Value::Struct(s) = v else {
+        panic!("not a JSONPatch: {v:?}")
+    };
+    assert_eq!(s.name(), "JSONPatch");
+    let field = |name: &str| {
+        let value = s.field_value(name).unwrap_or_else(|| panic!("no {name}"));
+        cel::Value::try_from(value).unwrap().json().unwrap()
+    };
+    json!({ "op": field("op"), "path": field("path"), "value": field("value") })
+}
+
+/// Runs `p` on `pod` in `namespace` as the API server would.
+fn run(p: &Compiled1, env: &Arc<cel::Env>, pod: &Value, namespace: &Value) -> Effect {
+    let mut context = cel::Context::with_env(env.clone());
+    context.add_variable_from_value("object", cel::to_value(pod).unwrap());
+    context.add_variable_from_value("namespaceObject", cel::to_value(namespace).unwrap());
+    let fail = |what: &str, e: ExecutionError| -> ! {
+        panic!("policy {}: {what} fails: {e}\npod: {pod}", p.template)
+    };
+    for (name, program) in &p.conditions {
+        match program.execute(&context) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => return Effect::NotMatched(name.clone()),
+            Ok(other) => panic!("{name} gives {other:?}"),
+            Err(e) => fail(name, e),
+        }
+    }
+    let mut variables: HashMap<String, cel::Value> = HashMap::new();
+    for (name, program) in &p.variables {
+        context.add_variable_from_value("variables", variables.clone());
+        let value = program.execute(&context).unwrap_or_else(|e| fail(name, e));
+        variables.insert(name.clone(), value);
+    }
+    let selected = variables.get("selected") == Some(&cel::Value::Bool(true));
+    context.add_variable_from_value("variables", variables);
+    let ops = match p.mutation.execute(&context) {
+        Ok(cel::Value::List(ops)) => ops,
+        Ok(other) => panic!("the mutation gives {other:?}"),
+        Err(e) => fail("the mutation", e),
+    };
+    if ops.is_empty() {
+        return Effect::StepsAside { selected };
+    }
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops.iter().map(operation).collect())).unwrap();
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).unwrap_or_else(|e| {
+        panic!(
+            "policy {}: its patch does not apply: {e}\npatch: {}\npod: {pod}",
+            p.template,
+            serde_json::to_string_pretty(&patch).unwrap()
+        )
+    });
+    Effect::Patched(out)
+}
+
+// ------------------------------------------------------------ pods to try
+
+/// Templates beside the examples that reach every branch of the compiler:
+/// classic placement, `afterUserInit`, app globs, env and envFrom, host
+/// ports, label-selector operators and a namespace selector, and the kinds
+/// that need the webhook.
+const TRICKY: &str = r#"
+apiVersion: tandem.dev/v1alpha1
+kind: SidecarTemplate
+metadata: { name: classic-proxy }
+spec:
+  pattern: ambassador
+  lifecycle: classic
+  selector:
+    matchExpressions:
+      - { key: proxy, operator: In, values: ["on", "yes"] }
+      - { key: tier, operator: NotIn, values: [db] }
+  containers:
+    - name: proxy
+      image: example.com/proxy:1
+      ports: [{ containerPort: 15001, hostPort: 15001 }]
+      resources: { requests: { cpu: 10m, memory: 16Mi }, limits: { memory: 32Mi } }
+  app:
+    containers: ["web*", "a?p"]
+    env:
+      - { name: HTTP_PROXY, value: "http://localhost:15001" }
+      - name: POD_IP
+        valueFrom: { fieldRef: { fieldPath: status.podIP } }
+    envFrom:
+      - configMapRef: { name: proxy-env }
+---
+apiVersion: tandem.dev/v1alpha1
+kind: SidecarTemplate
+metadata: { name: late-init }
+spec:
+  pattern: init
+  position: afterUserInit
+  namespaceSelector:
+    matchExpressions:
+      - { key: team, operator: Exists }
+      - { key: legacy, operator: DoesNotExist }
+  selector: {}
+  initContainers:
+    - name: migrate
+      image: example.com/migrate:1
+      args: ["--steps", "3"]
+    - name: warm
+      image: example.com/warm:1
+  volumes:
+    - name: warm-cache
+      emptyDir: { sizeLimit: 64Mi }
+  app:
+    volumeMounts:
+      - { name: warm-cache, mountPath: /cache/ }
+---
+apiVersion: tandem.dev/v1alpha1
+kind: SidecarTemplate
+metadata: { name: audited }
+spec:
+  pattern: sidecar
+  mode: dryRun
+  containers: [{ name: auditor, image: example.com/audit:1 }]
+---
+apiVersion: tandem.dev/v1alpha1
+kind: SidecarTemplate
+metadata: { name: strict }
+spec:
+  pattern: sidecar
+  onConflict: fail
+  containers: [{ name: strict, image: example.com/strict:1 }]
+"#;
+
+fn tricky_templates() -> TemplateSet {
+    templates(TRICKY)
+}
+
+/// The pod shapes the requests are tried on: the captured API-server pods,
+/// the example workloads' pods, and generated ones with parents present or
+/// absent, user init containers, Job restart policies and names, volumes,
+/// ports, mounts and env that the templates' own collide with.
+fn pods() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for name in review_fixtures("admission-v1.36") {
+        let (pod, _) = review_pod(&format!("admission-v1.36/{name}.json"));
+        if pod.get("kind").and_then(Value::as_str) == Some("Pod") {
+            out.push((format!("fixture {name}"), pod));
+        }
+    }
+    let base = || {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "p", "namespace": "shop" },
+            "spec": { "containers": [{ "name": "app", "image": "example.com/app:1" }] },
+        })
+    };
+    out.push(("bare".into(), base()));
+    let mut shapes: Vec<(&str, Value)> = vec![
+        (
+            "init, volumes, two apps",
+            json!({
+                "initContainers": [{ "name": "setup", "image": "example.com/setup:1" }],
+                "volumes": [{ "name": "data", "emptyDir": {} }],
+                "containers": [
+                    { "name": "web-1", "image": "example.com/web:1",
+                      "env": [{ "name": "A", "value": "1" }],
+                      "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                      "envFrom": [{ "secretRef": { "name": "s" } }] },
+                    { "name": "app", "image": "example.com/app:1" },
+                ],
+            }),
+        ),
+        (
+            "job",
+            json!({ "restartPolicy": "OnFailure",
+                    "containers": [{ "name": "web", "image": "example.com/job:1" }] }),
+        ),
+        (
+            "native sidecar of the user's",
+            json!({
+                "initContainers": [{ "name": "mesh", "image": "example.com/mesh:1", "restartPolicy": "Always" }],
+                "containers": [{ "name": "app", "image": "example.com/app:1" }],
+            }),
+        ),
+        (
+            "name taken",
+            json!({ "containers": [{ "name": "proxy", "image": "x" }, { "name": "log-shipper", "image": "x" },
+                                   { "name": "migrate", "image": "x" }, { "name": "app", "image": "x" }] }),
+        ),
+        (
+            "volume taken",
+            json!({ "volumes": [{ "name": "warm-cache", "emptyDir": {} }, { "name": "app-config", "emptyDir": {} },
+                                { "name": "app-logs", "emptyDir": {} }],
+                    "containers": [{ "name": "app", "image": "x" }] }),
+        ),
+        (
+            "ports taken",
+            json!({ "containers": [{ "name": "web", "image": "x", "ports": [
+                { "containerPort": 15001 }, { "containerPort": 9125, "protocol": "UDP" },
+                { "containerPort": 5432 }, { "containerPort": 2020 }] }] }),
+        ),
+        (
+            "other protocol",
+            json!({ "containers": [{ "name": "web", "image": "x", "ports": [
+                { "containerPort": 15001, "protocol": "UDP" }, { "containerPort": 9125 }] }] }),
+        ),
+        (
+            "mount, env and envFrom taken",
+            json!({ "volumes": [{ "name": "m", "emptyDir": {} }, { "name": "n", "emptyDir": {} }, { "name": "o", "emptyDir": {} }],
+                    "containers": [{ "name": "web", "image": "x",
+                "volumeMounts": [{ "name": "m", "mountPath": "/cache" }, { "name": "n", "mountPath": "/var/log/app/" },
+                                 { "name": "o", "mountPath": "/etc/app/config" }],
+                "env": [{ "name": "HTTP_PROXY", "value": "other" }, { "name": "STATSD_HOST", "value": "elsewhere" },
+                        { "name": "DATABASE_URL", "value": "x" }],
+                "envFrom": [{ "configMapRef": { "name": "proxy-env" } }] }] }),
+        ),
+        // What the engine finds already there and reuses; the policies step
+        // aside.
+        (
+            "identical env already set",
+            json!({ "containers": [{ "name": "web", "image": "x", "env": [
+                { "name": "HTTP_PROXY", "value": "http://localhost:15001" },
+                { "name": "STATSD_HOST", "value": "localhost" }] }] }),
+        ),
+        (
+            "no app matches the globs",
+            json!({ "containers": [{ "name": "main", "image": "x" }] }),
+        ),
+    ];
+    for (name, spec) in shapes.drain(..) {
+        let mut pod = base();
+        pod["spec"] = spec;
+        out.push((name.to_string(), pod));
+    }
+    for (name, pod) in example_workload_pods() {
+        out.push((name, pod));
+    }
+    out
+}
+
+/// The pods of `examples/workloads/pod.yaml`, as the API server sees them.
+fn example_workload_pods() -> Vec<(String, Value)> {
+    let text = std::fs::read_to_string(manifest_dir().join("examples/workloads/pod.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    docs.into_iter()
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some("Pod"))
+        .enumerate()
+        .map(|(i, mut d)| {
+            d["metadata"]["namespace"] = json!("shop");
+            (format!("examples/workloads/pod.yaml #{i}"), d)
+        })
+        .collect()
+}
+
+type Annotations = Vec<(&'static str, String)>;
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// The annotation and label variants each pod shape is tried with.
+fn pod_variants(set: &TemplateSet) -> Vec<(String, Annotations, Labels)> {
+    let names: Vec<String> = set.all().map(|t| t.name.clone()).collect();
+    let mut requests: Vec<Option<String>> = vec![None, Some("true".into()), Some(" , ".into())];
+    for n in &names {
+        requests.push(Some(n.clone()));
+    }
+    requests.push(Some(format!(" {0}, {0} ", names[0])));
+    requests.push(Some(format!("{},{}", names[0], names[1])));
+    requests.push(Some(format!("{},does-not-exist", names[0])));
+    let labels: Vec<Labels> = vec![
+        vec![],
+        vec![("tandem.dev/metrics", "true")],
+        vec![("proxy", "on")],
+        vec![("proxy", "yes"), ("tier", "db")],
+        vec![("app", "shop"), ("tandem.dev/logs", "true")],
+    ];
+    let extras: Vec<Annotations> = vec![
+        vec![],
+        vec![
+            ("kubectl.kubernetes.io/default-container", "app".into()),
+            (SAFE_TO_EVICT, " data , app-config".into()),
+        ],
+    ];
+    let mut out = Vec::new();
+    for (r, request) in requests.iter().enumerate() {
+        for (l, labels) in labels.iter().enumerate() {
+            // Labels matter for selector matches; one extra set suffices
+            // except on the plain request.
+            let extra_sets = if r == 0 && l == 0 {
+                &extras[..]
+            } else {
+                &extras[..1]
+            };
+            for (e, extra) in extra_sets.iter().enumerate() {
+                let mut annotations = extra.clone();
+                if let Some(v) = request {
+                    annotations.push((INJECT_ANNOTATION, v.clone()));
+                }
+                let name = format!("request {request:?} labels #{l} extras #{e}");
+                out.push((name, annotations, labels.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Namespaces: plain, with a default list, opting out, with team labels.
+fn namespaces(set: &TemplateSet) -> Vec<(String, Value, Namespace)> {
+    let first = set.all().next().unwrap().name.clone();
+    let variants: Vec<(Labels, Annotations)> = vec![
+        (vec![], vec![]),
+        (vec![("team", "shop")], vec![]),
+        (vec![("team", "shop"), ("legacy", "1")], vec![]),
+        (vec![], vec![(INJECT_ANNOTATION, first)]),
+        (
+            vec![("team", "shop")],
+            vec![(INJECT_ANNOTATION, "none".into())],
+        ),
+    ];
+    variants
+        .into_iter()
+        .map(|(labels, annotations)| {
+            let mut l: BTreeMap<String, String> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            l.insert("kubernetes.io/metadata.name".into(), "shop".into());
+            let a: BTreeMap<String, String> = annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            let object = json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": { "name": "shop", "labels": l, "annotations": a },
+            });
+            let name = format!("namespace labels {labels:?} annotations {annotations:?}");
+            (name, object, Namespace::new("shop", l, a))
+        })
+        .collect()
+}
+
+fn with_metadata(pod: &Value, annotations: &[(&str, String)], labels: &[(&str, &str)]) -> Value {
+    let mut pod = pod.clone();
+    for (k, v) in annotations {
+        annotate(&mut pod, k, v);
+    }
+    if !labels.is_empty() {
+        let meta = pod["metadata"].as_object_mut().unwrap();
+        let existing = meta.entry("labels").or_insert_with(|| json!({}));
+        for (k, v) in labels {
+            existing[*k] = json!(v);
+        }
+    }
+    pod
+}
+
+// ------------------------------------------------------------ equivalence
+
+/// How often each outcome was seen, so a change that makes every policy
+/// step aside cannot pass unnoticed.
+#[derive(Default, Debug)]
+struct Tally {
+    same_pod: usize,
+    untouched_by_both: usize,
+    already_injected: usize,
+    several_or_none: usize,
+    needs_webhook: usize,
+    conflict: usize,
+}
+
+fn equivalence(set: &TemplateSet, label: &str) -> Tally {
+    let env = cel_env();
+    let policies = compile_policies(set, &env);
+    let needs_webhook: Vec<String> = set
+        .all()
+        .filter(|t| !policy::needs_webhook(t).is_empty())
+        .map(|t| t.name.clone())
+        .collect();
+    let caps = native_caps();
+    let engine_policy = Policy::default();
+    let mut tally = Tally::default();
+    for (ns_case, ns_object, ns) in namespaces(set) {
+        for (pod_case, shape) in pods() {
+            for (variant, annotations, labels) in pod_variants(set) {
+                let pod = with_metadata(&shape, &annotations, &labels);
+                let case = format!("{label}: {pod_case}, {variant}, {ns_case}");
+                let d = tandem::engine::decide(&Input {
+                    pod: &pod,
+                    namespace: &ns,
+                    templates: set,
+                    capabilities: &caps,
+                    policy: &engine_policy,
+                })
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+                let by_engine = apply(&pod, &d.patch);
+                let effects: Vec<(&str, Effect)> = policies
+                    .iter()
+                    .map(|p| (p.template.as_str(), run(p, &env, &pod, &ns_object)))
+                    .collect();
+                let patched: Vec<&(&str, Effect)> = effects
+                    .iter()
+                    .filter(|(_, e)| matches!(e, Effect::Patched(_)))
+                    .collect();
+                assert!(
+                    patched.len() <= 1,
+                    "{case}: several policies change the pod"
+                );
+                let injected: Vec<&str> = d.injected().collect();
+                if let Some((template, Effect::Patched(by_policy))) = patched.first() {
+                    assert_eq!(
+                        injected,
+                        [*template],
+                        "{case}: policy {template} changes a pod the engine gives {injected:?} ({})",
+                        d.summary()
+                    );
+                    assert!(
+                        *by_policy == by_engine,
+                        "{case}: policy {template} and the engine disagree\npolicy: {}\nengine: {}",
+                        serde_json::to_string_pretty(by_policy).unwrap(),
+                        serde_json::to_string_pretty(&by_engine).unwrap()
+                    );
+                    assert_well_formed(by_policy);
+                    assert_preserved(&pod, by_policy);
+                    for p in &policies {
+                        let again = run(p, &env, by_policy, &ns_object);
+                        assert!(
+                            !matches!(again, Effect::Patched(_)),
+                            "{case}: policy {} changes the pod a second time",
+                            p.template
+                        );
+                    }
+                    tally.same_pod += 1;
+                    continue;
+                }
+                if by_engine == pod {
+                    tally.untouched_by_both += 1;
+                    continue;
+                }
+                // The engine changes the pod and no policy does: a declared step-aside.
+                let has_status = annotation(&pod, STATUS_ANNOTATION).is_some();
+                if has_status {
+                    tally.already_injected += 1;
+                } else if d.templates.len() != 1 || injected.len() != 1 {
+                    tally.several_or_none += 1;
+                } else if needs_webhook.iter().any(|n| n == injected[0]) {
+                    tally.needs_webhook += 1;
+                } else {
+                    let (_, effect) = effects
+                        .iter()
+                        .find(|(t, _)| *t == injected[0])
+                        .unwrap_or_else(|| panic!("{case}: no policy for {}", injected[0]));
+                    assert!(
+                        matches!(effect, Effect::StepsAside { selected: true }),
+                        "{case}: the engine injects {} alone, the policy does not ({effect:?}; {})",
+                        injected[0],
+                        d.summary()
+                    );
+                    tally.conflict += 1;
+                }
+            }
+        }
+    }
+    tally
+}
+
+#[test]
+fn the_example_policies_make_the_engines_change() {
+    let tally = equivalence(&example_templates(), "examples");
+    println!("{tally:?}");
+    assert!(tally.same_pod >= 200, "{tally:?}");
+    assert!(tally.several_or_none > 0 && tally.conflict > 0, "{tally:?}");
+}
+
+#[test]
+fn the_tricky_policies_make_the_engines_change() {
+    let tally = equivalence(&tricky_templates(), "tricky");
+    println!("{tally:?}");
+    assert!(tally.same_pod >= 100, "{tally:?}");
+    assert!(
+        tally.needs_webhook > 0 && tally.conflict > 0 && tally.several_or_none > 0,
+        "{tally:?}"
+    );
+}
+
+/// A pod the webhook injected before carries the status: no policy touches it.
+#[test]
+fn a_pod_the_webhook_injected_is_left_alone() {
+    let set = example_templates();
+    let env = cel_env();
+    let policies = compile_policies(&set, &env);
+    let (_, ns_object, ns) = namespaces(&set).remove(0);
+    let mut pod = pods().into_iter().find(|(n, _)| n == "bare").unwrap().1;
+    annotate(&mut pod, INJECT_ANNOTATION, "log-shipper");
+    let d = tandem::engine::decide(&Input {
+        pod: &pod,
+        namespace: &ns,
+        templates: &set,
+        capabilities: &native_caps(),
+        policy: &Policy::default(),
+    })
+    .unwrap();
+    let injected = apply(&pod, &d.patch);
+    assert!(annotation(&injected, STATUS_ANNOTATION).is_some());
+    for p in &policies {
+        let effect = run(p, &env, &injected, &ns_object);
+        assert!(
+            matches!(&effect, Effect::NotMatched(n) if n == "not-injected-yet"),
+            "{}: {effect:?}",
+            p.template
+        );
+    }
+}
+
+// ------------------------------------------------------------ the output
+
+fn tandem(args: &[&str]) -> (String, String, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .current_dir(manifest_dir())
+        .output()
+        .unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.success(),
+    )
+}
+
+/// The documents of `tandem policy` output, checked to be exactly the
+/// `k8s-openapi` v1 types: a field the types do not know would be lost in
+/// the round trip.
+fn typed_documents(
+    yaml: &str,
+) -> (
+    Vec<MutatingAdmissionPolicy>,
+    Vec<MutatingAdmissionPolicyBinding>,
+) {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
+    let (mut policies, mut bindings) = (Vec::new(), Vec::new());
+    for doc in docs.into_iter().filter(|d| !d.is_null()) {
+        assert_eq!(
+            doc["apiVersion"], "admissionregistration.k8s.io/v1",
+            "{doc}"
+        );
+        match doc["kind"].as_str() {
+            Some("MutatingAdmissionPolicy") => {
+                let typed: MutatingAdmissionPolicy = serde_json::from_value(doc.clone()).unwrap();
+                assert_eq!(serde_json::to_value(&typed).unwrap(), doc, "unknown fields");
+                policies.push(typed);
+            }
+            Some("MutatingAdmissionPolicyBinding") => {
+                let typed: MutatingAdmissionPolicyBinding =
+                    serde_json::from_value(doc.clone()).unwrap();
+                assert_eq!(serde_json::to_value(&typed).unwrap(), doc, "unknown fields");
+                bindings.push(typed);
+            }
+            other => panic!("unexpected kind {other:?}"),
+        }
+    }
+    (policies, bindings)
+}
+
+#[test]
+fn the_example_output_is_typed_parsed_and_golden() {
+    let (stdout, stderr, ok) = tandem(&["policy", "--config", "examples/templates"]);
+    assert!(ok, "{stderr}");
+    snapshot("policy-examples.yaml", &stdout);
+    let (policies, bindings) = typed_documents(&stdout);
+    assert_eq!(policies.len(), 4, "{stderr}");
+    assert_eq!(bindings.len(), 4);
+    assert!(stderr.contains("4 template(s) compiled"), "{stderr}");
+    let refused = "db-ambassador needs the webhook: onConflict fail";
+    assert!(
+        stderr.contains(refused) && stdout.contains(refused),
+        "{stderr}"
+    );
+    for (p, b) in policies.iter().zip(&bindings) {
+        let spec = p.spec.as_ref().unwrap();
+        let bspec = b.spec.as_ref().unwrap();
+        assert_eq!(bspec.policy_name, p.metadata.name);
+        assert_eq!(spec.failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(spec.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        let selector = bspec
+            .match_resources
+            .as_ref()
+            .and_then(|m| m.namespace_selector.clone())
+            .unwrap();
+        assert_eq!(
+            selector.match_labels.unwrap()["tandem.dev/injection"],
+            "enabled"
+        );
+    }
+    // Why each policy is what it is, in the output itself.
+    for needle in [
+        "# failurePolicy Ignore:",
+        "# reinvocationPolicy IfNeeded:",
+        "# template log-shipper",
+    ] {
+        assert!(stdout.contains(needle), "{needle}");
+    }
+    // Every expression compiles, including those the equivalence tests
+    // reach only on some pods.
+    let env = cel_env();
+    for p in &policies {
+        let spec = p.spec.as_ref().unwrap();
+        let expressions = spec
+            .match_conditions
+            .iter()
+            .flatten()
+            .map(|c| &c.expression)
+            .chain(spec.variables.iter().flatten().map(|v| &v.expression))
+            .chain(
+                spec.mutations
+                    .iter()
+                    .flatten()
+                    .filter_map(|m| m.json_patch.as_ref()?.expression.as_ref()),
+            );
+        for e in expressions {
+            env.compile(e).unwrap_or_else(|err| panic!("{err}\n{e}"));
+        }
+    }
+}
+
+#[test]
+fn what_does_not_compile_is_reported_never_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    std::fs::write(&path, TRICKY).unwrap();
+    let (stdout, stderr, ok) = tandem(&["policy", "--config", path.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let (policies, _) = typed_documents(&stdout);
+    let names: Vec<_> = policies
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["tandem-classic-proxy", "tandem-late-init"]);
+    for (template, why) in [("audited", "mode dryRun"), ("strict", "onConflict fail")] {
+        let line = format!("{template} needs the webhook: {why}");
+        assert!(stderr.contains(&line), "{stderr}");
+        assert!(stdout.contains(&format!("# {line}")), "{stdout}");
+    }
+    // Nothing compiles: an error, not an empty manifest.
+    let only = dir.path().join("only.yaml");
+    let strict = TRICKY.split("---").last().unwrap();
+    std::fs::write(&only, strict).unwrap();
+    let (_, stderr, ok) = tandem(&["policy", "--config", only.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("no template compiles"), "{stderr}");
+}
+
+#[test]
+fn cluster_wide_and_extra_namespace_labels_reach_the_bindings() {
+    let (stdout, stderr, ok) = tandem(&[
+        "policy",
+        "--mode",
+        "cluster-wide",
+        "--namespace-selector",
+        "team=shop",
+        "--namespace",
+        "platform",
+    ]);
+    assert!(ok, "{stderr}");
+    let (_, bindings) = typed_documents(&stdout);
+    for b in &bindings {
+        let selector = b.spec.as_ref().unwrap().match_resources.as_ref().unwrap();
+        let selector = selector.namespace_selector.as_ref().unwrap();
+        assert_eq!(
+            selector.match_labels.as_ref().unwrap(),
+            &BTreeMap::from([("team".to_string(), "shop".to_string())])
+        );
+        let text = serde_json::to_string(&selector.match_expressions).unwrap();
+        assert!(
+            text.contains("platform") && text.contains("kube-system"),
+            "{text}"
+        );
+        assert!(text.contains("disabled"), "{text}");
+    }
+    let (_, stderr, ok) = tandem(&[
+        "policy",
+        "--namespace-selector",
+        "tandem.dev/injection=disabled",
+    ]);
+    assert!(!ok && stderr.contains("contradicts"), "{stderr}");
+}
