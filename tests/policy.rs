@@ -839,3 +839,18 @@ fn cluster_wide_and_extra_namespace_labels_reach_the_bindings() {
     ]);
     assert!(!ok && stderr.contains("contradicts"), "{stderr}");
 }
+
+#[test]
+fn check_says_which_templates_compile() {
+    let (stdout, stderr, ok) = tandem(&["check", "-c", "examples/templates"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("template \"log-shipper\": policy: compiles to a MutatingAdmissionPolicy"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("template \"db-ambassador\": policy: needs the webhook: onConflict fail"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 warning(s)"), "{stdout}");
+}

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::engine;
+use crate::install::policy;
 use crate::template::{self, TemplateSet};
 
 #[derive(Args, Debug)]
@@ -29,12 +30,29 @@ pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
     let mut lints = template::lint(&templates);
     lints.extend(engine::collisions(&templates));
     let count = templates.len();
+    // Which templates `tandem policy` compiles: a fact for choosing a mode,
+    // not a fault, so a note rather than a warning.
+    let notes: Vec<String> = templates
+        .iter()
+        .map(|t| {
+            let reasons = policy::needs_webhook(t);
+            let what = if reasons.is_empty() {
+                "compiles to a MutatingAdmissionPolicy (tandem policy)".to_string()
+            } else {
+                format!("needs the webhook: {}", reasons.join("; "))
+            };
+            format!("{}: template \"{}\": policy: {what}", t.source, t.name)
+        })
+        .collect();
     TemplateSet::new(templates).map_err(|e| {
         println!("error: {e}");
         CliError::Failed(format!("1 error in {}", args.config.display()))
     })?;
     for l in &lints {
         println!("warning: {l}");
+    }
+    for n in &notes {
+        println!("note: {n}");
     }
     println!(
         "{}: {count} template(s) valid, {} warning(s)",
