@@ -2,7 +2,9 @@
 //!
 //! - every kustomize variant (`deploy/base`, `deploy/overlays/*`), resolved the
 //!   way kustomize resolves the features those kustomizations use (and compared
-//!   with `kubectl kustomize` when kubectl is installed);
+//!   with `kubectl kustomize` when kubectl is installed), and the compiled
+//!   MutatingAdmissionPolicies of `deploy/policies` that the hybrid and policy
+//!   overlays install;
 //! - the Helm chart, rendered by Helm's own template engine when one is
 //!   installed (a `helm` binary, or the `helm-python-sdk` wheel from PyPI,
 //!   which bundles the Helm 4 SDK), else skipped with a message; plus the chart
@@ -15,7 +17,8 @@
 //! `check_mutating`, the namespaces in scope are what the mode says, the
 //! ValidatingAdmissionPolicy binding covers exactly the webhook's namespaces,
 //! and every name one object uses to find another (Service, ServiceAccount,
-//! Secret, Certificate, Issuer, ClusterRole) resolves.
+//! Secret, Certificate, Issuer, ClusterRole) resolves. Where MutatingAdmissionPolicies
+//! are installed, each has one binding covering the webhook's namespaces too.
 
 mod common;
 
@@ -45,7 +48,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Tandem's namespace in every shipped variant.
 const NS: &str = "tandem-system";
 /// Kinds Kubernetes serves cluster-scoped (among those the install uses).
-const CLUSTER_SCOPED: [&str; 8] = [
+const CLUSTER_SCOPED: [&str; 10] = [
     "Namespace",
     "CustomResourceDefinition",
     "ClusterRole",
@@ -54,7 +57,14 @@ const CLUSTER_SCOPED: [&str; 8] = [
     "ValidatingWebhookConfiguration",
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
 ];
+/// `tandem policy --config examples/templates`, as a kustomization.
+const POLICIES: &str = "deploy/policies";
+const POLICIES_FILE: &str = "deploy/policies/policies.yaml";
+/// The webhook-free overlay: no server, so it is not a `Variant`.
+const POLICY_OVERLAY: &str = "deploy/overlays/policy";
 
 // ---------------------------------------------------------------------------
 // Small helpers
@@ -287,8 +297,10 @@ const OPT_IN: Variant = Variant {
 };
 
 /// The kustomize variants, each with what it must be.
-const KUSTOMIZE_VARIANTS: [(&str, Variant); 3] = [
+const KUSTOMIZE_VARIANTS: [(&str, Variant); 4] = [
     ("deploy/base", OPT_IN),
+    // The webhook as in the base; the policies are checked by check_install too.
+    ("deploy/overlays/hybrid", OPT_IN),
     (
         "deploy/overlays/cluster-wide",
         Variant {
@@ -319,6 +331,44 @@ fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> 
     objects
         .iter()
         .find(|o| o["kind"] == kind && text(o, "/metadata/name") == name)
+}
+
+/// Objects by `id`, for comparing installs whatever their order.
+fn objects_by_id(objects: &[Value]) -> BTreeMap<String, Value> {
+    objects.iter().map(|o| (id(o), o.clone())).collect()
+}
+
+/// What `tandem policy` emits: the MutatingAdmissionPolicies and their bindings.
+fn is_compiled(o: &Value) -> bool {
+    matches!(
+        text(o, "/kind"),
+        "MutatingAdmissionPolicy" | "MutatingAdmissionPolicyBinding"
+    )
+}
+
+/// Anything the API server would call: a webhook's clientConfig, a conversion
+/// webhook, a Service reference (`service: {name, ...}`).
+fn calls_a_service(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| {
+            k == "clientConfig" || (k == "service" && x.get("name").is_some()) || calls_a_service(x)
+        }),
+        Value::Array(a) => a.iter().any(calls_a_service),
+        _ => false,
+    }
+}
+
+/// The namespaceSelector of deploy/base's MutatingWebhookConfiguration: the
+/// opt-in scope every webhook-free install must cover too.
+fn base_webhook_scope() -> Option<LabelSelector> {
+    let base = kustomize(&path("deploy/base"));
+    let mwc: adm::MutatingWebhookConfiguration = strict(
+        one(&base, "MutatingWebhookConfiguration", "deploy/base"),
+        "deploy/base",
+    );
+    mwc.webhooks.unwrap_or_default()[0]
+        .namespace_selector
+        .clone()
 }
 
 /// Every object is its Kubernetes type with no unknown field.
@@ -355,6 +405,10 @@ fn check_types(objects: &[Value], source: &str) {
             "ValidatingAdmissionPolicy" => drop(strict::<adm::ValidatingAdmissionPolicy>(o, &what)),
             "ValidatingAdmissionPolicyBinding" => {
                 drop(strict::<adm::ValidatingAdmissionPolicyBinding>(o, &what))
+            }
+            "MutatingAdmissionPolicy" => drop(strict::<adm::MutatingAdmissionPolicy>(o, &what)),
+            "MutatingAdmissionPolicyBinding" => {
+                drop(strict::<adm::MutatingAdmissionPolicyBinding>(o, &what))
             }
             "CustomResourceDefinition" => drop(strict::<CustomResourceDefinition>(o, &what)),
             "SidecarTemplate" => {
@@ -678,6 +732,7 @@ fn check_install(objects: &[Value], source: &str, v: Variant) {
             "{source}: policy disabled"
         );
     }
+    check_mutating_policies(objects, selector, source);
 
     // --- Certificates.
     let annotation = |o: &Value, key: &str| {
@@ -793,6 +848,53 @@ fn check_install(objects: &[Value], source: &str, v: Variant) {
             }
         }
     }
+}
+
+/// Every MutatingAdmissionPolicy has exactly one binding, which covers exactly
+/// `selector`, the webhook's namespaces: the companion ValidatingAdmissionPolicy
+/// covers those, so a binding covering fewer leaves pods it rejects, and one
+/// covering more injects where the webhook (in hybrid mode) never would.
+/// Returns how many policies there are.
+fn check_mutating_policies(
+    objects: &[Value],
+    selector: Option<&LabelSelector>,
+    source: &str,
+) -> usize {
+    let names: BTreeSet<String> = of_kind(objects, "MutatingAdmissionPolicy")
+        .into_iter()
+        .map(|o| {
+            let p: adm::MutatingAdmissionPolicy = strict(o, source);
+            assert!(p.spec.is_some(), "{source}: {}: no spec", id(o));
+            p.metadata.name.unwrap_or_default()
+        })
+        .collect();
+    let mut bound = BTreeSet::new();
+    for o in of_kind(objects, "MutatingAdmissionPolicyBinding") {
+        let b: adm::MutatingAdmissionPolicyBinding = strict(o, source);
+        let what = format!("{source}: {}", id(o));
+        let spec = b.spec.unwrap_or_else(|| panic!("{what}: no spec"));
+        let policy = spec.policy_name.unwrap_or_default();
+        assert!(
+            names.contains(&policy),
+            "{what}: binds {policy}, which is not installed"
+        );
+        assert!(
+            bound.insert(policy.clone()),
+            "{what}: {policy} is bound twice"
+        );
+        assert!(spec.param_ref.is_none(), "{what}: no parameters to find");
+        let covered = spec.match_resources.and_then(|m| m.namespace_selector);
+        assert_eq!(
+            covered.as_ref(),
+            selector,
+            "{what}: the binding covers exactly the webhook's namespaces"
+        );
+    }
+    assert_eq!(
+        bound, names,
+        "{source}: every MutatingAdmissionPolicy is bound"
+    );
+    names.len()
 }
 
 fn check_policy(
@@ -922,14 +1024,17 @@ fn every_overlay_is_checked() {
         })
         .collect();
     overlays.sort();
-    let known: Vec<&str> = KUSTOMIZE_VARIANTS
+    let mut known: Vec<&str> = KUSTOMIZE_VARIANTS
         .iter()
         .map(|(d, _)| *d)
+        .chain([POLICY_OVERLAY])
         .filter(|d| d.starts_with("deploy/overlays/"))
         .collect();
+    known.sort();
     assert_eq!(
         overlays, known,
-        "add new overlays to KUSTOMIZE_VARIANTS in tests/install.rs"
+        "add new overlays to KUSTOMIZE_VARIANTS in tests/install.rs (or a test of their own, \
+         like POLICY_OVERLAY's)"
     );
 }
 
@@ -1013,6 +1118,16 @@ fn overlays_change_only_what_they_say() {
             "{k}: the self-signed overlay changes only cert-manager annotations"
         );
     }
+
+    let hybrid = by_id(&kustomize(&path("deploy/overlays/hybrid")));
+    let compiled = by_id(&yaml_docs(&read(POLICIES_FILE), POLICIES_FILE));
+    let mut expected = base.clone();
+    expected.extend(compiled.clone());
+    assert_eq!(
+        hybrid, expected,
+        "the hybrid overlay is the base plus the policies of {POLICIES}, unchanged"
+    );
+    assert_eq!(base.len() + compiled.len(), hybrid.len());
 }
 
 /// The resolver above against the real thing, where kubectl is installed.
@@ -1028,7 +1143,8 @@ fn resolver_agrees_with_kubectl_kustomize() {
         );
         return;
     }
-    for (dir, _) in KUSTOMIZE_VARIANTS {
+    let dirs = KUSTOMIZE_VARIANTS.map(|(d, _)| d);
+    for dir in dirs.iter().chain(&[POLICIES, POLICY_OVERLAY]) {
         let out = Command::new("kubectl")
             .args(["kustomize", &path(dir).display().to_string()])
             .output()
@@ -1050,6 +1166,100 @@ fn resolver_agrees_with_kubectl_kustomize() {
         for (r, o) in real.iter().zip(&ours) {
             assert_eq!(r, o, "{dir}: {}", id(r));
         }
+    }
+}
+
+/// deploy/policies is what the compiler prints, so it cannot drift from it.
+#[test]
+fn policies_are_the_output_of_tandem_policy() {
+    let (ok, stdout, stderr) = tandem(
+        &["policy", "--config", "examples/templates"],
+        Path::new(ROOT),
+    );
+    assert!(ok, "tandem policy --config examples/templates: {stderr}");
+    let file = read(POLICIES_FILE);
+    if file != stdout {
+        let line = file
+            .lines()
+            .zip(stdout.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(file.lines().count().min(stdout.lines().count()));
+        panic!(
+            "{POLICIES_FILE} is not the output of `tandem policy --config examples/templates` \
+             (first difference on line {}); regenerate it:\n  \
+             cargo run -- policy --config examples/templates > {POLICIES_FILE}",
+            line + 1
+        );
+    }
+    let header = read(&format!("{POLICIES}/kustomization.yaml"));
+    for hint in [
+        "tandem policy --config <your templates> > deploy/policies/policies.yaml",
+        "--mode cluster-wide",
+    ] {
+        assert!(
+            header.contains(hint),
+            "{POLICIES}/kustomization.yaml does not say how to regenerate the policies: {hint}"
+        );
+    }
+    let objects = kustomize(&path(POLICIES));
+    check_types(&objects, POLICIES);
+    assert!(
+        objects.iter().all(is_compiled),
+        "{POLICIES}: only the compiled policies"
+    );
+    let n = check_mutating_policies(&objects, base_webhook_scope().as_ref(), POLICIES);
+    assert!(n > 0, "{POLICIES}: no template compiled");
+}
+
+/// deploy/overlays/policy: nothing on the pod-creation path but the API
+/// server, so no server object at all, and the policies cover the scope the
+/// companion ValidatingAdmissionPolicy guards.
+#[test]
+fn policy_overlay_installs_only_what_the_api_server_runs() {
+    let source = POLICY_OVERLAY;
+    let objects = kustomize(&path(source));
+    check_types(&objects, source);
+    let base = kustomize(&path("deploy/base"));
+    let compiled = yaml_docs(&read(POLICIES_FILE), POLICIES_FILE);
+    let kept = [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ];
+    let expected: Vec<Value> = base
+        .iter()
+        .filter(|o| kept.contains(&text(o, "/kind")))
+        .chain(&compiled)
+        .cloned()
+        .collect();
+    assert_eq!(expected.len(), kept.len() + compiled.len());
+    let (have, want) = (objects_by_id(&objects), objects_by_id(&expected));
+    assert_eq!(
+        have.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{source}: the Namespace, the CRD, the ValidatingAdmissionPolicy + binding and the \
+         policies of {POLICIES}, nothing else"
+    );
+    assert_eq!(have, want, "{source}: what it keeps, it keeps unchanged");
+
+    let selector = base_webhook_scope();
+    assert!(
+        check_mutating_policies(&objects, selector.as_ref(), source) > 0,
+        "{source}: no MutatingAdmissionPolicy"
+    );
+    check_policy(
+        one(&objects, "ValidatingAdmissionPolicy", source),
+        one(&objects, "ValidatingAdmissionPolicyBinding", source),
+        selector.as_ref(),
+        source,
+    );
+    for o in &objects {
+        assert!(
+            !calls_a_service(o),
+            "{source}: {} calls a Service, and no server is installed",
+            id(o)
+        );
     }
 }
 
@@ -1241,6 +1451,12 @@ fn chart_cases() -> Vec<ChartCase> {
             same_as: None,
         },
         ChartCase {
+            name: "injector.mode=hybrid",
+            values: json!({"injector": {"mode": "hybrid", "policies": read(POLICIES_FILE)}}),
+            variant: OPT_IN,
+            same_as: Some("deploy/overlays/hybrid"),
+        },
+        ChartCase {
             name: "templates, ServiceMonitor, external issuer, no policy",
             values: json!({
                 "replicas": 3,
@@ -1276,6 +1492,7 @@ fn chart_renders_and_passes_the_install_checks() {
         let rendered = render(&renderer, &case.values).unwrap_or_else(|e| panic!("{source}: {e}"));
         let objects = &rendered.objects;
         check_install(objects, &source, case.variant);
+        let hybrid = case.values.pointer("/injector/mode") == Some(&json!("hybrid"));
         assert!(
             of_kind(objects, "Namespace").is_empty()
                 && of_kind(objects, "CustomResourceDefinition").is_empty(),
@@ -1298,6 +1515,43 @@ fn chart_renders_and_passes_the_install_checks() {
                 unhook < notes.find("helm uninstall").unwrap(),
                 "{source}: NOTES: the webhook goes first"
             );
+            if hybrid {
+                assert!(
+                    notes.contains(
+                        "kubectl get mutatingadmissionpolicies,mutatingadmissionpolicybindings \
+                         -l app.kubernetes.io/name=tandem"
+                    ),
+                    "{source}: NOTES: how to see the policies: {notes}"
+                );
+                let unbind = notes
+                    .find("kubectl delete mutatingadmissionpolicybindings")
+                    .expect("NOTES: the policies' bindings in the uninstall order");
+                assert!(
+                    unbind < notes.find("helm uninstall").unwrap(),
+                    "{source}: NOTES: the bindings go before the release"
+                );
+            } else {
+                assert!(
+                    !notes.contains("admissionpolicies"),
+                    "{source}: NOTES: no policies in webhook mode: {notes}"
+                );
+            }
+        }
+        let compiled = objects_by_id(
+            &objects
+                .iter()
+                .filter(|o| is_compiled(o))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        if hybrid {
+            assert_eq!(
+                compiled,
+                objects_by_id(&yaml_docs(&read(POLICIES_FILE), POLICIES_FILE)),
+                "{source}: injector.policies, verbatim"
+            );
+        } else {
+            assert!(compiled.is_empty(), "{source}: policies in webhook mode");
         }
         if case.name.starts_with("templates") {
             assert_eq!(of_kind(objects, "SidecarTemplate").len(), 1, "{source}");
@@ -1399,6 +1653,183 @@ fn same_objects(kustomized: &[Value], rendered: &[Value], source: &str) {
     }
 }
 
+/// injector.mode=policy: the policies and the ValidatingAdmissionPolicy, and
+/// none of the server's objects whatever the server's values say.
+#[test]
+fn chart_policy_mode_installs_only_the_policies() {
+    let Some(renderer) = renderer_or_skip("chart_policy_mode_installs_only_the_policies") else {
+        return;
+    };
+    let policies = read(POLICIES_FILE);
+    let compiled = objects_by_id(&yaml_docs(&policies, POLICIES_FILE));
+    let overlay = kustomize(&path(POLICY_OVERLAY));
+    let selector = base_webhook_scope();
+    let injector = json!({"mode": "policy", "policies": policies});
+    for (name, values, validating) in [
+        ("injector.mode=policy", json!({"injector": injector}), true),
+        (
+            "injector.mode=policy, every server value set",
+            json!({
+                "injector": injector,
+                "replicas": 3,
+                "certificates": {"mode": "self-signed"},
+                "serviceMonitor": {"enabled": true},
+                "podDisruptionBudget": {"enabled": true},
+            }),
+            true,
+        ),
+        (
+            "injector.mode=policy, no validating policy",
+            json!({"injector": injector, "validatingPolicy": {"enabled": false}}),
+            false,
+        ),
+    ] {
+        let source = format!("{CHART} ({name})");
+        let rendered = render(&renderer, &values).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let objects = &rendered.objects;
+        check_types(objects, &source);
+        let (mutating, rest): (Vec<Value>, Vec<Value>) =
+            objects.iter().cloned().partition(is_compiled);
+        assert_eq!(
+            objects_by_id(&mutating),
+            compiled,
+            "{source}: injector.policies, verbatim"
+        );
+        let mut kinds: Vec<&str> = rest.iter().map(|o| text(o, "/kind")).collect();
+        kinds.sort();
+        let want: &[&str] = if validating {
+            &[
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+            ]
+        } else {
+            &[]
+        };
+        assert_eq!(kinds, want, "{source}: no server object");
+        check_mutating_policies(objects, selector.as_ref(), &source);
+        if validating {
+            let (policy, binding) = (
+                one(objects, "ValidatingAdmissionPolicy", &source),
+                one(objects, "ValidatingAdmissionPolicyBinding", &source),
+            );
+            check_policy(policy, binding, selector.as_ref(), &source);
+            for o in [policy, binding] {
+                let kind = text(o, "/kind");
+                assert_eq!(
+                    o["spec"],
+                    one(&overlay, kind, POLICY_OVERLAY)["spec"],
+                    "{source}: {kind} as in {POLICY_OVERLAY}"
+                );
+            }
+        }
+        for o in objects {
+            assert!(
+                !calls_a_service(o),
+                "{source}: {} calls a Service, and no server is installed",
+                id(o)
+            );
+        }
+        if let Some(notes) = &rendered.notes {
+            for wanted in [
+                "kubectl get mutatingadmissionpolicies,mutatingadmissionpolicybindings -l app.kubernetes.io/name=tandem",
+                "kubectl label namespace <ns> tandem.dev/injection=enabled",
+                "tandem policy --config <templates dir> > policies.yaml",
+                "--set-file injector.policies=policies.yaml",
+            ] {
+                assert!(
+                    notes.contains(wanted),
+                    "{source}: NOTES lacks `{wanted}`: {notes}"
+                );
+            }
+            for unwanted in [
+                "rollout status",
+                "webhookconfiguration",
+                "sidecartemplates -A",
+            ] {
+                assert!(
+                    !notes.contains(unwanted),
+                    "{source}: NOTES: `{unwanted}`, but there is no server: {notes}"
+                );
+            }
+            let unbind = notes
+                .find("kubectl delete mutatingadmissionpolicybindings -l app.kubernetes.io/name=tandem")
+                .unwrap_or_else(|| panic!("{source}: NOTES: the bindings in the uninstall order"));
+            assert!(
+                unbind < notes.find("helm uninstall").unwrap(),
+                "{source}: NOTES: the bindings go first"
+            );
+        }
+    }
+    // NOTES finds the policies by this label, whatever the release is called.
+    for (id, o) in &compiled {
+        assert_eq!(
+            text(o, "/metadata/labels/app.kubernetes.io~1name"),
+            "tandem",
+            "{id}"
+        );
+    }
+}
+
+/// policy and hybrid mode without their policies, with the wrong file, or
+/// (policy mode) with templates no server would read, fail to render.
+#[test]
+fn chart_refuses_policy_modes_without_their_policies() {
+    let Some(renderer) = renderer_or_skip("chart_refuses_policy_modes_without_their_policies")
+    else {
+        return;
+    };
+    let policies = read(POLICIES_FILE);
+    let templates = json!({"log-shipper": {
+        "pattern": "sidecar",
+        "containers": [{"name": "log-shipper", "image": "fluent/fluent-bit:3.2.4"}],
+    }});
+    for (what, values, message) in [
+        (
+            "policy mode, no policies",
+            json!({"injector": {"mode": "policy"}}),
+            "injector.mode=policy needs injector.policies",
+        ),
+        (
+            "hybrid mode, empty policies",
+            json!({"injector": {"mode": "hybrid", "policies": ""}}),
+            "injector.mode=hybrid needs injector.policies",
+        ),
+        (
+            "policy mode, the webhook manifest as policies",
+            json!({"injector": {"mode": "policy", "policies": read("deploy/base/mutatingwebhook.yaml")}}),
+            "injector.policies holds no MutatingAdmissionPolicy",
+        ),
+        (
+            "hybrid mode, bindings only",
+            json!({"injector": {"mode": "hybrid", "policies": policies
+                .split("\n---\n")
+                .filter(|d| !d.contains("\nkind: MutatingAdmissionPolicy\n"))
+                .collect::<Vec<_>>()
+                .join("\n---\n")}}),
+            "injector.policies holds no MutatingAdmissionPolicy",
+        ),
+        (
+            "policy mode with templates",
+            json!({"injector": {"mode": "policy", "policies": policies}, "templates": templates}),
+            "in policy mode templates are compiled by tandem policy; pass its output as injector.policies",
+        ),
+    ] {
+        match render(&renderer, &values) {
+            Ok(_) => panic!("{CHART}: rendered {what}"),
+            Err(e) => assert!(
+                e.contains(message),
+                "{what}: the error is not `{message}`: {e}"
+            ),
+        }
+    }
+    // Hybrid mode still has the server that reads templates.
+    let hybrid =
+        json!({"injector": {"mode": "hybrid", "policies": policies}, "templates": templates});
+    let rendered =
+        render(&renderer, &hybrid).unwrap_or_else(|e| panic!("hybrid with templates: {e}"));
+    assert_eq!(of_kind(&rendered.objects, "SidecarTemplate").len(), 1);
+}
+
 fn strip_ca_bundle(v: &mut Value) {
     match v {
         Value::Object(m) => {
@@ -1418,6 +1849,15 @@ fn chart_schema_refuses_bad_values() {
     for (values, key) in [
         (json!({"timeoutSeconds": 30}), "timeoutSeconds"),
         (json!({"mode": "everywhere"}), "mode"),
+        (json!({"injector": {"mode": "everywhere"}}), "mode"),
+        (
+            json!({"injector": {"policies": ["tandem-log-shipper"]}}),
+            "policies",
+        ),
+        (
+            json!({"injector": {"mode": "policy", "policy": "x"}}),
+            "policy",
+        ),
         (json!({"image": {"tag": "latest"}}), "tag"),
         (json!({"failurePolicy": "Retry"}), "failurePolicy"),
         (json!({"replica": 2}), "replica"),
@@ -1468,9 +1908,17 @@ fn chart_files_are_consistent() {
         errors.is_empty(),
         "values.yaml does not match values.schema.json: {errors:?}"
     );
+    assert_eq!(
+        values["injector"],
+        json!({"mode": "webhook", "policies": ""}),
+        "the webhook injects unless told otherwise"
+    );
     for (pointer, bad) in [
         ("/timeoutSeconds", json!(30)),
         ("/mode", json!("everywhere")),
+        ("/injector/mode", json!("everywhere")),
+        ("/injector/policies", json!(["tandem-log-shipper"])),
+        ("/injector/policy", json!("x")),
         ("/image/tag", json!("latest")),
         ("/certificates/mode", json!("vault")),
         ("/replicas", json!("2")),

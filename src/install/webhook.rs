@@ -17,7 +17,7 @@ use crate::engine::selector_matches;
 use crate::facts::{INJECTION_LABEL, MIRROR_ANNOTATION, NAMESPACE_NAME_LABEL, SYSTEM_NAMESPACES};
 
 /// The CEL of the matchCondition that keeps mirror pods away from Tandem.
-fn mirror_condition() -> String {
+pub(super) fn mirror_condition() -> String {
     format!(
         "!has(object.metadata.annotations) || !('{MIRROR_ANNOTATION}' in object.metadata.annotations)"
     )

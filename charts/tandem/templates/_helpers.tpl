@@ -47,6 +47,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: webhook
 {{- end -}}
 
+{{/*
+"true" when Tandem's server runs (injector.mode webhook or hybrid), else empty.
+In policy mode the API server injects on its own: a Deployment, its
+certificates and the webhook configurations pointing at it would be a server
+nothing needs, and a validating webhook with failurePolicy Fail and no pods
+behind it would refuse every SidecarTemplate.
+*/}}
+{{- define "tandem.serves" -}}
+{{- if ne .Values.injector.mode "policy" -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The `tandem policy` command whose bindings cover the namespaces this release
+covers (mode, excludedNamespaces, the release namespace), for NOTES: policies
+with another scope would leave pods to the validating policy to reject.
+*/}}
+{{- define "tandem.policyCommand" -}}
+tandem policy --config <templates dir>
+{{- if eq .Values.mode "cluster-wide" }} --mode cluster-wide{{ end }}
+{{- if ne .Release.Namespace "tandem-system" }} --namespace {{ .Release.Namespace }}{{ end }}
+{{- range .Values.excludedNamespaces }}
+{{- if not (has . (list "kube-system" "kube-public" "kube-node-lease")) }} --exclude-namespace {{ . }}{{ end }}
+{{- end }}
+{{- end -}}
+
 {{- define "tandem.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}

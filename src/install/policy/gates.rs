@@ -6,10 +6,9 @@
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, Variable};
 use serde_json::Value;
 
-use super::cel;
-use crate::facts::{
-    INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, MIRROR_ANNOTATION, STATUS_ANNOTATION,
-};
+use super::{cel, variable};
+use crate::facts::{INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, STATUS_ANNOTATION};
+use crate::install::webhook::mirror_condition;
 use crate::template::{Scope, Template, TemplateSet};
 
 /// `has(<meta>.annotations) && "<key>" in <meta>.annotations`.
@@ -33,7 +32,7 @@ pub(super) fn match_conditions() -> Vec<MatchCondition> {
     vec![
         MatchCondition {
             name: "exclude-mirror-pods".into(),
-            expression: format!("!({})", has_annotation(pod, MIRROR_ANNOTATION)),
+            expression: mirror_condition(),
         },
         MatchCondition {
             name: "pod-does-not-opt-out".into(),
@@ -53,15 +52,8 @@ pub(super) fn match_conditions() -> Vec<MatchCondition> {
     ]
 }
 
-fn variable(name: &str, expression: String) -> Variable {
-    Variable {
-        name: name.into(),
-        expression,
-    }
-}
-
-/// The request of the pod (`pod`) or its namespace (`ns`): whether it
-/// names templates, and which.
+/// The `tandem.dev/inject` request of the pod (`prefix` "pod") or of its
+/// namespace ("namespace"): its value, whether it names templates, and which.
 fn request(prefix: &str, meta: &str) -> Vec<Variable> {
     let asks = has_annotation(meta, INJECT_ANNOTATION);
     let value = format!("variables.{prefix}Value");
@@ -129,7 +121,7 @@ pub(super) fn selection(t: &Template, set: &TemplateSet) -> Vec<Variable> {
     // The pod's list replaces the namespace default; selectors add to either.
     vars.push(variable(
         "names",
-        "variables.podHasNames ? variables.podNames : variables.namespaceNames".into(),
+        "variables.podHasNames ? variables.podNames : variables.namespaceNames",
     ));
     // A namespace that opts out turns selectors off, unless the pod asks.
     vars.push(variable(

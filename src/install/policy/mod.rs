@@ -132,6 +132,7 @@ fn meta(t: &Template) -> ObjectMeta {
     }
 }
 
+/// A named CEL expression, available to later ones as `variables.<name>`.
 fn variable(name: &str, expression: impl Into<String>) -> Variable {
     Variable {
         name: name.into(),

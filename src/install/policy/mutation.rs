@@ -7,8 +7,8 @@
 use k8s_openapi::api::admissionregistration::v1::Variable;
 use serde_json::Value;
 
-use super::cel;
 use super::gates::has_annotation;
+use super::{cel, variable};
 use crate::facts::{DEFAULT_CONTAINER_ANNOTATION, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION};
 use crate::template::{Position, Template};
 
@@ -29,13 +29,6 @@ fn pointer(tokens: &[&str]) -> String {
 
 fn list(ops: &[String]) -> String {
     format!("[{}]", ops.join(", "))
-}
-
-fn variable(name: &str, expression: String) -> Variable {
-    Variable {
-        name: name.into(),
-        expression,
-    }
 }
 
 /// The template's objects as variables: its init containers, its
