@@ -1179,11 +1179,7 @@ fn policies_are_the_output_of_tandem_policy() {
     assert!(ok, "tandem policy --config examples/templates: {stderr}");
     let file = read(POLICIES_FILE);
     if file != stdout {
-        let line = file
-            .lines()
-            .zip(stdout.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(file.lines().count().min(stdout.lines().count()));
+        let line = common::first_difference(&file, &stdout);
         panic!(
             "{POLICIES_FILE} is not the output of `tandem policy --config examples/templates` \
              (first difference on line {}); regenerate it:\n  \

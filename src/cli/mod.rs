@@ -22,6 +22,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::facts::{Capabilities, Namespace, NativeSidecars, OnMissing, Policy};
+use crate::install::webhook::Scope;
 use crate::template::{self, TemplateSet};
 
 #[derive(Parser, Debug)]
@@ -79,6 +80,30 @@ impl TemplateArgs {
         TemplateSet::new(templates)
             .map(Arc::new)
             .map_err(|e| CliError::Templates(vec![e]))
+    }
+}
+
+/// Which namespaces the webhook, or the policies, reach.
+#[derive(Args, Debug, Clone)]
+pub struct ScopeArgs {
+    /// Tandem's own namespace (never injected).
+    #[arg(long, default_value = "tandem-system")]
+    pub namespace: String,
+    /// opt-in (namespaces labelled tandem.dev/injection=enabled) or cluster-wide.
+    #[arg(long, default_value = "opt-in", value_parser = ["opt-in", "cluster-wide"])]
+    pub mode: String,
+    /// More namespaces to exclude (repeatable).
+    #[arg(long = "exclude-namespace", value_name = "NAME")]
+    pub exclude_namespaces: Vec<String>,
+}
+
+impl ScopeArgs {
+    pub fn scope(&self) -> Scope {
+        if self.mode == "cluster-wide" {
+            Scope::ClusterWide
+        } else {
+            Scope::OptIn
+        }
     }
 }
 

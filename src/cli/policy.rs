@@ -4,28 +4,20 @@
 
 use clap::Args;
 
-use super::{CliError, TemplateArgs, manifest, parse_pairs};
+use super::{CliError, ScopeArgs, TemplateArgs, manifest, parse_pairs};
 use crate::install::policy::{
     self, Compiled, FAILURE_POLICY, REINVOCATION_POLICY, Reach, STEPS_ASIDE,
 };
-use crate::install::webhook::Scope;
 
 #[derive(Args, Debug)]
 pub struct PolicyArgs {
     #[command(flatten)]
     pub templates: TemplateArgs,
-    /// opt-in (namespaces labelled tandem.dev/injection=enabled) or cluster-wide.
-    #[arg(long, default_value = "opt-in", value_parser = ["opt-in", "cluster-wide"])]
-    pub mode: String,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Labels a namespace must also carry, as k=v,k=v.
     #[arg(long, value_name = "K=V,...", default_value = "")]
     pub namespace_selector: String,
-    /// Tandem's own namespace (never injected).
-    #[arg(long, default_value = "tandem-system")]
-    pub namespace: String,
-    /// More namespaces to exclude (repeatable).
-    #[arg(long = "exclude-namespace", value_name = "NAME")]
-    pub exclude_namespaces: Vec<String>,
 }
 
 /// Comment lines, `# ` before each.
@@ -36,13 +28,9 @@ fn comment(lines: &[String]) -> String {
 pub(super) fn run(args: &PolicyArgs) -> Result<(), CliError> {
     let set = args.templates.load()?;
     let reach = Reach {
-        namespace: args.namespace.clone(),
-        scope: if args.mode == "cluster-wide" {
-            Scope::ClusterWide
-        } else {
-            Scope::OptIn
-        },
-        excluded_namespaces: args.exclude_namespaces.clone(),
+        namespace: args.scope.namespace.clone(),
+        scope: args.scope.scope(),
+        excluded_namespaces: args.scope.exclude_namespaces.clone(),
         extra_labels: parse_pairs(&args.namespace_selector).map_err(CliError::Usage)?,
     };
     let compiled = policy::compile(&set, &reach).map_err(CliError::Usage)?;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CliError, manifest};
-use crate::install::webhook::{self, Endpoint, Params, Scope};
+use super::{CliError, ScopeArgs, manifest};
+use crate::install::webhook::{self, Endpoint, Params};
 
 #[derive(Args, Debug)]
 pub struct WebhookConfigArgs {
@@ -23,20 +23,13 @@ pub struct WebhookConfigArgs {
     /// PEM file of the CA that signed Tandem's serving certificate.
     #[arg(long, value_name = "FILE")]
     pub ca_bundle_file: Option<PathBuf>,
-    /// Tandem's own namespace (never injected).
-    #[arg(long, default_value = "tandem-system")]
-    pub namespace: String,
-    /// opt-in (namespaces labelled tandem.dev/injection=enabled) or cluster-wide.
-    #[arg(long, default_value = "opt-in", value_parser = ["opt-in", "cluster-wide"])]
-    pub mode: String,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
     /// Ignore (fail open; pair with the shipped ValidatingAdmissionPolicy) or Fail.
     #[arg(long, default_value = "Ignore", value_parser = ["Ignore", "Fail"])]
     pub failure_policy: String,
     #[arg(long, default_value_t = 5)]
     pub timeout_seconds: i32,
-    /// More namespaces to exclude (repeatable).
-    #[arg(long = "exclude-namespace", value_name = "NAME")]
-    pub exclude_namespaces: Vec<String>,
 }
 
 pub(super) fn run(args: &WebhookConfigArgs) -> Result<(), CliError> {
@@ -51,25 +44,21 @@ pub(super) fn run(args: &WebhookConfigArgs) -> Result<(), CliError> {
         Some(url) => Endpoint::url(url).map_err(CliError::Usage)?,
         None => Endpoint::Service {
             name: args.service.clone(),
-            namespace: args.namespace.clone(),
+            namespace: args.scope.namespace.clone(),
             port: args.port,
         },
     };
     let params = Params {
         endpoint,
         ca_bundle,
-        namespace: args.namespace.clone(),
-        scope: if args.mode == "cluster-wide" {
-            Scope::ClusterWide
-        } else {
-            Scope::OptIn
-        },
+        namespace: args.scope.namespace.clone(),
+        scope: args.scope.scope(),
         failure_policy: args.failure_policy.clone(),
         timeout_seconds: args.timeout_seconds,
-        excluded_namespaces: args.exclude_namespaces.clone(),
+        excluded_namespaces: args.scope.exclude_namespaces.clone(),
     };
     let mutating = webhook::mutating(&params);
-    let problems = webhook::check_mutating(&mutating, &args.namespace);
+    let problems = webhook::check_mutating(&mutating, &args.scope.namespace);
     if !problems.is_empty() {
         return Err(CliError::Failed(format!(
             "refusing an unsafe configuration:\n  {}",

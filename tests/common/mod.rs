@@ -505,6 +505,15 @@ pub fn strict<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, wh
     typed
 }
 
+/// The 0-based line where two texts first differ.
+pub fn first_difference(expected: &str, actual: &str) -> usize {
+    expected
+        .lines()
+        .zip(actual.lines())
+        .position(|(e, a)| e != a)
+        .unwrap_or(expected.lines().count().min(actual.lines().count()))
+}
+
 /// Compares `actual` with the committed snapshot `tests/snapshots/NAME`;
 /// `TANDEM_UPDATE_SNAPSHOTS=1` rewrites it instead.
 pub fn snapshot(name: &str, actual: &str) {
@@ -521,11 +530,7 @@ pub fn snapshot(name: &str, actual: &str) {
         )
     });
     if expected != actual {
-        let line = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(e, a)| e != a)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        let line = first_difference(&expected, actual);
         panic!(
             "{name} differs from its snapshot at line {}:\n  want: {:?}\n  got:  {:?}\n\
              (TANDEM_UPDATE_SNAPSHOTS=1 rewrites it after a deliberate change)",

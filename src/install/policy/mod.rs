@@ -23,8 +23,8 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::webhook::{Scope, namespace_selector};
 use crate::engine::Status;
+use crate::install::webhook::{Scope, namespace_selector};
 use crate::template::{Lifecycle, Mode, OnConflict, Scope as TemplateScope, Template, TemplateSet};
 
 /// Which namespaces the bindings reach: the webhook's scope, narrowed by
