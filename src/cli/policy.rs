@@ -6,7 +6,8 @@ use clap::Args;
 
 use super::{CliError, ScopeArgs, TemplateArgs, manifest, parse_pairs};
 use crate::install::policy::{
-    self, Compiled, FAILURE_POLICY, REINVOCATION_POLICY, Reach, STEPS_ASIDE,
+    self, Compiled, FAILURE_POLICY, PolicyError, REINVOCATION_POLICY, Reach, STEPS_ASIDE,
+    WHY_JSON_PATCH, WHY_SELECTORS_IN_CEL,
 };
 
 #[derive(Args, Debug)]
@@ -33,7 +34,10 @@ pub(super) fn run(args: &PolicyArgs) -> Result<(), CliError> {
         excluded_namespaces: args.scope.exclude_namespaces.clone(),
         extra_labels: parse_pairs(&args.namespace_selector).map_err(CliError::Usage)?,
     };
-    let compiled = policy::compile(&set, &reach).map_err(CliError::Usage)?;
+    let compiled = policy::compile(&set, &reach).map_err(|e| match e {
+        PolicyError::Contradiction { .. } => CliError::Usage(e.to_string()),
+        PolicyError::Engine(_) => CliError::Failed(e.to_string()),
+    })?;
     let mut header: Vec<String> = [
         "MutatingAdmissionPolicies compiled by `tandem policy` (admissionregistration.k8s.io/v1, Kubernetes 1.36+).",
         "Each changes a pod only where Tandem's engine would inject exactly its template, and",
@@ -43,6 +47,8 @@ pub(super) fn run(args: &PolicyArgs) -> Result<(), CliError> {
     .map(String::from)
     .collect();
     header.extend(STEPS_ASIDE.iter().map(|s| format!("- {s}")));
+    header.push(WHY_JSON_PATCH.to_string());
+    header.push(WHY_SELECTORS_IN_CEL.to_string());
     header.push(format!(
         "failurePolicy {}: {}",
         FAILURE_POLICY.0, FAILURE_POLICY.1

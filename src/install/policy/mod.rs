@@ -23,7 +23,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use crate::engine::Status;
+use crate::engine::{EngineError, Status};
 use crate::install::webhook::{Scope, namespace_selector};
 use crate::template::{Lifecycle, Mode, OnConflict, Scope as TemplateScope, Template, TemplateSet};
 
@@ -74,6 +74,12 @@ pub const REINVOCATION_POLICY: (&str, &str) = (
     "a later mutator may add the label or annotation that selects a template; a second run after the status is written steps aside, so it is harmless",
 );
 
+/// Why the mutations are JSONPatch, for the output's comments.
+pub const WHY_JSON_PATCH: &str = "JSONPatch throughout: every change is an add at the place the engine chooses (init containers at their position, appended list items, annotations key by key); an ApplyConfiguration would merge a template container into a user container of the same name, which the engine refuses as a conflict";
+
+/// Why the selectors are CEL rather than the binding's objectSelector.
+pub const WHY_SELECTORS_IN_CEL: &str = "Selectors are CEL variables, not the binding's objectSelector: a pod that names the template gets it without the label, and a pod that another template's selector also matches is the webhook's";
+
 /// Why `t` cannot be compiled at all; empty when it can.
 pub fn needs_webhook(t: &Template) -> Vec<String> {
     let mut reasons = Vec::new();
@@ -97,8 +103,47 @@ pub fn needs_webhook(t: &Template) -> Vec<String> {
     reasons
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// An extra namespace label that no namespace in the mode's scope has.
+    #[error(
+        "--namespace-selector {key}={wanted} contradicts the {key}={required} the mode requires"
+    )]
+    Contradiction {
+        key: String,
+        wanted: String,
+        required: String,
+    },
+    /// The status annotation could not be encoded; a bug, never the input's fault.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The namespaces every binding selects: the webhook's scope, and the extra
+/// labels on top.
+fn binding_selector(reach: &Reach) -> Result<LabelSelector, PolicyError> {
+    let mut selector =
+        namespace_selector(reach.scope, &reach.namespace, &reach.excluded_namespaces);
+    let labels = selector.match_labels.get_or_insert_with(BTreeMap::new);
+    for (key, wanted) in &reach.extra_labels {
+        if let Some(required) = labels.get(key).filter(|have| *have != wanted) {
+            return Err(PolicyError::Contradiction {
+                key: key.clone(),
+                wanted: wanted.clone(),
+                required: required.clone(),
+            });
+        }
+        labels.insert(key.clone(), wanted.clone());
+    }
+    if labels.is_empty() {
+        selector.match_labels = None;
+    }
+    Ok(selector)
+}
+
 /// Compiles every template of `set`, in the set's order.
-pub fn compile(set: &TemplateSet, reach: &Reach) -> Result<Vec<Compiled>, String> {
+pub fn compile(set: &TemplateSet, reach: &Reach) -> Result<Vec<Compiled>, PolicyError> {
+    let selector = binding_selector(reach)?;
     set.all()
         .map(|t| {
             let reasons = needs_webhook(t);
@@ -108,7 +153,7 @@ pub fn compile(set: &TemplateSet, reach: &Reach) -> Result<Vec<Compiled>, String
                     reasons,
                 });
             }
-            compile_one(t, set, reach).map(|p| Compiled::Policy(Box::new(p)))
+            compile_one(t, set, &selector).map(|p| Compiled::Policy(Box::new(p)))
         })
         .collect()
 }
@@ -140,10 +185,14 @@ fn variable(name: &str, expression: impl Into<String>) -> Variable {
     }
 }
 
-fn compile_one(t: &Template, set: &TemplateSet, reach: &Reach) -> Result<Policy, String> {
+fn compile_one(
+    t: &Template,
+    set: &TemplateSet,
+    selector: &LabelSelector,
+) -> Result<Policy, PolicyError> {
     let mut status = Status::default();
     status.record(t);
-    let status = status.to_annotation().map_err(|e| e.to_string())?;
+    let status = status.to_annotation()?;
     let classic = t.spec.lifecycle == Lifecycle::Classic && !t.spec.containers.is_empty();
 
     let mut variables = gates::selection(t, set);
@@ -191,26 +240,12 @@ fn compile_one(t: &Template, set: &TemplateSet, reach: &Reach) -> Result<Policy,
             variables: Some(variables),
         }),
     };
-    let mut selector: LabelSelector =
-        namespace_selector(reach.scope, &reach.namespace, &reach.excluded_namespaces);
-    if !reach.extra_labels.is_empty() {
-        let labels = selector.match_labels.get_or_insert_with(BTreeMap::new);
-        for (k, v) in &reach.extra_labels {
-            if labels.get(k).is_some_and(|have| have != v) {
-                return Err(format!(
-                    "--namespace-selector {k}={v} contradicts the {k}={} the mode requires",
-                    labels[k]
-                ));
-            }
-            labels.insert(k.clone(), v.clone());
-        }
-    }
     let binding = MutatingAdmissionPolicyBinding {
         metadata: meta(t),
         spec: Some(MutatingAdmissionPolicyBindingSpec {
             policy_name: Some(name_of(t)),
             match_resources: Some(MatchResources {
-                namespace_selector: Some(selector),
+                namespace_selector: Some(selector.clone()),
                 ..MatchResources::default()
             }),
             param_ref: None,
