@@ -438,17 +438,18 @@ fn pod_variants(set: &TemplateSet) -> Vec<(String, Annotations, Labels)> {
             ("kubectl.kubernetes.io/default-container", "app".into()),
             (SAFE_TO_EVICT, " data , app-config".into()),
         ],
+        // Injected before by the webhook, with another template.
+        vec![(
+            STATUS_ANNOTATION,
+            r#"{"templates":[{"name":"other","hash":"0123456789abcdef"}]}"#.into(),
+        )],
     ];
     let mut out = Vec::new();
-    for (r, request) in requests.iter().enumerate() {
+    for request in &requests {
         for (l, labels) in labels.iter().enumerate() {
-            // Labels matter for selector matches; one extra set suffices
-            // except on the plain request.
-            let extra_sets = if r == 0 && l == 0 {
-                &extras[..]
-            } else {
-                &extras[..1]
-            };
+            // Labels matter for selector matches; the extras are tried with
+            // every request, on unlabelled pods.
+            let extra_sets = if l == 0 { &extras[..] } else { &extras[..1] };
             for (e, extra) in extra_sets.iter().enumerate() {
                 let mut annotations = extra.clone();
                 if let Some(v) = request {
@@ -579,6 +580,21 @@ fn equivalence(set: &TemplateSet, label: &str) -> Tally {
                     );
                     assert_well_formed(by_policy);
                     assert_preserved(&pod, by_policy);
+                    // Hybrid mode: the webhook runs after the policy and
+                    // finds nothing left to do.
+                    let webhook = tandem::engine::decide(&Input {
+                        pod: by_policy,
+                        namespace: &ns,
+                        templates: set,
+                        capabilities: &caps,
+                        policy: &engine_policy,
+                    })
+                    .unwrap();
+                    assert!(
+                        webhook.patch.is_empty(),
+                        "{case}: the webhook changes what policy {template} injected: {}",
+                        webhook.summary()
+                    );
                     for p in &policies {
                         let again = run(p, &env, by_policy, &ns_object);
                         assert!(
@@ -626,7 +642,10 @@ fn the_example_policies_make_the_engines_change() {
     let tally = equivalence(&example_templates(), "examples");
     println!("{tally:?}");
     assert!(tally.same_pod >= 200, "{tally:?}");
-    assert!(tally.several_or_none > 0 && tally.conflict > 0, "{tally:?}");
+    assert!(
+        tally.several_or_none > 0 && tally.conflict > 0 && tally.already_injected > 0,
+        "{tally:?}"
+    );
 }
 
 #[test]
