@@ -91,8 +91,8 @@ fn cel_env() -> Arc<cel::Env> {
     Arc::new(env)
 }
 
-/// A compiled policy, its expressions parsed once.
-struct Compiled1 {
+/// A compiled policy, its expressions parsed once, ready to run on pods.
+struct Runnable {
     template: String,
     conditions: Vec<(String, cel::Program)>,
     variables: Vec<(String, cel::Program)>,
@@ -112,7 +112,7 @@ enum Effect {
     Patched(Value),
 }
 
-fn compile_policies(set: &TemplateSet, env: &Arc<cel::Env>) -> Vec<Compiled1> {
+fn compile_policies(set: &TemplateSet, env: &Arc<cel::Env>) -> Vec<Runnable> {
     let reach = Reach {
         namespace: "tandem-system".into(),
         scope: Scope::ClusterWide,
@@ -151,7 +151,7 @@ fn compile_policies(set: &TemplateSet, env: &Arc<cel::Env>) -> Vec<Compiled1> {
                 .as_ref()
                 .and_then(|j| j.expression.clone())
                 .unwrap();
-            Compiled1 {
+            Runnable {
                 template: p.template.clone(),
                 conditions,
                 variables,
@@ -175,7 +175,7 @@ fn operation(v: &cel::Value) -> Value {
 }
 
 /// Runs `p` on `pod` in `namespace` as the API server would.
-fn run(p: &Compiled1, env: &Arc<cel::Env>, pod: &Value, namespace: &Value) -> Effect {
+fn run(p: &Runnable, env: &Arc<cel::Env>, pod: &Value, namespace: &Value) -> Effect {
     let mut context = cel::Context::with_env(env.clone());
     context.add_variable_from_value("object", cel::to_value(pod).unwrap());
     context.add_variable_from_value("namespaceObject", cel::to_value(namespace).unwrap());
