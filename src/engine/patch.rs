@@ -43,13 +43,7 @@ impl Plan {
     pub(super) fn add(&mut self, t: &Template, native: bool, additions: Additions<'_>) {
         let mut init: Vec<Value> = t.rendered.init_containers.clone();
         if native {
-            init.extend(t.rendered.containers.iter().map(|c| {
-                let mut c = c.clone();
-                if let Value::Object(m) = &mut c {
-                    m.insert("restartPolicy".into(), Value::String("Always".into()));
-                }
-                c
-            }));
+            init.extend(t.rendered.native_containers.iter().cloned());
         } else {
             self.containers
                 .extend(t.rendered.containers.iter().cloned());

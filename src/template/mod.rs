@@ -51,6 +51,8 @@ pub struct Template {
 #[derive(Debug, Default)]
 pub struct Rendered {
     pub containers: Vec<Value>,
+    /// `containers` as native sidecars (`restartPolicy: Always`).
+    pub native_containers: Vec<Value>,
     pub init_containers: Vec<Value>,
     pub volumes: Vec<Value>,
     pub app_volume_mounts: Vec<Value>,
@@ -76,8 +78,10 @@ impl Template {
             }]
         };
         let hash = content_hash(&spec).map_err(unencodable)?;
+        let containers = to_values(&spec.containers).map_err(unencodable)?;
         let rendered = Rendered {
-            containers: to_values(&spec.containers).map_err(unencodable)?,
+            native_containers: containers.iter().map(native_sidecar).collect(),
+            containers,
             init_containers: to_values(&spec.init_containers).map_err(unencodable)?,
             volumes: to_values(&spec.volumes).map_err(unencodable)?,
             app_volume_mounts: to_values(&spec.app.volume_mounts).map_err(unencodable)?,
@@ -102,6 +106,14 @@ impl Template {
             .chain(&self.spec.containers)
             .map(|c| c.name.as_str())
     }
+}
+
+fn native_sidecar(container: &Value) -> Value {
+    let mut c = container.clone();
+    if let Value::Object(m) = &mut c {
+        m.insert("restartPolicy".into(), Value::String("Always".into()));
+    }
+    c
 }
 
 fn to_values<T: serde::Serialize>(items: &[T]) -> Result<Vec<Value>, serde_json::Error> {

@@ -36,17 +36,6 @@ fn list(ops: &[String]) -> String {
 /// its volumes and what the app containers get.
 pub(super) fn objects(t: &Template, classic: bool) -> Vec<Variable> {
     let r = &t.rendered;
-    let sidecars: Vec<Value> = r
-        .containers
-        .iter()
-        .map(|c| {
-            let mut c = c.clone();
-            if let Value::Object(m) = &mut c {
-                m.insert("restartPolicy".into(), Value::String("Always".into()));
-            }
-            c
-        })
-        .collect();
     let mut vars = Vec::new();
     let mut push = |name: &str, items: &[Value]| {
         if !items.is_empty() {
@@ -54,7 +43,7 @@ pub(super) fn objects(t: &Template, classic: bool) -> Vec<Variable> {
         }
     };
     push("templateInitContainers", &r.init_containers);
-    push("templateNativeSidecars", &sidecars);
+    push("templateNativeSidecars", &r.native_containers);
     if classic {
         push("templateContainers", &r.containers);
     }
