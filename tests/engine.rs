@@ -2035,3 +2035,67 @@ fn a_pod_that_asks_is_marked_processed_even_when_nothing_is_selected() {
     let r = defaults.inject(&bare);
     assert!(r.decision.patch.is_empty(), "{:?}", r.decision);
 }
+
+// ------------------------------------------------- the webhook's lean parse
+
+/// The webhook builds only the fields of a pod the engine reads
+/// (`engine::POD_READS`); the CLI hands the engine the whole pod. Every pod
+/// shape, request and label variant must get the same decision both ways,
+/// so a change that reads a field without declaring it fails here.
+#[test]
+fn the_webhook_decides_on_the_fields_it_parses_as_the_cli_does_on_the_whole_pod() {
+    let set = example_templates();
+    let envelope = fixture("admission-v1.36/create.json");
+    let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+    for caps in [native_caps(), classic_caps()] {
+        let ctx = tandem::admission::Context {
+            templates: &set,
+            namespaces: &tandem::facts::NoNamespaces,
+            capabilities: &caps,
+            policy: &tandem::facts::Policy::default(),
+        };
+        for (pod_case, shape) in pods() {
+            for (variant, annotations, labels) in pod_variants(&set) {
+                let mut pod = with_metadata(&shape, &annotations, &labels);
+                pod["status"] = json!({ "phase": "Pending" });
+                let case = format!("{pod_case}, {variant}");
+                let mut review = envelope.clone();
+                review["request"]["object"] = pod.clone();
+                let ns = review["request"]["namespace"].as_str().unwrap();
+                let whole = tandem::engine::decide(&tandem::engine::Input {
+                    pod: &pod,
+                    namespace: &tandem::facts::Namespace {
+                        name: ns.to_string(),
+                        ..Default::default()
+                    },
+                    templates: &set,
+                    capabilities: &caps,
+                    policy: &tandem::facts::Policy::default(),
+                })
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+                let body = serde_json::to_vec(&review).unwrap();
+                let answer = tandem::admission::review(&body, &ctx).unwrap();
+                let parsed = answer
+                    .decision
+                    .unwrap_or_else(|| panic!("{case}: no decision: {}", answer.note));
+                assert_eq!(
+                    serde_json::to_value(&parsed).unwrap(),
+                    serde_json::to_value(&whole).unwrap(),
+                    "{case}: the decisions differ"
+                );
+                assert_eq!(
+                    ops(&parsed.patch),
+                    ops(&whole.patch),
+                    "{case}: the patches differ"
+                );
+                *seen.entry(answer.kind.as_str()).or_default() += 1;
+            }
+        }
+    }
+    for kind in ["patched", "allowed", "denied"] {
+        assert!(
+            seen.get(kind).copied().unwrap_or(0) > 10,
+            "{kind}: {seen:?}"
+        );
+    }
+}

@@ -1,13 +1,15 @@
 //! The AdmissionReview wire format: a lean parse of the request and the typed
 //! answer written back. Shared by `/mutate` and `/validate`.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::notice::Notice;
 use crate::engine::Decision;
-use crate::facts::display_name;
+use crate::facts::{Fields, display_name};
 
 /// How a review was answered, for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,9 +74,10 @@ pub struct Answer {
 /// Parses `body`, lets `respond` answer the request, and encodes the answer.
 pub(super) fn answer(
     body: &[u8],
+    reads: ObjectReads,
     respond: impl FnOnce(&Value, Option<&Value>, &mut Answer) -> Reply,
 ) -> Result<Answer, ReviewError> {
-    let doc = parse_review(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+    let doc = parse_review(body, reads).map_err(|e| ReviewError::Json(e.to_string()))?;
     let request = doc.get("request").filter(|r| r.is_object());
     let uid = request
         .and_then(|r| r.get("uid"))
@@ -238,20 +241,87 @@ pub(super) fn invalid(answer: &mut Answer, message: &str) -> Reply {
     Reply::refused(400, "BadRequest", message)
 }
 
-/// Parses a review body, dropping `metadata.managedFields` on the way: it is
-/// often half of a pod's JSON, and nothing Tandem decides or patches reads it.
-fn parse_review(body: &[u8]) -> Result<Value, serde_json::Error> {
+/// Which fields of `request.object` a front-end reads; the parse builds
+/// only those.
+#[derive(Clone, Copy)]
+pub(super) enum ObjectReads {
+    /// The whole object (but `metadata.managedFields`): a SidecarTemplate to
+    /// validate.
+    Whole,
+    /// The fields either set names: a pod, read by the engine and by the
+    /// admission layer itself.
+    Either(Fields, Fields),
+}
+
+/// Parses a review body into a `Value` holding what Tandem reads: the
+/// envelope fields below, and of `request.object` what `reads` names. The
+/// rest is checked to be valid JSON and skipped without being built.
+fn parse_review(body: &[u8], reads: ObjectReads) -> Result<Value, serde_json::Error> {
     use serde::de::DeserializeSeed;
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = Lean { metadata: false }.deserialize(&mut de)?;
+    let value = Lean(Shape::Review(reads)).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
 
-/// A `Value` deserializer that skips `managedFields` inside `metadata` objects.
-struct Lean {
-    metadata: bool,
+/// Where the parse is in the review, and so which keys it keeps.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// The review: `apiVersion`, `kind`, `request`.
+    Review(ObjectReads),
+    /// `request`: what `answer` and the front-ends read, and the object.
+    Request(ObjectReads),
+    /// Everything but `managedFields` inside `metadata` (`metadata` says
+    /// whether this value is one): nothing Tandem decides or validates reads
+    /// them, and they are often half of an object's JSON.
+    All { metadata: bool },
+    /// The keys either field set keeps.
+    Either(Fields, Fields),
 }
+
+const REQUEST_READS: [&str; 7] = [
+    "uid",
+    "kind",
+    "namespace",
+    "name",
+    "operation",
+    "dryRun",
+    "subResource",
+];
+
+impl Shape {
+    /// What is kept below `key`, `None` to skip its value unbuilt.
+    fn child(self, key: &str) -> Option<Shape> {
+        let whole = Shape::All {
+            metadata: key == "metadata",
+        };
+        match self {
+            Shape::Review(reads) => match key {
+                "apiVersion" | "kind" => Some(whole),
+                "request" => Some(Shape::Request(reads)),
+                _ => None,
+            },
+            Shape::Request(reads) => match (key, reads) {
+                ("object", ObjectReads::Whole) => Some(whole),
+                ("object", ObjectReads::Either(a, b)) => Some(Shape::Either(a, b)),
+                _ => REQUEST_READS.contains(&key).then_some(whole),
+            },
+            Shape::All { metadata } => (!(metadata && key == "managedFields")).then_some(whole),
+            Shape::Either(a, b) => match (a.child(key), b.child(key)) {
+                (None, None) => None,
+                (Some(Fields::All), _) | (_, Some(Fields::All)) => Some(whole),
+                (a, b) => Some(Shape::Either(
+                    a.unwrap_or(Fields::Only(&[])),
+                    b.unwrap_or(Fields::Only(&[])),
+                )),
+            },
+        }
+    }
+}
+
+/// A `Value` deserializer that builds only what its `Shape` keeps. Arrays
+/// pass their shape on to their elements.
+struct Lean(Shape);
 
 impl<'de> serde::de::DeserializeSeed<'de> for Lean {
     type Value = Value;
@@ -292,22 +362,53 @@ impl<'de> serde::de::Visitor<'de> for Lean {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(v) = seq.next_element_seed(Lean { metadata: false })? {
+        while let Some(v) = seq.next_element_seed(Lean(self.0))? {
             out.push(v);
         }
         Ok(Value::Array(out))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if self.metadata && key == "managedFields" {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                continue;
+        while let Some(key) = map.next_key_seed(Key)? {
+            match self.0.child(&key) {
+                Some(shape) => {
+                    let value = map.next_value_seed(Lean(shape))?;
+                    out.insert(key.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
             }
-            let metadata = key == "metadata";
-            out.insert(key, map.next_value_seed(Lean { metadata })?);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// An object key, borrowed from the body unless it had escapes: skipped
+/// keys then cost no allocation.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -317,19 +418,74 @@ mod tests {
 
     use super::*;
 
+    const POD: ObjectReads = ObjectReads::Either(
+        Fields::Only(&[(
+            "metadata",
+            Fields::Only(&[("name", Fields::All), ("labels", Fields::All)]),
+        )]),
+        Fields::Only(&[
+            ("metadata", Fields::Only(&[("uid", Fields::All)])),
+            (
+                "spec",
+                Fields::Only(&[("containers", Fields::Only(&[("name", Fields::All)]))]),
+            ),
+        ]),
+    );
+
     #[test]
-    fn parse_review_drops_only_managed_fields_of_metadata() {
-        let body = br#"{"a":{"metadata":{"name":"x","managedFields":[{"f":1}]},"managedFields":2},"n":[1,-2,3.5,true,null,"s"]}"#;
-        let v = parse_review(body).unwrap();
-        assert_eq!(v["a"]["metadata"], json!({"name": "x"}));
-        assert_eq!(v["a"]["managedFields"], 2, "only inside metadata");
-        assert_eq!(v["n"], json!([1, -2, 3.5, true, null, "s"]));
+    fn whole_objects_lose_only_managed_fields_of_metadata() {
+        let body = br#"{"kind":"AdmissionReview","request":{"uid":"u","object":{"a":{"metadata":{"name":"x","managedFields":[{"f":1}]},"managedFields":2},"n":[1,-2,3.5,true,null,"s"]}}}"#;
+        let v = parse_review(body, ObjectReads::Whole).unwrap();
+        let o = &v["request"]["object"];
+        assert_eq!(o["a"]["metadata"], json!({"name": "x"}));
+        assert_eq!(o["a"]["managedFields"], 2, "only inside metadata");
+        assert_eq!(o["n"], json!([1, -2, 3.5, true, null, "s"]));
     }
 
     #[test]
-    fn parse_review_is_stack_safe_and_strict() {
-        assert!(parse_review("[".repeat(100_000).as_bytes()).is_err());
-        assert!(parse_review(b"{} trailing").is_err());
-        assert!(parse_review(b"{\"a\":1,}").is_err());
+    fn a_pod_keeps_what_either_reader_names_and_the_envelope_what_answer_reads() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","extra":1,
+            "request":{"uid":"u","kind":{"group":"","kind":"Pod"},"userInfo":{"username":"me"},
+              "operation":"CREATE","dryRun":true,"namespace":"ns","oldObject":null,
+              "object":{"kind":"Pod","metadata":{"name":"p","uid":"1","labels":{"a":"b"},"managedFields":[]},
+                "spec":{"containers":[{"name":"app","image":"i"},{"name":"two","args":["x"]}],"dnsPolicy":"x"},
+                "status":{}}}}"#;
+        let v = parse_review(body, POD).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {"uid": "u", "kind": {"group": "", "kind": "Pod"},
+                  "operation": "CREATE", "dryRun": true, "namespace": "ns",
+                  "object": {"metadata": {"name": "p", "uid": "1", "labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "app"}, {"name": "two"}]}}}})
+        );
+    }
+
+    #[test]
+    fn a_wrong_shape_is_kept_for_the_reader_to_report() {
+        let body = br#"{"request":{"object":{"metadata":"no","spec":{"containers":{"name":1}}}}}"#;
+        let v = parse_review(body, POD).unwrap();
+        assert_eq!(v["request"]["object"]["metadata"], "no");
+        assert_eq!(
+            v["request"]["object"]["spec"]["containers"],
+            json!({"name": 1})
+        );
+    }
+
+    #[test]
+    fn parse_review_is_stack_safe_and_strict_about_what_it_skips() {
+        for reads in [ObjectReads::Whole, POD] {
+            assert!(parse_review("[".repeat(100_000).as_bytes(), reads).is_err());
+            assert!(parse_review(b"{} trailing", reads).is_err());
+            assert!(parse_review(b"{\"a\":1,}", reads).is_err());
+            assert!(parse_review(br#"{"skipped":[1,}"#, reads).is_err());
+            assert!(parse_review(br#"{"skipped":"\x"}"#, reads).is_err());
+            assert!(parse_review(br#"{"k\u0069nd":"AdmissionReview"}"#, reads).is_ok());
+        }
+        let v = parse_review(br#"{"k\u0069nd":"AdmissionReview"}"#, POD).unwrap();
+        assert_eq!(
+            v["kind"], "AdmissionReview",
+            "escaped keys are matched unescaped"
+        );
     }
 }

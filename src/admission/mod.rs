@@ -4,7 +4,7 @@
 //! cluster client: the server hands it bytes and context, and publishes the
 //! notice it returns.
 //!
-//! - `codec.rs`: parsing a review (lean: `managedFields` is skipped) and
+//! - `codec.rs`: parsing a review (lean: only the fields Tandem reads are built) and
 //!   encoding the answer, for both endpoints;
 //! - `mutate.rs`: `/mutate`, a pod through the engine;
 //! - `validate.rs`: `/validate`, a SidecarTemplate through the loader;

@@ -4,10 +4,10 @@
 
 use serde_json::Value;
 
-use super::codec::{Answer, Kind, Reply, ReviewError, answer, invalid};
+use super::codec::{Answer, Kind, ObjectReads, Reply, ReviewError, answer, invalid};
 use super::notice::Notice;
 use crate::engine::{self, Decision, EngineError, Input, Outcome};
-use crate::facts::{Capabilities, Namespace, NamespaceFacts, Policy};
+use crate::facts::{Capabilities, Fields, Namespace, NamespaceFacts, Policy};
 use crate::template::TemplateSet;
 
 /// The API server rejects a response whose warnings exceed this in total.
@@ -21,9 +21,21 @@ pub struct Context<'a> {
     pub policy: &'a Policy,
 }
 
+/// What this layer reads of a pod besides the engine: its name for the
+/// answer, and its controller for the notice's Event.
+const POD_READS: Fields = Fields::Only(&[(
+    "metadata",
+    Fields::Only(&[
+        ("name", Fields::All),
+        ("generateName", Fields::All),
+        ("ownerReferences", Fields::All),
+    ]),
+)]);
+
 /// Answers one AdmissionReview body for `/mutate`.
 pub fn review(body: &[u8], ctx: &Context<'_>) -> Result<Answer, ReviewError> {
-    answer(body, |request, object, answer| {
+    let reads = ObjectReads::Either(engine::POD_READS, POD_READS);
+    answer(body, reads, |request, object, answer| {
         respond(request, object, answer, ctx)
     })
 }

@@ -2,12 +2,12 @@
 //! `tandem check`, so `kubectl apply` rejects what Tandem would reject, with
 //! the same message.
 
-use super::codec::{Answer, Kind, Reply, ReviewError, answer, invalid};
+use super::codec::{Answer, Kind, ObjectReads, Reply, ReviewError, answer, invalid};
 use crate::template::{self, Scope};
 
 /// Answers one AdmissionReview body for `/validate`.
 pub fn validate_template(body: &[u8]) -> Result<Answer, ReviewError> {
-    answer(body, |request, object, answer| {
+    answer(body, ObjectReads::Whole, |request, object, answer| {
         let kind = request
             .pointer("/kind/kind")
             .and_then(serde_json::Value::as_str)

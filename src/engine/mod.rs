@@ -33,6 +33,7 @@ pub use decision::{
 };
 pub use lint::collisions;
 pub use placement::Placement;
+pub use pod::POD_READS;
 pub use resources::Requests;
 pub use select::{Request, Source, parse_request, selector_matches};
 pub use status::{Injected, Status};

@@ -5,7 +5,45 @@
 use serde_json::{Map, Value};
 
 use super::EngineError;
-use crate::facts::display_name;
+use crate::facts::{Fields, display_name};
+
+/// Every field of a pod the engine reads. The webhook parses only these, so
+/// a decision here must read nothing else: the admission tests decide every
+/// fixture pod both ways and compare.
+pub const POD_READS: Fields = Fields::Only(&[
+    (
+        "metadata",
+        Fields::Only(&[
+            ("name", Fields::All),
+            ("generateName", Fields::All),
+            ("labels", Fields::All),
+            ("annotations", Fields::All),
+        ]),
+    ),
+    (
+        "spec",
+        Fields::Only(&[
+            ("containers", CONTAINER_READS),
+            ("initContainers", CONTAINER_READS),
+            ("volumes", Fields::All),
+            ("restartPolicy", Fields::All),
+            ("resources", Fields::All),
+            ("overhead", Fields::All),
+        ]),
+    ),
+]);
+
+/// What the engine reads of a container: names and restart policy for
+/// placement, the lists it appends to or checks for collisions, and requests.
+const CONTAINER_READS: Fields = Fields::Only(&[
+    ("name", Fields::All),
+    ("restartPolicy", Fields::All),
+    ("ports", Fields::All),
+    ("env", Fields::All),
+    ("envFrom", Fields::All),
+    ("volumeMounts", Fields::All),
+    ("resources", Fields::All),
+]);
 
 pub(super) struct PodView<'a> {
     /// `spec`, for pod-level `resources` and `overhead`.

@@ -4,12 +4,14 @@
 //! It imports nothing from the crate.
 
 mod capabilities;
+mod fields;
 mod keys;
 mod namespace;
 mod policy;
 mod quantity;
 
 pub use capabilities::{Capabilities, NativeSidecars, parse_version};
+pub use fields::Fields;
 pub use keys::*;
 pub use namespace::{Namespace, NamespaceFacts, NoNamespaces};
 pub use policy::{OnMissing, Policy};

@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use json_patch::PatchOperation;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tandem::engine::Status;
 use tandem::engine::{self, Decision, EngineError, Input, Outcome};
-use tandem::facts::{self, Capabilities, Namespace, NativeSidecars, Policy, STATUS_ANNOTATION};
+use tandem::facts::{
+    self, Capabilities, INJECT_ANNOTATION, Namespace, NativeSidecars, Policy, STATUS_ANNOTATION,
+};
 use tandem::template::{self, Template, TemplateSet};
 
 pub const SAFE_TO_EVICT: &str = facts::SAFE_TO_EVICT_ANNOTATION;
@@ -481,7 +483,7 @@ impl Ctx {
 /// One SidecarTemplate document (JSON, which the YAML loader reads) with this
 /// name and spec.
 pub fn template_doc(name: &str, spec: Value) -> String {
-    serde_json::json!({
+    json!({
         "apiVersion": "tandem.dev/v1alpha1",
         "kind": "SidecarTemplate",
         "metadata": { "name": name },
@@ -539,4 +541,192 @@ pub fn snapshot(name: &str, actual: &str) {
             actual.lines().nth(line)
         );
     }
+}
+
+/// The pod shapes decisions are tried on (the policy equivalence, the
+/// webhook's lean parse): the captured API-server pods,
+/// the example workloads' pods, and generated ones with parents present or
+/// absent, user init containers, Job restart policies and names, volumes,
+/// ports, mounts and env that the templates' own collide with.
+pub fn pods() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for name in review_fixtures("admission-v1.36") {
+        let (pod, _) = review_pod(&format!("admission-v1.36/{name}.json"));
+        if pod.get("kind").and_then(Value::as_str) == Some("Pod") {
+            out.push((format!("fixture {name}"), pod));
+        }
+    }
+    let base = || {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "p", "namespace": "shop" },
+            "spec": { "containers": [{ "name": "app", "image": "example.com/app:1" }] },
+        })
+    };
+    out.push(("bare".into(), base()));
+    let mut shapes: Vec<(&str, Value)> = vec![
+        (
+            "init, volumes, two apps",
+            json!({
+                "initContainers": [{ "name": "setup", "image": "example.com/setup:1" }],
+                "volumes": [{ "name": "data", "emptyDir": {} }],
+                "containers": [
+                    { "name": "web-1", "image": "example.com/web:1",
+                      "env": [{ "name": "A", "value": "1" }],
+                      "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                      "envFrom": [{ "secretRef": { "name": "s" } }] },
+                    { "name": "app", "image": "example.com/app:1" },
+                ],
+            }),
+        ),
+        (
+            "job",
+            json!({ "restartPolicy": "OnFailure",
+                    "containers": [{ "name": "web", "image": "example.com/job:1" }] }),
+        ),
+        (
+            "native sidecar of the user's",
+            json!({
+                "initContainers": [{ "name": "mesh", "image": "example.com/mesh:1", "restartPolicy": "Always" }],
+                "containers": [{ "name": "app", "image": "example.com/app:1" }],
+            }),
+        ),
+        (
+            "name taken",
+            json!({ "containers": [{ "name": "proxy", "image": "x" }, { "name": "log-shipper", "image": "x" },
+                                   { "name": "migrate", "image": "x" }, { "name": "app", "image": "x" }] }),
+        ),
+        (
+            "volume taken",
+            json!({ "volumes": [{ "name": "warm-cache", "emptyDir": {} }, { "name": "app-config", "emptyDir": {} },
+                                { "name": "app-logs", "emptyDir": {} }],
+                    "containers": [{ "name": "app", "image": "x" }] }),
+        ),
+        (
+            "ports taken",
+            json!({ "containers": [{ "name": "web", "image": "x", "ports": [
+                { "containerPort": 15001 }, { "containerPort": 9125, "protocol": "UDP" },
+                { "containerPort": 5432 }, { "containerPort": 2020 }] }] }),
+        ),
+        (
+            "other protocol",
+            json!({ "containers": [{ "name": "web", "image": "x", "ports": [
+                { "containerPort": 15001, "protocol": "UDP" }, { "containerPort": 9125 }] }] }),
+        ),
+        (
+            "mount, env and envFrom taken",
+            json!({ "volumes": [{ "name": "m", "emptyDir": {} }, { "name": "n", "emptyDir": {} }, { "name": "o", "emptyDir": {} }],
+                    "containers": [{ "name": "web", "image": "x",
+                "volumeMounts": [{ "name": "m", "mountPath": "/cache" }, { "name": "n", "mountPath": "/var/log/app/" },
+                                 { "name": "o", "mountPath": "/etc/app/config" }],
+                "env": [{ "name": "HTTP_PROXY", "value": "other" }, { "name": "STATSD_HOST", "value": "elsewhere" },
+                        { "name": "DATABASE_URL", "value": "x" }],
+                "envFrom": [{ "configMapRef": { "name": "proxy-env" } }] }] }),
+        ),
+        // What the engine finds already there and reuses; the policies step
+        // aside.
+        (
+            "identical env already set",
+            json!({ "containers": [{ "name": "web", "image": "x", "env": [
+                { "name": "HTTP_PROXY", "value": "http://localhost:15001" },
+                { "name": "STATSD_HOST", "value": "localhost" }] }] }),
+        ),
+        (
+            "no app matches the globs",
+            json!({ "containers": [{ "name": "main", "image": "x" }] }),
+        ),
+    ];
+    for (name, spec) in shapes.drain(..) {
+        let mut pod = base();
+        pod["spec"] = spec;
+        out.push((name.to_string(), pod));
+    }
+    for (name, pod) in example_workload_pods() {
+        out.push((name, pod));
+    }
+    out
+}
+
+/// The pods of `examples/workloads/pod.yaml`, as the API server sees them.
+pub fn example_workload_pods() -> Vec<(String, Value)> {
+    let text = std::fs::read_to_string(manifest_dir().join("examples/workloads/pod.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    docs.into_iter()
+        .filter(|d| d.get("kind").and_then(Value::as_str) == Some("Pod"))
+        .enumerate()
+        .map(|(i, mut d)| {
+            d["metadata"]["namespace"] = json!("shop");
+            (format!("examples/workloads/pod.yaml #{i}"), d)
+        })
+        .collect()
+}
+
+pub type Annotations = Vec<(&'static str, String)>;
+pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// The annotation and label variants each pod shape is tried with.
+pub fn pod_variants(set: &TemplateSet) -> Vec<(String, Annotations, Labels)> {
+    let names: Vec<String> = set.all().map(|t| t.name.clone()).collect();
+    let mut requests: Vec<Option<String>> = vec![None, Some("true".into()), Some(" , ".into())];
+    for n in &names {
+        requests.push(Some(n.clone()));
+    }
+    requests.push(Some(format!(" {0}, {0} ", names[0])));
+    requests.push(Some(format!("{},{}", names[0], names[1])));
+    requests.push(Some(format!("{},does-not-exist", names[0])));
+    let labels: Vec<Labels> = vec![
+        vec![],
+        vec![("tandem.dev/metrics", "true")],
+        vec![("proxy", "on")],
+        vec![("proxy", "yes"), ("tier", "db")],
+        vec![("app", "shop"), ("tandem.dev/logs", "true")],
+    ];
+    let extras: Vec<Annotations> = vec![
+        vec![],
+        vec![
+            ("kubectl.kubernetes.io/default-container", "app".into()),
+            (SAFE_TO_EVICT, " data , app-config".into()),
+        ],
+        // Injected before by the webhook, with another template.
+        vec![(
+            STATUS_ANNOTATION,
+            r#"{"templates":[{"name":"other","hash":"0123456789abcdef"}]}"#.into(),
+        )],
+    ];
+    let mut out = Vec::new();
+    for request in &requests {
+        for (l, labels) in labels.iter().enumerate() {
+            // Labels matter for selector matches; the extras are tried with
+            // every request, on unlabelled pods.
+            let extra_sets = if l == 0 { &extras[..] } else { &extras[..1] };
+            for (e, extra) in extra_sets.iter().enumerate() {
+                let mut annotations = extra.clone();
+                if let Some(v) = request {
+                    annotations.push((INJECT_ANNOTATION, v.clone()));
+                }
+                let name = format!("request {request:?} labels #{l} extras #{e}");
+                out.push((name, annotations, labels.clone()));
+            }
+        }
+    }
+    out
+}
+
+pub fn with_metadata(
+    pod: &Value,
+    annotations: &[(&str, String)],
+    labels: &[(&str, &str)],
+) -> Value {
+    let mut pod = pod.clone();
+    for (k, v) in annotations {
+        annotate(&mut pod, k, v);
+    }
+    if !labels.is_empty() {
+        let meta = pod["metadata"].as_object_mut().unwrap();
+        let existing = meta.entry("labels").or_insert_with(|| json!({}));
+        for (k, v) in labels {
+            existing[*k] = json!(v);
+        }
+    }
+    pod
 }
