@@ -119,6 +119,7 @@ fn a_template_in_one_namespace_never_reaches_another() {
     );
     assert!(
         in_b.patch
+            .operations()
             .iter()
             .all(|op| !serde_json::to_string(op).unwrap().contains("team-proxy"))
     );

@@ -2746,7 +2746,7 @@ fn policy_agrees_with_the_engine(spec: &adm::ValidatingAdmissionPolicySpec, sour
                     format!("{source}: pod {pod_value:?} namespace {ns_value:?} mirror {mirror}");
                 assert!(!matches!(d.outcome, Outcome::Denied { .. }), "{case}");
                 let mut processed = pod.clone();
-                json_patch::patch(&mut processed, &d.patch).unwrap();
+                json_patch::patch(&mut processed, &d.patch.operations()).unwrap();
                 let marked = processed["metadata"]["annotations"]
                     .get(STATUS_ANNOTATION)
                     .is_some();

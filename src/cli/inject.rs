@@ -82,9 +82,10 @@ pub(super) fn inject_all(
                 let target = doc
                     .pointer_mut(&r.pointer)
                     .expect("pods_in returned a valid pointer");
-                json_patch::patch(target, &decision.patch)
+                let ops = decision.patch.operations();
+                json_patch::patch(target, &ops)
                     .map_err(|e| input_err(format!("{}: patch does not apply: {e}", r.label)))?;
-                doc_patch.extend(decision.patch.iter().map(|op| prefixed(&r.pointer, op)));
+                doc_patch.extend(ops.into_iter().map(|op| prefixed(&r.pointer, op)));
             }
             out.decisions.push((r, decision));
         }
@@ -100,8 +101,7 @@ pub(super) fn inject_all(
 }
 
 /// Moves an operation from the pod to where the pod sits in its document.
-fn prefixed(prefix: &str, op: &PatchOperation) -> PatchOperation {
-    let mut op = op.clone();
+fn prefixed(prefix: &str, mut op: PatchOperation) -> PatchOperation {
     if let PatchOperation::Add(a) = &mut op {
         let full = format!("{prefix}{}", a.path);
         a.path = PointerBuf::parse(full).unwrap_or_else(|_| a.path.clone());

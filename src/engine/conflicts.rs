@@ -8,11 +8,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::pod::{PodView, is_native_sidecar, name_of};
-use crate::template::Template;
+use crate::template::{Object, Template};
 
 /// One collision, naming both sides.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,16 +134,16 @@ impl<'a> AppState<'a> {
 /// the template.
 #[derive(Default)]
 pub(super) struct Additions<'a> {
-    pub volumes: Vec<&'a Value>,
+    pub volumes: Vec<&'a Arc<Object>>,
     /// Per app container index: mounts, env, envFrom to append.
     pub app: Vec<(usize, AppAdditions<'a>)>,
 }
 
 #[derive(Default)]
 pub(super) struct AppAdditions<'a> {
-    pub volume_mounts: Vec<&'a Value>,
-    pub env: Vec<&'a Value>,
-    pub env_from: Vec<&'a Value>,
+    pub volume_mounts: Vec<&'a Arc<Object>>,
+    pub env: Vec<&'a Arc<Object>>,
+    pub env_from: Vec<&'a Arc<Object>>,
 }
 
 /// (containerPort, hostPort, protocol) of a container's ports.
@@ -266,12 +267,16 @@ impl<'a> PodIndex<'a> {
     /// The template's volumes the pod lacks. The same definition under the
     /// same name is a volume shared on purpose (two templates both using
     /// `app-logs`): reused, not a conflict.
-    fn check_volumes(&self, t: &'a Template, conflicts: &mut Vec<Conflict>) -> Vec<&'a Value> {
+    fn check_volumes(
+        &self,
+        t: &'a Template,
+        conflicts: &mut Vec<Conflict>,
+    ) -> Vec<&'a Arc<Object>> {
         let mut add = Vec::new();
         for v in &t.rendered.volumes {
             let name = name_of(v);
             match self.volumes.get(name) {
-                Some((existing, _)) if *existing == v => {}
+                Some((existing, _)) if *existing == v.value() => {}
                 Some((_, owner)) => conflicts.push(Conflict::new(
                     format!("volume {name:?}"),
                     format_args!("template {}", t.name),
@@ -342,7 +347,7 @@ impl<'a> PodIndex<'a> {
                 .all("volumeMounts", &app.added_mounts)
                 .find(|e| mount_path(e) == path)
             {
-                Some(existing) if existing == m => {}
+                Some(existing) if existing == m.value() => {}
                 Some(existing) => conflicts.push(Conflict::new(
                     format!("mountPath {path}"),
                     format_args!("template {tname}"),
@@ -355,7 +360,7 @@ impl<'a> PodIndex<'a> {
         for e in &t.rendered.app_env {
             let name = name_of(e);
             match app.all("env", &app.added_env).find(|x| name_of(x) == name) {
-                Some(existing) if existing == e => {}
+                Some(existing) if existing == e.value() => {}
                 Some(_) => conflicts.push(Conflict::new(
                     format!("env {name}"),
                     format_args!("template {tname}"),
@@ -366,7 +371,10 @@ impl<'a> PodIndex<'a> {
             }
         }
         for e in &t.rendered.app_env_from {
-            if !app.all("envFrom", &app.added_env_from).any(|x| x == e) {
+            if !app
+                .all("envFrom", &app.added_env_from)
+                .any(|x| x == e.value())
+            {
                 extra.env_from.push(e);
             }
         }
@@ -389,16 +397,20 @@ impl<'a> PodIndex<'a> {
             self.add_container(c, Owner::TemplateContainer(&t.name, name_of(c)), phase);
         }
         for v in &add.volumes {
-            self.volumes
-                .insert(name_of(v), (v, Owner::TemplateVolume(&t.name, name_of(v))));
+            self.volumes.insert(
+                name_of(v),
+                (v.value(), Owner::TemplateVolume(&t.name, name_of(v))),
+            );
         }
         for (i, extra) in &add.app {
             let Some(app) = self.apps.iter_mut().find(|a| a.index == *i) else {
                 continue;
             };
-            app.added_mounts.extend(&extra.volume_mounts);
-            app.added_env.extend(&extra.env);
-            app.added_env_from.extend(&extra.env_from);
+            app.added_mounts
+                .extend(extra.volume_mounts.iter().map(|m| m.value()));
+            app.added_env.extend(extra.env.iter().map(|e| e.value()));
+            app.added_env_from
+                .extend(extra.env_from.iter().map(|e| e.value()));
         }
     }
 }

@@ -232,11 +232,14 @@ fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
     let user_init = pod.init_containers.unwrap_or_default();
     let before = resources::effective(pod.containers, user_init, Some(pod.spec));
     let after = resources::effective(
-        pod.containers.iter().chain(&plan.containers),
+        pod.containers
+            .iter()
+            .chain(plan.containers.iter().map(|c| c.value())),
         plan.init_front
             .iter()
+            .map(|c| c.value())
             .chain(user_init)
-            .chain(&plan.init_back),
+            .chain(plan.init_back.iter().map(|c| c.value())),
         Some(pod.spec),
     );
     d.gate(
@@ -265,7 +268,7 @@ fn helpful_annotations(pod: &PodView<'_>, plan: &mut Plan) {
         .volumes
         .iter()
         .filter(|v| v.get("emptyDir").is_some())
-        .map(name_of)
+        .map(|v| name_of(v))
         .collect();
     if added.is_empty() {
         return;

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::PatchOperation;
 use serde::Serialize;
 
+use super::patch::Patch;
 use super::placement::Placement;
 use super::resources::Requests;
 use super::select::Source;
@@ -100,7 +100,7 @@ pub struct Decision {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceChange>,
     #[serde(skip)]
-    pub patch: Vec<PatchOperation>,
+    pub patch: Patch,
 }
 
 /// Why a decision ended at a gate before any template was considered.
@@ -122,7 +122,7 @@ impl Decision {
             warnings: Vec::new(),
             status: None,
             resources: None,
-            patch: Vec::new(),
+            patch: Patch::default(),
         }
     }
 

@@ -32,6 +32,7 @@ pub use decision::{
     Verdict,
 };
 pub use lint::collisions;
+pub use patch::Patch;
 pub use placement::Placement;
 pub use pod::POD_READS;
 pub use resources::Requests;

@@ -4,25 +4,120 @@
 //! pod's shapes once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
 
 use super::conflicts::Additions;
 use super::pod::PodView;
-use crate::template::{Position, Template};
+use crate::template::{Object, Position, Template};
+
+/// A decision's JSON patch: `add` operations only. The template objects in
+/// it are shared with the template set and written out as encoded at load.
+#[derive(Clone, Debug, Default)]
+pub struct Patch {
+    ops: Vec<Add>,
+}
+
+#[derive(Clone, Debug)]
+struct Add {
+    path: PointerBuf,
+    value: Item,
+}
+
+#[derive(Clone, Debug)]
+enum Item {
+    /// One template object.
+    Object(Arc<Object>),
+    /// An array created whole from template objects.
+    Objects(Vec<Arc<Object>>),
+    /// What the decision built itself (annotations).
+    Value(Value),
+}
+
+impl Patch {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The operations as `json_patch` values, to apply or inspect; the
+    /// webhook serializes the patch itself instead.
+    pub fn operations(&self) -> Vec<PatchOperation> {
+        self.ops
+            .iter()
+            .map(|op| {
+                let value = match &op.value {
+                    Item::Object(o) => (**o).clone(),
+                    Item::Objects(os) => Value::Array(os.iter().map(|o| (**o).clone()).collect()),
+                    Item::Value(v) => v.clone(),
+                };
+                PatchOperation::Add(AddOperation {
+                    path: op.path.clone(),
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    fn add(&mut self, path: PointerBuf, value: Item) {
+        self.ops.push(Add { path, value });
+    }
+}
+
+/// Written as `json_patch` writes its operations, byte for byte.
+impl Serialize for Patch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.ops.len()))?;
+        for op in &self.ops {
+            seq.serialize_element(op)?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Add {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("op", "add")?;
+        map.serialize_entry("path", &self.path)?;
+        match &self.value {
+            Item::Object(o) => map.serialize_entry("value", o.json())?,
+            Item::Objects(os) => map.serialize_entry("value", &Raws(os))?,
+            Item::Value(v) => map.serialize_entry("value", v)?,
+        }
+        map.end()
+    }
+}
+
+struct Raws<'a>(&'a [Arc<Object>]);
+
+impl Serialize for Raws<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for o in self.0 {
+            seq.serialize_element(o.json())?;
+        }
+        seq.end()
+    }
+}
 
 /// Everything a decision adds, gathered before the operations are built so
 /// that several templates adding to the same absent array create it once.
 #[derive(Default)]
 pub(super) struct Plan {
     /// Init containers to insert before the user's, in order.
-    pub init_front: Vec<Value>,
+    pub init_front: Vec<Arc<Object>>,
     /// Init containers to append after the user's.
-    pub init_back: Vec<Value>,
-    pub containers: Vec<Value>,
-    pub volumes: Vec<Value>,
+    pub init_back: Vec<Arc<Object>>,
+    pub containers: Vec<Arc<Object>>,
+    pub volumes: Vec<Arc<Object>>,
     pub app: BTreeMap<usize, AppExtra>,
     /// Annotations to set (only those whose value changes).
     pub annotations: Vec<(String, String)>,
@@ -31,9 +126,9 @@ pub(super) struct Plan {
 /// What one app container gets.
 #[derive(Default)]
 pub(super) struct AppExtra {
-    pub volume_mounts: Vec<Value>,
-    pub env: Vec<Value>,
-    pub env_from: Vec<Value>,
+    pub volume_mounts: Vec<Arc<Object>>,
+    pub env: Vec<Arc<Object>>,
+    pub env_from: Vec<Arc<Object>>,
 }
 
 impl Plan {
@@ -41,7 +136,7 @@ impl Plan {
     /// `restartPolicy: Always` and go with its init containers at
     /// `position`), and what the conflict check let through.
     pub(super) fn add(&mut self, t: &Template, native: bool, additions: Additions<'_>) {
-        let mut init: Vec<Value> = t.rendered.init_containers.clone();
+        let mut init = t.rendered.init_containers.clone();
         if native {
             init.extend(t.rendered.native_containers.iter().cloned());
         } else {
@@ -64,16 +159,12 @@ impl Plan {
     }
 }
 
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
 fn ptr<'t>(tokens: impl IntoIterator<Item = &'t str>) -> PointerBuf {
     PointerBuf::from_tokens(tokens)
 }
 
 /// Appends `items` to the array at `base`, creating it when `exists` is false.
-fn append(ops: &mut Vec<PatchOperation>, base: &[&str], exists: bool, items: Vec<Value>) {
+fn append(patch: &mut Patch, base: &[&str], exists: bool, items: Vec<Arc<Object>>) {
     if items.is_empty() {
         return;
     }
@@ -81,21 +172,24 @@ fn append(ops: &mut Vec<PatchOperation>, base: &[&str], exists: bool, items: Vec
         for item in items {
             let mut p = ptr(base.iter().copied());
             p.push_back("-");
-            ops.push(add(p, item));
+            patch.add(p, Item::Object(item));
         }
     } else {
-        ops.push(add(ptr(base.iter().copied()), Value::Array(items)));
+        patch.add(ptr(base.iter().copied()), Item::Objects(items));
     }
 }
 
 /// Builds the operations for `plan` against `pod`.
-pub(super) fn build(pod: &PodView<'_>, plan: Plan) -> Vec<PatchOperation> {
-    let mut ops = Vec::new();
+pub(super) fn build(pod: &PodView<'_>, plan: Plan) -> Patch {
+    let mut ops = Patch::default();
 
     if pod.init_containers.is_some() {
         for (i, c) in plan.init_front.into_iter().enumerate() {
             let index = i.to_string();
-            ops.push(add(ptr(["spec", "initContainers", index.as_str()]), c));
+            ops.add(
+                ptr(["spec", "initContainers", index.as_str()]),
+                Item::Object(c),
+            );
         }
         append(&mut ops, &["spec", "initContainers"], true, plan.init_back);
     } else {
@@ -135,10 +229,10 @@ pub(super) fn build(pod: &PodView<'_>, plan: Plan) -> Vec<PatchOperation> {
     if !plan.annotations.is_empty() {
         if pod.annotations.is_some() {
             for (k, v) in plan.annotations {
-                ops.push(add(
+                ops.add(
                     ptr(["metadata", "annotations", k.as_str()]),
-                    Value::String(v),
-                ));
+                    Item::Value(Value::String(v)),
+                );
             }
         } else {
             let map: Map<String, Value> = plan
@@ -147,10 +241,13 @@ pub(super) fn build(pod: &PodView<'_>, plan: Plan) -> Vec<PatchOperation> {
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect();
             if pod.has_metadata {
-                ops.push(add(ptr(["metadata", "annotations"]), Value::Object(map)));
+                ops.add(
+                    ptr(["metadata", "annotations"]),
+                    Item::Value(Value::Object(map)),
+                );
             } else {
                 let meta = serde_json::json!({ "annotations": map });
-                ops.push(add(ptr(["metadata"]), meta));
+                ops.add(ptr(["metadata"]), Item::Value(meta));
             }
         }
     }
@@ -172,10 +269,11 @@ mod tests {
             ..Plan::default()
         };
         let patch = build(&view, plan);
-        let paths: Vec<String> = patch.iter().map(|op| op.path().to_string()).collect();
+        let ops = patch.operations();
+        let paths: Vec<String> = ops.iter().map(|op| op.path().to_string()).collect();
         assert_eq!(paths, ["/metadata/annotations/a~0b~1c"]);
         let mut out = pod.clone();
-        json_patch::patch(&mut out, &patch).unwrap();
+        json_patch::patch(&mut out, &ops).unwrap();
         assert_eq!(out["metadata"]["annotations"]["a~b/c"], "v");
     }
 }

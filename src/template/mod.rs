@@ -12,7 +12,11 @@ mod model;
 mod set;
 mod validate;
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use examples::examples;
 pub use lint::{Lint, lint};
@@ -50,14 +54,47 @@ pub struct Template {
 /// The template's objects as raw JSON, ready to be placed in a patch.
 #[derive(Debug, Default)]
 pub struct Rendered {
-    pub containers: Vec<Value>,
+    pub containers: Vec<Arc<Object>>,
     /// `containers` as native sidecars (`restartPolicy: Always`).
-    pub native_containers: Vec<Value>,
-    pub init_containers: Vec<Value>,
-    pub volumes: Vec<Value>,
-    pub app_volume_mounts: Vec<Value>,
-    pub app_env: Vec<Value>,
-    pub app_env_from: Vec<Value>,
+    pub native_containers: Vec<Arc<Object>>,
+    pub init_containers: Vec<Arc<Object>>,
+    pub volumes: Vec<Arc<Object>>,
+    pub app_volume_mounts: Vec<Arc<Object>>,
+    pub app_env: Vec<Arc<Object>>,
+    pub app_env_from: Vec<Arc<Object>>,
+}
+
+/// One object a template adds, as the engine reads it and as a patch
+/// carries it: encoded once per template version, so no admission clones its
+/// tree or re-escapes its strings. Shared (`Arc`) between the template set
+/// and the decisions that place it.
+#[derive(Debug)]
+pub struct Object {
+    value: Value,
+    json: Box<RawValue>,
+}
+
+impl Object {
+    pub fn new(value: Value) -> Result<Object, serde_json::Error> {
+        let json = serde_json::value::to_raw_value(&value)?;
+        Ok(Object { value, json })
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The object's JSON, exactly as serializing its value writes it.
+    pub fn json(&self) -> &RawValue {
+        &self.json
+    }
+}
+
+impl Deref for Object {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
 }
 
 impl Template {
@@ -78,15 +115,19 @@ impl Template {
             }]
         };
         let hash = content_hash(&spec).map_err(unencodable)?;
-        let containers = to_values(&spec.containers).map_err(unencodable)?;
+        let containers = objects(&spec.containers).map_err(unencodable)?;
         let rendered = Rendered {
-            native_containers: containers.iter().map(native_sidecar).collect(),
+            native_containers: containers
+                .iter()
+                .map(|c| native_sidecar(c))
+                .collect::<Result<_, _>>()
+                .map_err(unencodable)?,
             containers,
-            init_containers: to_values(&spec.init_containers).map_err(unencodable)?,
-            volumes: to_values(&spec.volumes).map_err(unencodable)?,
-            app_volume_mounts: to_values(&spec.app.volume_mounts).map_err(unencodable)?,
-            app_env: to_values(&spec.app.env).map_err(unencodable)?,
-            app_env_from: to_values(&spec.app.env_from).map_err(unencodable)?,
+            init_containers: objects(&spec.init_containers).map_err(unencodable)?,
+            volumes: objects(&spec.volumes).map_err(unencodable)?,
+            app_volume_mounts: objects(&spec.app.volume_mounts).map_err(unencodable)?,
+            app_env: objects(&spec.app.env).map_err(unencodable)?,
+            app_env_from: objects(&spec.app.env_from).map_err(unencodable)?,
         };
         Ok(Template {
             name: name.to_string(),
@@ -108,16 +149,19 @@ impl Template {
     }
 }
 
-fn native_sidecar(container: &Value) -> Value {
+fn native_sidecar(container: &Value) -> Result<Arc<Object>, serde_json::Error> {
     let mut c = container.clone();
     if let Value::Object(m) = &mut c {
         m.insert("restartPolicy".into(), Value::String("Always".into()));
     }
-    c
+    Object::new(c).map(Arc::new)
 }
 
-fn to_values<T: serde::Serialize>(items: &[T]) -> Result<Vec<Value>, serde_json::Error> {
-    items.iter().map(serde_json::to_value).collect()
+fn objects<T: serde::Serialize>(items: &[T]) -> Result<Vec<Arc<Object>>, serde_json::Error> {
+    items
+        .iter()
+        .map(|item| Object::new(serde_json::to_value(item)?).map(Arc::new))
+        .collect()
 }
 
 /// First 16 hex digits of the SHA-256 of the spec's canonical JSON. An error,

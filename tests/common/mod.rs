@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use json_patch::PatchOperation;
 use serde_json::{Value, json};
 use tandem::engine::Status;
-use tandem::engine::{self, Decision, EngineError, Input, Outcome};
+use tandem::engine::{self, Decision, EngineError, Input, Outcome, Patch};
 use tandem::facts::{
     self, Capabilities, INJECT_ANNOTATION, Namespace, NativeSidecars, Policy, STATUS_ANNOTATION,
 };
@@ -130,28 +130,43 @@ pub fn annotate(pod: &mut Value, key: &str, value: &str) {
         .insert(key.to_string(), Value::String(value.to_string()));
 }
 
-/// Applies `patch` to a copy of `pod`.
-pub fn apply(pod: &Value, patch: &[PatchOperation]) -> Value {
+/// The patch as the webhook sends it, read back as `json_patch`
+/// operations. Its encoding (template objects written as encoded at load)
+/// must be byte for byte what `json_patch` writes for the same operations.
+pub fn decoded(patch: &Patch) -> Vec<PatchOperation> {
+    let sent = serde_json::to_string(patch).expect("patch serialises");
+    let plain = serde_json::to_string(&patch.operations()).expect("operations serialise");
+    assert_eq!(sent, plain, "the encoded patch differs from its operations");
+    serde_json::from_str(&sent).expect("the encoded patch reads back")
+}
+
+/// Applies `patch`, as sent, to a copy of `pod`.
+pub fn apply(pod: &Value, patch: &Patch) -> Value {
+    apply_ops(pod, &decoded(patch))
+}
+
+/// Applies operations (a patch `tandem inject --patch` printed) to a copy of `pod`.
+pub fn apply_ops(pod: &Value, ops: &[PatchOperation]) -> Value {
     let mut out = pod.clone();
-    json_patch::patch(&mut out, patch).unwrap_or_else(|e| {
+    json_patch::patch(&mut out, ops).unwrap_or_else(|e| {
         panic!(
             "patch does not apply: {e}\npatch: {}",
-            serde_json::to_string_pretty(patch).unwrap_or_default()
+            serde_json::to_string_pretty(ops).unwrap_or_default()
         )
     });
     out
 }
 
 /// The patch as JSON, for looking at its operations.
-pub fn ops(patch: &[PatchOperation]) -> Vec<Value> {
-    patch
+pub fn ops(patch: &Patch) -> Vec<Value> {
+    decoded(patch)
         .iter()
         .map(|op| serde_json::to_value(op).expect("patch op serialises"))
         .collect()
 }
 
 /// The paths of the patch's operations.
-pub fn paths(patch: &[PatchOperation]) -> Vec<String> {
+pub fn paths(patch: &Patch) -> Vec<String> {
     ops(patch)
         .iter()
         .map(|op| op["path"].as_str().unwrap_or_default().to_string())
@@ -159,7 +174,7 @@ pub fn paths(patch: &[PatchOperation]) -> Vec<String> {
 }
 
 /// The operation at `path`, if any.
-pub fn op_at(patch: &[PatchOperation], path: &str) -> Option<Value> {
+pub fn op_at(patch: &Patch, path: &str) -> Option<Value> {
     ops(patch).into_iter().find(|op| op["path"] == path)
 }
 

@@ -208,7 +208,7 @@ pub(super) fn clear(t: &Template) -> Variable {
     terms.push(none_of("object.spec.initContainers", true, "c", &named));
 
     if !t.rendered.volumes.is_empty() {
-        let names = cel::strings(t.rendered.volumes.iter().map(name_of));
+        let names = cel::strings(t.rendered.volumes.iter().map(|v| name_of(v)));
         let pred = format!("v.name in {names}");
         terms.push(none_of("object.spec.volumes", true, "v", &pred));
     }
@@ -291,13 +291,13 @@ fn app_clash(t: &Template) -> Option<String> {
         ));
     }
     if !r.app_env.is_empty() {
-        let names = cel::strings(r.app_env.iter().map(name_of));
+        let names = cel::strings(r.app_env.iter().map(|e| name_of(e)));
         alternatives.push(format!(
             "(has(c.env) && c.env.exists(e, e.name in {names}))"
         ));
     }
     if !r.app_env_from.is_empty() {
-        let sources: Vec<String> = r.app_env_from.iter().map(env_source).collect();
+        let sources: Vec<String> = r.app_env_from.iter().map(|e| env_source(e)).collect();
         alternatives.push(format!(
             "(has(c.envFrom) && c.envFrom.exists(e, {}))",
             sources.join(" || ")

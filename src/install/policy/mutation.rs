@@ -4,13 +4,15 @@
 //! reads it (a parent present or absent, an annotation already set). The
 //! template's objects are variables, each written once.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::admissionregistration::v1::Variable;
 use serde_json::Value;
 
 use super::gates::has_annotation;
 use super::{cel, variable};
 use crate::facts::{DEFAULT_CONTAINER_ANNOTATION, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION};
-use crate::template::{Position, Template};
+use crate::template::{Object, Position, Template};
 
 /// One `add` operation; `path` and `value` are CEL expressions.
 fn add(path: &str, value: &str) -> String {
@@ -37,9 +39,10 @@ fn list(ops: &[String]) -> String {
 pub(super) fn objects(t: &Template, classic: bool) -> Vec<Variable> {
     let r = &t.rendered;
     let mut vars = Vec::new();
-    let mut push = |name: &str, items: &[Value]| {
+    let mut push = |name: &str, items: &[Arc<Object>]| {
         if !items.is_empty() {
-            vars.push(variable(name, cel::literal(&Value::Array(items.to_vec()))));
+            let items = items.iter().map(|o| o.value().clone()).collect();
+            vars.push(variable(name, cel::literal(&Value::Array(items))));
         }
     };
     push("templateInitContainers", &r.init_containers);
