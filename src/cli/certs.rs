@@ -13,7 +13,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use clap::Args;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -209,7 +208,7 @@ pub(super) fn run(args: &CertsArgs) -> Result<(), CliError> {
     write_file(&paths[1], &generated.tls_pem, 0o644, args.force)?;
     write_file(&paths[2], &generated.key_pem, 0o600, args.force)?;
 
-    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(generated.ca_pem.as_bytes());
+    let ca_bundle = base64_simd::STANDARD.encode_to_string(generated.ca_pem.as_bytes());
     println!("{ca_bundle}");
 
     let d = |f: &str| dir.join(f).display().to_string();

@@ -24,11 +24,15 @@ impl Quantity {
             return Err(bad());
         }
         let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-        let digits = format!("{int}{frac}");
-        if digits.len() > 30 {
+        // Only ASCII digits are left, and at most 30 of them fit an i128
+        // with room for the scaling below.
+        if int.len() + frac.len() > 30 {
             return Err(bad());
         }
-        let mantissa: i128 = digits.parse().map_err(|_| bad())?;
+        let mantissa = int
+            .bytes()
+            .chain(frac.bytes())
+            .fold(0i128, |m, d| m * 10 + i128::from(d - b'0'));
         // value = mantissa * 2^binary * 10^decimal, in thousandths
         let (binary, decimal): (u32, i32) = match suffix {
             "" => (0, 0),
