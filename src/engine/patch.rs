@@ -24,7 +24,8 @@ pub struct Patch {
 
 #[derive(Clone, Debug)]
 struct Add {
-    path: PointerBuf,
+    /// A JSON pointer, its tokens escaped.
+    path: String,
     value: Item,
 }
 
@@ -59,14 +60,15 @@ impl Patch {
                     Item::Value(v) => v.clone(),
                 };
                 PatchOperation::Add(AddOperation {
-                    path: op.path.clone(),
+                    path: PointerBuf::parse(op.path.as_str())
+                        .expect("patch paths are built from escaped tokens"),
                     value,
                 })
             })
             .collect()
     }
 
-    fn add(&mut self, path: PointerBuf, value: Item) {
+    fn add(&mut self, path: String, value: Item) {
         self.ops.push(Add { path, value });
     }
 }
@@ -159,8 +161,18 @@ impl Plan {
     }
 }
 
-fn ptr<'t>(tokens: impl IntoIterator<Item = &'t str>) -> PointerBuf {
-    PointerBuf::from_tokens(tokens)
+/// A JSON pointer to `tokens`, each escaped (`~` as `~0`, `/` as `~1`).
+fn ptr<'t>(tokens: impl IntoIterator<Item = &'t str>) -> String {
+    let mut out = String::with_capacity(48);
+    for t in tokens {
+        out.push('/');
+        if t.contains(['~', '/']) {
+            out.push_str(&t.replace('~', "~0").replace('/', "~1"));
+        } else {
+            out.push_str(t);
+        }
+    }
+    out
 }
 
 /// Appends `items` to the array at `base`, creating it when `exists` is false.
@@ -170,8 +182,7 @@ fn append(patch: &mut Patch, base: &[&str], exists: bool, items: Vec<Arc<Object>
     }
     if exists {
         for item in items {
-            let mut p = ptr(base.iter().copied());
-            p.push_back("-");
+            let p = ptr(base.iter().copied().chain(["-"]));
             patch.add(p, Item::Object(item));
         }
     } else {
