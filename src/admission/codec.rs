@@ -1,11 +1,10 @@
 //! The AdmissionReview wire format: a lean parse of the request and the typed
 //! answer written back. Shared by `/mutate` and `/validate`.
 
-use std::borrow::Cow;
-
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::json;
 use super::notice::Notice;
 use crate::engine::Decision;
 use crate::facts::{Fields, display_name};
@@ -257,20 +256,9 @@ pub(super) enum ObjectReads {
 /// Parses a review body into a `Value` holding what Tandem reads: the
 /// envelope fields below, and of `request.object` what `reads` names. The
 /// rest is checked to be valid JSON and skipped without being built.
-///
-/// The body is checked to be UTF-8 once, as a whole: parsed from a byte
-/// slice, serde_json checks every string on its own, a fixed cost per string
-/// that was an eighth of a small pod's admission.
 fn parse_review(body: &[u8], reads: ObjectReads) -> Result<Value, ReviewError> {
-    use serde::de::DeserializeSeed;
-    let json = |e: serde_json::Error| ReviewError::Json(e.to_string());
     let text = std::str::from_utf8(body).map_err(|e| ReviewError::Json(e.to_string()))?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let value = Lean(Shape::Review(reads))
-        .deserialize(&mut de)
-        .map_err(json)?;
-    de.end().map_err(json)?;
-    Ok(value)
+    json::parse(text, Shape::Review(reads)).map_err(|e| ReviewError::Json(e.to_string()))
 }
 
 /// Where the parse is in the review, and so which keys it keeps.
@@ -298,8 +286,7 @@ const REQUEST_READS: [&str; 7] = [
     "subResource",
 ];
 
-impl Shape {
-    /// What is kept below `key`, `None` to skip its value unbuilt.
+impl json::Keep for Shape {
     fn child(self, key: &str) -> Option<Shape> {
         let whole = Shape::All {
             metadata: key == "metadata",
@@ -325,99 +312,6 @@ impl Shape {
                 )),
             },
         }
-    }
-}
-
-/// A `Value` deserializer that builds only what its `Shape` keeps. Arrays
-/// pass their shape on to their elements.
-struct Lean(Shape);
-
-impl<'de> serde::de::DeserializeSeed<'de> for Lean {
-    type Value = Value;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Lean {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(v) = seq.next_element_seed(Lean(self.0))? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key_seed(Key)? {
-            match self.0.child(&key) {
-                Some(shape) => {
-                    let value = map.next_value_seed(Lean(shape))?;
-                    out.insert(key.into_owned(), value);
-                }
-                None => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Value::Object(out))
-    }
-}
-
-/// An object key, borrowed from the body unless it had escapes: skipped
-/// keys then cost no allocation.
-struct Key;
-
-impl<'de> serde::de::DeserializeSeed<'de> for Key {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Key {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object key")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
     }
 }
 

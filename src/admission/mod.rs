@@ -11,6 +11,7 @@
 //! - `notice.rs`: the Warning Event for a skipped or denied injection.
 
 mod codec;
+mod json;
 mod mutate;
 mod notice;
 mod validate;
