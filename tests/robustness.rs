@@ -151,6 +151,37 @@ async fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
     good_request_succeeds(&server).await;
 }
 
+/// A body that stops halfway is answered 408 once the body timeout (10 s)
+/// passes, while a body that came with its headers never waits for a timer.
+#[tokio::test]
+async fn a_body_that_stops_halfway_is_answered_request_timeout() {
+    let server = Server::start(Options::default());
+    server.ready().await;
+    let mut tls = server.client().tls().await.unwrap();
+    tls.write_all(
+        b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\":",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a stalled body");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "cut off early");
+    good_request_succeeds(&server).await;
+}
+
 #[tokio::test]
 async fn a_connection_flood_beyond_the_limit_is_refused_and_existing_connections_keep_working() {
     let server = Server::start(Options {

@@ -1,8 +1,10 @@
 //! HTTP routes: `/mutate` on the TLS port; `/livez`, `/readyz`, `/metrics` on
 //! the admin port.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -62,7 +64,15 @@ async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, 
         ));
     }
     let limited = Limited::new(req.into_body(), state.max_body_bytes);
-    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+    let mut collect = std::pin::pin!(limited.collect());
+    // A review usually arrives with its headers: read what is there before
+    // arming a timer, which would cost every admission a timer-wheel entry.
+    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => tokio::time::timeout(BODY_TIMEOUT, collect).await,
+    };
+    match collected {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             let m = format!(
