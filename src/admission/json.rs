@@ -123,118 +123,87 @@ impl<'a> Reader<'a> {
     }
 
     fn object<K: Keep>(&mut self, keep: K) -> Result<Value, JsonError> {
-        self.nest()?;
         let mut map = Map::new();
-        if self.peek()? == b'}' {
-            self.pos += 1;
-        } else {
-            loop {
-                if self.peek()? != b'"' {
-                    return Err(self.error("expected a key"));
+        self.members(b'}', |r| {
+            let key = r.key()?;
+            match keep.child(&key) {
+                Some(k) => {
+                    let v = r.value(k)?;
+                    map.insert(key.into_owned(), v);
                 }
-                let key = self.string()?;
-                self.expect(b':', "expected `:`")?;
-                match keep.child(&key) {
-                    Some(k) => {
-                        let v = self.value(k)?;
-                        map.insert(key.into_owned(), v);
-                    }
-                    None => self.skip()?,
-                }
-                match self.peek()? {
-                    b',' => self.pos += 1,
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(self.error("expected `,` or `}`")),
-                }
+                None => r.skip()?,
             }
-        }
-        self.depth -= 1;
+            Ok(())
+        })?;
         Ok(Value::Object(map))
     }
 
     fn array<K: Keep>(&mut self, keep: K) -> Result<Value, JsonError> {
-        self.nest()?;
         let mut items = Vec::new();
-        if self.peek()? == b']' {
+        self.members(b']', |r| {
+            items.push(r.value(keep)?);
+            Ok(())
+        })?;
+        Ok(Value::Array(items))
+    }
+
+    /// Reads the object or array at `pos` (its opening bracket) up to
+    /// `close`, calling `member` for each of its members.
+    fn members(
+        &mut self,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
+        self.nest()?;
+        if self.peek()? == close {
             self.pos += 1;
         } else {
             loop {
-                items.push(self.value(keep)?);
+                member(self)?;
                 match self.peek()? {
                     b',' => self.pos += 1,
-                    b']' => {
+                    b if b == close => {
                         self.pos += 1;
                         break;
                     }
+                    _ if close == b'}' => return Err(self.error("expected `,` or `}`")),
                     _ => return Err(self.error("expected `,` or `]`")),
                 }
             }
         }
         self.depth -= 1;
-        Ok(Value::Array(items))
+        Ok(())
+    }
+
+    /// An object's key and its colon.
+    fn key(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        if self.peek()? != b'"' {
+            return Err(self.error("expected a key"));
+        }
+        let key = self.string()?;
+        self.expect(b':', "expected `:`")?;
+        Ok(key)
     }
 
     /// Checks one value and moves past it, building nothing.
     fn skip(&mut self) -> Result<(), JsonError> {
         match self.peek()? {
-            b'{' => {
-                self.nest()?;
-                if self.peek()? == b'}' {
-                    self.pos += 1;
-                } else {
-                    loop {
-                        if self.peek()? != b'"' {
-                            return Err(self.error("expected a key"));
-                        }
-                        self.string_end()?;
-                        self.expect(b':', "expected `:`")?;
-                        self.skip()?;
-                        match self.peek()? {
-                            b',' => self.pos += 1,
-                            b'}' => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(self.error("expected `,` or `}`")),
-                        }
-                    }
+            b'{' => self.members(b'}', |r| {
+                if r.peek()? != b'"' {
+                    return Err(r.error("expected a key"));
                 }
-                self.depth -= 1;
-            }
-            b'[' => {
-                self.nest()?;
-                if self.peek()? == b']' {
-                    self.pos += 1;
-                } else {
-                    loop {
-                        self.skip()?;
-                        match self.peek()? {
-                            b',' => self.pos += 1,
-                            b']' => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(self.error("expected `,` or `]`")),
-                        }
-                    }
-                }
-                self.depth -= 1;
-            }
-            b'"' => {
-                self.string_end()?;
-            }
-            b't' => self.word("true")?,
-            b'f' => self.word("false")?,
-            b'n' => self.word("null")?,
-            b'-' | b'0'..=b'9' => {
-                self.number_end()?;
-            }
-            _ => return Err(self.error("expected a value")),
+                r.string_end()?;
+                r.expect(b':', "expected `:`")?;
+                r.skip()
+            }),
+            b'[' => self.members(b']', Self::skip),
+            b'"' => self.string_end().map(|_| ()),
+            b't' => self.word("true"),
+            b'f' => self.word("false"),
+            b'n' => self.word("null"),
+            b'-' | b'0'..=b'9' => self.number_end(),
+            _ => Err(self.error("expected a value")),
         }
-        Ok(())
     }
 
     fn word(&mut self, word: &'static str) -> Result<(), JsonError> {
