@@ -4,8 +4,10 @@
 //! cluster client: the server hands it bytes and context, and publishes the
 //! notice it returns.
 //!
-//! - `codec.rs`: parsing a review (lean: only the fields Tandem reads are built) and
-//!   encoding the answer, for both endpoints;
+//! - `codec.rs`: parsing a review (lean: only the fields Tandem reads are
+//!   built) and encoding the answer, for both endpoints;
+//! - `json.rs`: the strict JSON reader that parse uses, building only what it
+//!   is asked to keep;
 //! - `mutate.rs`: `/mutate`, a pod through the engine;
 //! - `validate.rs`: `/validate`, a SidecarTemplate through the loader;
 //! - `notice.rs`: the Warning Event for a skipped or denied injection.
