@@ -225,6 +225,7 @@ impl<'a> Reader<'a> {
         self.pos += 1;
         let mut escaped = false;
         loop {
+            self.plain_run();
             let Some(&byte) = self.b.get(self.pos) else {
                 return Err(self.error("unterminated string"));
             };
@@ -240,6 +241,30 @@ impl<'a> Reader<'a> {
                 }
                 _ => return Err(self.error("control character in string")),
             }
+        }
+    }
+
+    /// Moves past plain string bytes eight at a time, up to the first quote,
+    /// backslash or control byte (or the last eight bytes of the input).
+    fn plain_run(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // The high bit of each byte below `n` (n <= 0x80). Bits above the
+        // lowest can be false, the lowest never is.
+        let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+        while let Some(chunk) = self.b.get(self.pos..self.pos + 8) {
+            let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+                return;
+            };
+            let w = u64::from_le_bytes(bytes);
+            let special = below(w ^ (ONES * u64::from(b'"')), 1)
+                | below(w ^ (ONES * u64::from(b'\\')), 1)
+                | below(w, 0x20);
+            if special != 0 {
+                self.pos += (special.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
         }
     }
 
@@ -430,6 +455,12 @@ mod tests {
             "[a-c]{0,3}",
             any::<String>(),
             Just("\u{0}\u{1f}\"\\/\u{7f}\u{2028}\u{1F600}é".to_string()),
+            // Long enough for the eight-byte scan, with what stops it anywhere.
+            prop::collection::vec(
+                prop::sample::select(vec!['a', '"', '\\', '\u{1}', '\u{1f}', ' ', 'é', '😀']),
+                0..40
+            )
+            .prop_map(|chars| chars.into_iter().collect()),
         ]
     }
 
