@@ -152,7 +152,7 @@ async fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
 }
 
 /// A body that stops halfway is answered 408 once the body timeout (10 s)
-/// passes, while a body that came with its headers never waits for a timer.
+/// passes: the timer armed only when the body did not come with its headers.
 #[tokio::test]
 async fn a_body_that_stops_halfway_is_answered_request_timeout() {
     let server = Server::start(Options::default());

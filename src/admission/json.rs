@@ -189,11 +189,7 @@ impl<'a> Reader<'a> {
     fn skip(&mut self) -> Result<(), JsonError> {
         match self.peek()? {
             b'{' => self.members(b'}', |r| {
-                if r.peek()? != b'"' {
-                    return Err(r.error("expected a key"));
-                }
-                r.string_end()?;
-                r.expect(b':', "expected `:`")?;
+                r.key()?;
                 r.skip()
             }),
             b'[' => self.members(b']', Self::skip),
