@@ -1,7 +1,6 @@
 //! The AdmissionReview wire format: a lean parse of the request and the typed
 //! answer written back. Shared by `/mutate` and `/validate`.
 
-use serde::Serialize;
 use serde_json::Value;
 
 use super::json;
@@ -161,13 +160,12 @@ impl Reply {
         }
     }
 
-    /// Allowed, with this JSON patch, encoded as base64. `Err` only if the
-    /// patch cannot be encoded.
-    pub(super) fn patched(patch: &impl Serialize) -> Result<Reply, serde_json::Error> {
-        Ok(Reply {
-            patch: Some(serde_json::to_vec(patch)?),
+    /// Allowed, with this JSON patch (sent as base64).
+    pub(super) fn patched(patch: Vec<u8>) -> Reply {
+        Reply {
+            patch: Some(patch),
             ..Reply::allowed()
-        })
+        }
     }
 
     pub(super) fn refused(code: u16, reason: &'static str, message: &str) -> Reply {
@@ -339,7 +337,7 @@ mod tests {
     fn answers_are_json_with_every_field_escaped_and_the_patch_in_base64() {
         use base64::Engine as _;
         let patch = json!([{ "op": "add", "path": "/a", "value": "\u{1F600} \"q\"" }]);
-        let mut reply = Reply::patched(&patch).unwrap();
+        let mut reply = Reply::patched(serde_json::to_vec(&patch).unwrap());
         reply.warnings = vec!["tandem: a \"quoted\"\nline".into()];
         reply.audit("patched injected=x(native)\t".into());
         let body = reply.encode("admission.k8s.io/v1", "u\"id\\").unwrap();

@@ -123,9 +123,11 @@ fn reply_for(decision: &Decision) -> Result<(Kind, Reply), String> {
     Ok(match &decision.outcome {
         Outcome::Denied { message } => (Kind::Denied, Reply::refused(403, "Forbidden", message)),
         Outcome::Patched => {
-            let reply = Reply::patched(&decision.patch)
+            let patch = decision
+                .patch
+                .to_json()
                 .map_err(|e| format!("cannot encode the patch: {e}"))?;
-            (Kind::Patched, reply)
+            (Kind::Patched, Reply::patched(patch))
         }
         Outcome::Unchanged { .. } => (Kind::Allowed, Reply::allowed()),
     })

@@ -70,7 +70,7 @@ pub(super) fn inject_all(
         for r in refs {
             let namespace = ctx.namespace(r.namespace.as_deref())?;
             let pod = doc.pointer(&r.pointer).cloned().unwrap_or(Value::Null);
-            let decision = engine::decide(&Input {
+            let decision = engine::explain(&Input {
                 pod: &pod,
                 namespace: &namespace,
                 templates,

@@ -26,8 +26,18 @@ struct Admitted<'a> {
 
 /// Decides what to inject into one pod.
 pub fn decide(input: &Input<'_>) -> Result<Decision, EngineError> {
+    decide_as(input, false)
+}
+
+/// The same decision, with every gate it passed or stopped at and why, for
+/// `tandem explain`.
+pub fn explain(input: &Input<'_>) -> Result<Decision, EngineError> {
+    decide_as(input, true)
+}
+
+fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineError> {
     let pod = PodView::new(input.pod)?;
-    let mut d = Decision::new(pod.display_name.clone());
+    let mut d = Decision::new(pod.display_name.clone(), explaining);
     let admitted = match admit(&pod, input, &mut d) {
         Ok(a) => a,
         Err(stop) => return Ok(d.stop(stop)),
@@ -109,11 +119,9 @@ fn capabilities(input: &Input<'_>, d: &mut Decision) {
     } else {
         "unavailable"
     };
-    d.gate(
-        "capabilities",
-        GateVerdict::Info,
-        format!("native sidecars {native} ({})", caps.source),
-    );
+    d.gate("capabilities", GateVerdict::Info, || {
+        format!("native sidecars {native} ({})", caps.source)
+    });
 }
 
 fn not_a_mirror_pod(pod: &PodView<'_>, d: &mut Decision) -> Result<(), Stop> {
@@ -124,7 +132,9 @@ fn not_a_mirror_pod(pod: &PodView<'_>, d: &mut Decision) -> Result<(), Stop> {
             why: format!("mirror pod of a static manifest ({source}); the kubelet owns it"),
         });
     }
-    d.gate("mirror pod", GateVerdict::Pass, "not a mirror pod");
+    d.gate("mirror pod", GateVerdict::Pass, || {
+        "not a mirror pod".into()
+    });
     Ok(())
 }
 
@@ -147,11 +157,9 @@ fn namespace_may_be_injected(input: &Input<'_>, d: &mut Decision) -> Result<(), 
             ),
         });
     }
-    d.gate(
-        "namespace",
-        GateVerdict::Pass,
-        format!("namespace {:?} may be injected", ns.name),
-    );
+    d.gate("namespace", GateVerdict::Pass, || {
+        format!("namespace {:?} may be injected", ns.name)
+    });
     Ok(())
 }
 
@@ -165,7 +173,9 @@ fn pod_does_not_opt_out(pod: &PodView<'_>, d: &mut Decision) -> Result<Option<Re
             why: format!("pod annotation {INJECT_ANNOTATION} opts out"),
         });
     }
-    d.gate("pod opt-out", GateVerdict::Pass, "pod does not opt out");
+    d.gate("pod opt-out", GateVerdict::Pass, || {
+        "pod does not opt out".into()
+    });
     Ok(request)
 }
 
@@ -175,22 +185,23 @@ fn pod_does_not_opt_out(pod: &PodView<'_>, d: &mut Decision) -> Result<Option<Re
 fn earlier_injection(raw_status: Option<&str>, d: &mut Decision) -> Option<Status> {
     match raw_status.map(Status::parse) {
         None => {
-            d.gate("status", GateVerdict::Pass, "no earlier injection recorded");
+            d.gate("status", GateVerdict::Pass, || {
+                "no earlier injection recorded".into()
+            });
             None
         }
         Some(Ok(s)) => {
-            let names: Vec<&str> = s.templates.iter().map(|t| t.name.as_str()).collect();
-            let why = format!("already carries {}", names.join(","));
-            d.gate("status", GateVerdict::Info, why);
+            d.gate("status", GateVerdict::Info, || {
+                let names: Vec<&str> = s.templates.iter().map(|t| t.name.as_str()).collect();
+                format!("already carries {}", names.join(","))
+            });
             Some(s)
         }
         Some(Err(e)) => {
             d.warn(&e);
-            d.gate(
-                "status",
-                GateVerdict::Info,
-                format!("{e}; treated as not injected"),
-            );
+            d.gate("status", GateVerdict::Info, || {
+                format!("{e}; treated as not injected")
+            });
             None
         }
     }
@@ -213,10 +224,11 @@ fn selection(
         input.templates,
     );
     if !selected.is_empty() {
-        d.gate("selection", GateVerdict::Pass, why);
+        d.gate("selection", GateVerdict::Pass, || why);
     } else if admitted.asked_by_name() {
-        let why = format!("{why}; the request is recorded in {STATUS_ANNOTATION}");
-        d.gate("selection", GateVerdict::Info, why);
+        d.gate("selection", GateVerdict::Info, || {
+            format!("{why}; the request is recorded in {STATUS_ANNOTATION}")
+        });
     } else {
         return Err(Stop {
             gate: "selection",
@@ -242,11 +254,9 @@ fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
             .chain(plan.init_back.iter().map(|c| c.value())),
         Some(pod.spec),
     );
-    d.gate(
-        "resources",
-        GateVerdict::Info,
-        format!("effective request {before} -> {after}"),
-    );
+    d.gate("resources", GateVerdict::Info, || {
+        format!("effective request {before} -> {after}")
+    });
     if after.cpu > before.cpu || after.memory > before.memory {
         d.warn(format!("pod request grows from {before} to {after}"));
     }

@@ -2,7 +2,8 @@
 //! capabilities → decision, patch, warnings. Pure: no I/O, no clock, no client,
 //! so the webhook, the CLI and the tests get byte-identical answers.
 //!
-//! Start at [`decide`] (`decide.rs`): the gates before any template, then one
+//! Start at [`decide`] (`decide.rs`; [`explain`] also keeps why each gate
+//! passed or stopped): the gates before any template, then one
 //! run per selected template (`run.rs`), then the patch. The rules each step
 //! applies live in files named for them: who gets what (`select.rs`), what
 //! collides (`conflicts.rs`), native or classic (`placement.rs`), the
@@ -26,7 +27,7 @@ use serde_json::Value;
 use crate::facts::{Capabilities, Namespace, Policy};
 use crate::template::TemplateSet;
 
-pub use decide::decide;
+pub use decide::{decide, explain};
 pub use decision::{
     Decision, Gate, GateVerdict, MAX_WARNING_CHARS, Outcome, ResourceChange, TemplateVerdict,
     Verdict,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation};
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value};
 
 use super::conflicts::Additions;
@@ -68,45 +67,56 @@ impl Patch {
             .collect()
     }
 
+    /// The patch as JSON, byte for byte what `json_patch` writes for
+    /// [`operations`](Patch::operations), written straight into one buffer:
+    /// template objects are copied as encoded at load. `Err` only if an
+    /// annotation cannot be encoded.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let objects = |os: &[Arc<Object>]| os.iter().map(|o| o.json().get().len() + 1).sum();
+        let size: usize = self
+            .ops
+            .iter()
+            .map(|op| {
+                op.path.len()
+                    + 40
+                    + match &op.value {
+                        Item::Object(o) => objects(std::slice::from_ref(o)),
+                        Item::Objects(os) => objects(os),
+                        Item::Value(_) => 64,
+                    }
+            })
+            .sum();
+        let mut out = Vec::with_capacity(size + 2);
+        out.push(b'[');
+        for (i, op) in self.ops.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"op\":\"add\",\"path\":");
+            serde_json::to_writer(&mut out, op.path.as_str())?;
+            out.extend_from_slice(b",\"value\":");
+            match &op.value {
+                Item::Object(o) => out.extend_from_slice(o.json().get().as_bytes()),
+                Item::Objects(os) => {
+                    out.push(b'[');
+                    for (j, o) in os.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(o.json().get().as_bytes());
+                    }
+                    out.push(b']');
+                }
+                Item::Value(v) => serde_json::to_writer(&mut out, v)?,
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+        Ok(out)
+    }
+
     fn add(&mut self, path: String, value: Item) {
         self.ops.push(Add { path, value });
-    }
-}
-
-/// Written as `json_patch` writes its operations, byte for byte.
-impl Serialize for Patch {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.ops.len()))?;
-        for op in &self.ops {
-            seq.serialize_element(op)?;
-        }
-        seq.end()
-    }
-}
-
-impl Serialize for Add {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3))?;
-        map.serialize_entry("op", "add")?;
-        map.serialize_entry("path", &self.path)?;
-        match &self.value {
-            Item::Object(o) => map.serialize_entry("value", o.json())?,
-            Item::Objects(os) => map.serialize_entry("value", &Raws(os))?,
-            Item::Value(v) => map.serialize_entry("value", v)?,
-        }
-        map.end()
-    }
-}
-
-struct Raws<'a>(&'a [Arc<Object>]);
-
-impl Serialize for Raws<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for o in self.0 {
-            seq.serialize_element(o.json())?;
-        }
-        seq.end()
     }
 }
 
@@ -166,10 +176,16 @@ fn ptr<'t>(tokens: impl IntoIterator<Item = &'t str>) -> String {
     let mut out = String::with_capacity(48);
     for t in tokens {
         out.push('/');
-        if t.contains(['~', '/']) {
-            out.push_str(&t.replace('~', "~0").replace('/', "~1"));
-        } else {
+        if !t.bytes().any(|b| b == b'~' || b == b'/') {
             out.push_str(t);
+            continue;
+        }
+        for c in t.chars() {
+            match c {
+                '~' => out.push_str("~0"),
+                '/' => out.push_str("~1"),
+                c => out.push(c),
+            }
         }
     }
     out

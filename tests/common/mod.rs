@@ -134,7 +134,7 @@ pub fn annotate(pod: &mut Value, key: &str, value: &str) {
 /// operations. Its encoding (template objects written as encoded at load)
 /// must be byte for byte what `json_patch` writes for the same operations.
 pub fn decoded(patch: &Patch) -> Vec<PatchOperation> {
-    let sent = serde_json::to_string(patch).expect("patch serialises");
+    let sent = String::from_utf8(patch.to_json().expect("patch encodes")).expect("UTF-8");
     let plain = serde_json::to_string(&patch.operations()).expect("operations serialise");
     assert_eq!(sent, plain, "the encoded patch differs from its operations");
     serde_json::from_str(&sent).expect("the encoded patch reads back")
@@ -437,14 +437,35 @@ impl Ctx {
         self
     }
 
+    /// The explained decision, after checking that the webhook's (which
+    /// records no gates) is the same decision.
     pub fn decide(&self, pod: &Value) -> Result<Decision, EngineError> {
-        engine::decide(&Input {
+        let input = Input {
             pod,
             namespace: &self.namespace,
             templates: &self.templates,
             capabilities: &self.caps,
             policy: &self.policy,
-        })
+        };
+        let explained = engine::explain(&input);
+        let decided = engine::decide(&input);
+        match (&explained, &decided) {
+            (Ok(e), Ok(d)) => {
+                assert!(!e.gates.is_empty(), "an explanation without gates");
+                assert!(d.gates.is_empty(), "the webhook's decision records gates");
+                let mut e = serde_json::to_value(e).unwrap();
+                e["gates"] = serde_json::json!([]);
+                assert_eq!(
+                    e,
+                    serde_json::to_value(d).unwrap(),
+                    "explaining changed the decision"
+                );
+                assert_eq!(ops(&explained.as_ref().unwrap().patch), ops(&d.patch));
+            }
+            (Err(e), Err(d)) => assert_eq!(e, d),
+            _ => panic!("explain {explained:?} but decide {decided:?}"),
+        }
+        explained
     }
 
     /// Decides, applies the patch and checks the result: well-formed, nothing
@@ -477,8 +498,8 @@ impl Ctx {
         assert!(
             again.patch.is_empty(),
             "second decision is not empty: {}\nfirst: {}",
-            serde_json::to_string(&again.patch).unwrap_or_default(),
-            serde_json::to_string(&decision.patch).unwrap_or_default()
+            String::from_utf8_lossy(&again.patch.to_json().unwrap_or_default()),
+            String::from_utf8_lossy(&decision.patch.to_json().unwrap_or_default())
         );
         assert_ne!(again.outcome, Outcome::Patched);
         assert_eq!(
