@@ -91,6 +91,26 @@ async fn odd_bodies_get_clear_answers() {
         good_request_succeeds(&server).await;
     }
 
+    // Wrong paths and methods are answered on the same connection, which
+    // goes on serving reviews.
+    let mut conn = server.client().connect().await.unwrap();
+    let review = fixture("admission-v1.36/create.json");
+    for (method, path, status) in [
+        (hyper::Method::GET, "/mutate", 405),
+        (hyper::Method::PUT, "/validate", 405),
+        (hyper::Method::POST, "/mutate/", 404),
+        (hyper::Method::POST, "/metrics", 404),
+    ] {
+        let reply = conn
+            .send(method.clone(), path, "application/json", review.clone())
+            .await
+            .unwrap();
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.text());
+    }
+    let r = conn.review(&review).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["response"]["uid"], uid);
+
     // The invalid status is reported and the pod still gets its template.
     let mut conn = server.client().connect().await.unwrap();
     let r = conn.review(&bad_status.to_string()).await.json();

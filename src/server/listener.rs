@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -25,16 +26,23 @@ pub(super) struct Limits {
 /// Counts connections closed on arrival because of `max_connections`.
 pub(super) type Refused = prometheus_client::metrics::counter::Counter;
 
-/// Serves `router` over TLS until `shutdown` turns true, then waits up to
+/// Serves `service` over TLS until `shutdown` turns true, then waits up to
 /// `limits.grace` for in-flight requests to finish.
-pub(super) async fn serve_tls(
+pub(super) async fn serve_tls<S, B>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    router: Router,
+    service: S,
     limits: Limits,
     refused: Refused,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
@@ -61,7 +69,7 @@ pub(super) async fn serve_tls(
         // Without it, Nagle plus delayed ACKs stall responses by ~40 ms.
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let router = router.clone();
+        let service = service.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
@@ -83,7 +91,6 @@ pub(super) async fn serve_tls(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .keep_alive(true);
             builder.http2().timer(TokioTimer::new());
-            let service = TowerToHyperService::new(router);
             let conn = builder
                 .serve_connection(TokioIo::new(tls), service)
                 .into_owned();

@@ -70,13 +70,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         grace: Duration::from_secs(config.shutdown_grace_seconds),
     };
     let refused = state.metrics.connections_refused.clone();
+    let webhook = {
+        let state = state.clone();
+        hyper::service::service_fn(move |req| routes::webhook(state.clone(), req))
+    };
     let serving = tokio::spawn(listener::serve_tls(
-        listener,
-        acceptor,
-        routes::webhook(state.clone()),
-        limits,
-        refused,
-        stop_rx,
+        listener, acceptor, webhook, limits, refused, stop_rx,
     ));
 
     shutdown_signal().await;

@@ -1,6 +1,7 @@
-//! HTTP routes: `/mutate` on the TLS port; `/livez`, `/readyz`, `/metrics` on
-//! the admin port.
+//! HTTP routes: `/mutate` and `/validate` on the TLS port; `/livez`,
+//! `/readyz`, `/metrics` on the admin port.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,12 +9,12 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::extract::State;
+use axum::routing::get;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode};
 
 use super::AppState;
 use crate::admission::{self, Context, Kind};
@@ -22,11 +23,33 @@ use crate::engine::{Outcome, Verdict};
 /// A client that sends its body slower than this is cut off.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) fn webhook(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/mutate", post(mutate))
-        .route("/validate", post(validate))
-        .with_state(state)
+/// Every answer of both ports: a body in one piece.
+type Response = hyper::Response<Full<Bytes>>;
+
+/// The webhook port: `POST /mutate` and `POST /validate`, nothing else.
+/// Plain hyper rather than a router: two paths do not need one, and a
+/// router's per-request work (a boxed body, an extensions map, the matched
+/// path) cost a small admission as much as encoding its answer.
+pub(super) async fn webhook(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    let mutating = match req.uri().path() {
+        "/mutate" => true,
+        "/validate" => false,
+        _ => return Ok(plain(StatusCode::NOT_FOUND, "not found".into())),
+    };
+    if req.method() != Method::POST {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST".into());
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return Ok(r);
+    }
+    Ok(if mutating {
+        mutate(&state, req).await
+    } else {
+        validate(&state, req).await
+    })
 }
 
 pub(super) fn admin(state: Arc<AppState>) -> Router {
@@ -37,17 +60,20 @@ pub(super) fn admin(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+    let mut r = hyper::Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
 fn plain(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message + "\n",
-    )
-        .into_response()
+    respond(status, "text/plain; charset=utf-8", message + "\n")
 }
 
 /// Reads a JSON body within the size and time limits, or says why not.
-async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, Response> {
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Response> {
     let json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -92,9 +118,9 @@ async fn read_body(state: &AppState, req: Request) -> Result<axum::body::Bytes, 
     }
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
+async fn mutate(state: &AppState, req: Request<Incoming>) -> Response {
     let start = Instant::now();
-    let body = match read_body(&state, req).await {
+    let body = match read_body(state, req).await {
         Ok(b) => b,
         Err(response) => {
             state
@@ -111,13 +137,13 @@ async fn mutate(State(state): State<Arc<AppState>>, req: Request) -> Response {
         capabilities: &capabilities,
         policy: &state.policy,
     };
-    finish(&state, start, admission::review(&body, &ctx))
+    finish(state, start, admission::review(&body, &ctx))
 }
 
-async fn validate(State(state): State<Arc<AppState>>, req: Request) -> Response {
+async fn validate(state: &AppState, req: Request<Incoming>) -> Response {
     let start = Instant::now();
-    match read_body(&state, req).await {
-        Ok(body) => finish(&state, start, admission::validate_template(&body)),
+    match read_body(state, req).await {
+        Ok(body) => finish(state, start, admission::validate_template(&body)),
         Err(response) => response,
     }
 }
@@ -137,11 +163,7 @@ fn finish(
                 // A full queue drops the event rather than slowing admission.
                 let _ = events.try_send(notice);
             }
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                Body::from(answer.body),
-            )
-                .into_response()
+            respond(StatusCode::OK, "application/json", answer.body)
         }
         Err(e) if e.is_bad_request() => {
             state
@@ -225,12 +247,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+    respond(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
         state.metrics.render(),
     )
-        .into_response()
 }

@@ -348,7 +348,20 @@ impl Conn {
         content_type: &str,
         body: impl Into<Bytes>,
     ) -> Result<Reply, hyper::Error> {
-        let req = hyper::Request::post(path)
+        self.send(hyper::Method::POST, path, content_type, body)
+            .await
+    }
+
+    pub async fn send(
+        &mut self,
+        method: hyper::Method,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, hyper::Error> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", "localhost")
             .header("content-type", content_type)
             .body(Full::new(body.into()))
