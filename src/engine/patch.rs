@@ -93,7 +93,19 @@ impl Patch {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"op\":\"add\",\"path\":");
-            serde_json::to_writer(&mut out, op.path.as_str())?;
+            // Paths need escaping only for an odd annotation key: copied
+            // otherwise, which is a fifth of what serde_json's scan costs.
+            if op
+                .path
+                .bytes()
+                .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+            {
+                out.push(b'"');
+                out.extend_from_slice(op.path.as_bytes());
+                out.push(b'"');
+            } else {
+                serde_json::to_writer(&mut out, op.path.as_str())?;
+            }
             out.extend_from_slice(b",\"value\":");
             match &op.value {
                 Item::Object(o) => out.extend_from_slice(o.json().get().as_bytes()),
@@ -176,17 +188,18 @@ fn ptr<'t>(tokens: impl IntoIterator<Item = &'t str>) -> String {
     let mut out = String::with_capacity(48);
     for t in tokens {
         out.push('/');
-        if !t.bytes().any(|b| b == b'~' || b == b'/') {
-            out.push_str(t);
-            continue;
+        let mut plain = 0;
+        for (i, b) in t.bytes().enumerate() {
+            let escaped = match b {
+                b'~' => "~0",
+                b'/' => "~1",
+                _ => continue,
+            };
+            out.push_str(&t[plain..i]);
+            out.push_str(escaped);
+            plain = i + 1;
         }
-        for c in t.chars() {
-            match c {
-                '~' => out.push_str("~0"),
-                '/' => out.push_str("~1"),
-                c => out.push(c),
-            }
-        }
+        out.push_str(&t[plain..]);
     }
     out
 }
@@ -302,5 +315,24 @@ mod tests {
         let mut out = pod.clone();
         json_patch::patch(&mut out, &ops).unwrap();
         assert_eq!(out["metadata"]["annotations"]["a~b/c"], "v");
+    }
+
+    #[test]
+    fn the_json_is_what_json_patch_writes_for_the_operations() {
+        let pod = json!({ "metadata": { "annotations": {} }, "spec": { "containers": [] } });
+        let view = PodView::new(&pod).unwrap();
+        let plan = Plan {
+            annotations: vec![
+                ("plain".into(), "v".into()),
+                (
+                    "quote\"back\\slash\ttab~/é".into(),
+                    "{\"a\":\"\u{1}\"}".into(),
+                ),
+            ],
+            ..Plan::default()
+        };
+        let patch = build(&view, plan);
+        let json = patch.to_json().unwrap();
+        assert_eq!(json, serde_json::to_vec(&patch.operations()).unwrap());
     }
 }
