@@ -125,7 +125,7 @@ impl<'a> Reader<'a> {
     fn object<K: Keep>(&mut self, keep: K) -> Result<Value, JsonError> {
         let mut map = Map::new();
         self.members(b'}', |r| {
-            let key = r.key()?;
+            let key = r.key(true)?;
             match keep.child(&key) {
                 Some(k) => {
                     let v = r.value(k)?;
@@ -175,12 +175,19 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// An object's key and its colon.
-    fn key(&mut self) -> Result<Cow<'a, str>, JsonError> {
+    /// An object's key and its colon. The key is read only for an object
+    /// being built: a skipped one's keys are checked, never unescaped, and
+    /// `managedFields` is full of escaped keys (`k:{\"name\":\"app\"}`).
+    fn key(&mut self, build: bool) -> Result<Cow<'a, str>, JsonError> {
         if self.peek()? != b'"' {
             return Err(self.error("expected a key"));
         }
-        let key = self.string()?;
+        let key = if build {
+            self.string()?
+        } else {
+            self.string_end()?;
+            Cow::Borrowed("")
+        };
         self.expect(b':', "expected `:`")?;
         Ok(key)
     }
@@ -189,7 +196,7 @@ impl<'a> Reader<'a> {
     fn skip(&mut self) -> Result<(), JsonError> {
         match self.peek()? {
             b'{' => self.members(b'}', |r| {
-                r.key()?;
+                r.key(false)?;
                 r.skip()
             }),
             b'[' => self.members(b']', Self::skip),

@@ -114,7 +114,7 @@ pub struct Decision {
     #[serde(skip)]
     pub patch: Patch,
     /// Whether gates are recorded. The webhook never shows them, and their
-    /// texts are a fifth of what a small pod's decision costs.
+    /// texts were a sixth of what a small pod's decision cost.
     #[serde(skip)]
     explaining: bool,
 }
@@ -173,6 +173,7 @@ impl Decision {
 
     /// Records a template's verdict, as a gate and in the template list.
     pub(super) fn judge(&mut self, name: String, source: Source, verdict: Verdict, why: String) {
+        // Checked here too: the gate's name would be formatted before `gate` looks.
         if self.explaining {
             self.gate(format!("template {name}"), verdict.gate(), || why.clone());
         }
