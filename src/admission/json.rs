@@ -125,7 +125,7 @@ impl<'a> Reader<'a> {
     fn object<K: Keep>(&mut self, keep: K) -> Result<Value, JsonError> {
         let mut map = Map::new();
         self.members(b'}', |r| {
-            let key = r.key(true)?;
+            let key = r.key(Self::string)?;
             match keep.child(&key) {
                 Some(k) => {
                     let v = r.value(k)?;
@@ -175,19 +175,17 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// An object's key and its colon. The key is read only for an object
-    /// being built: a skipped one's keys are checked, never unescaped, and
-    /// `managedFields` is full of escaped keys (`k:{\"name\":\"app\"}`).
-    fn key(&mut self, build: bool) -> Result<Cow<'a, str>, JsonError> {
+    /// An object's key, read by `read`, and its colon. A skipped object's
+    /// keys are only checked (`string_end`), never unescaped: `managedFields`
+    /// is full of escaped keys (`k:{\"name\":\"app\"}`).
+    fn key<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, JsonError>,
+    ) -> Result<T, JsonError> {
         if self.peek()? != b'"' {
             return Err(self.error("expected a key"));
         }
-        let key = if build {
-            self.string()?
-        } else {
-            self.string_end()?;
-            Cow::Borrowed("")
-        };
+        let key = read(self)?;
         self.expect(b':', "expected `:`")?;
         Ok(key)
     }
@@ -196,7 +194,7 @@ impl<'a> Reader<'a> {
     fn skip(&mut self) -> Result<(), JsonError> {
         match self.peek()? {
             b'{' => self.members(b'}', |r| {
-                r.key(false)?;
+                r.key(Self::string_end)?;
                 r.skip()
             }),
             b'[' => self.members(b']', Self::skip),

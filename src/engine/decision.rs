@@ -173,9 +173,12 @@ impl Decision {
 
     /// Records a template's verdict, as a gate and in the template list.
     pub(super) fn judge(&mut self, name: String, source: Source, verdict: Verdict, why: String) {
-        // Checked here too: the gate's name would be formatted before `gate` looks.
         if self.explaining {
-            self.gate(format!("template {name}"), verdict.gate(), || why.clone());
+            self.gates.push(Gate {
+                gate: format!("template {name}"),
+                verdict: verdict.gate(),
+                why: why.clone(),
+            });
         }
         self.templates.push(TemplateVerdict {
             name,
@@ -241,28 +244,27 @@ impl Decision {
             }
             Outcome::Denied { .. } => out.push_str("denied"),
         }
-        for group in [
-            "denied", "dryRun", "injected", "missing", "present", "skipped",
-        ] {
-            let mut first = true;
-            for t in &self.templates {
-                let (key, detail) = t.verdict.summary_part();
-                if key != group {
-                    continue;
-                }
-                if first {
-                    out.push(' ');
-                    out.push_str(group);
-                    out.push('=');
-                    first = false;
-                } else {
-                    out.push(',');
-                }
-                out.push_str(&t.name);
-                out.push('(');
-                out.push_str(detail);
-                out.push(')');
+        let mut parts: Vec<_> = self
+            .templates
+            .iter()
+            .map(|t| (t.verdict.summary_part(), t.name.as_str()))
+            .collect();
+        // Stable: templates keep their order within a group.
+        parts.sort_by_key(|((group, _), _)| *group);
+        let mut current = "";
+        for ((group, detail), name) in parts {
+            if group == current {
+                out.push(',');
+            } else {
+                out.push(' ');
+                out.push_str(group);
+                out.push('=');
+                current = group;
             }
+            out.push_str(name);
+            out.push('(');
+            out.push_str(detail);
+            out.push(')');
         }
         out
     }

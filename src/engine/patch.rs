@@ -72,7 +72,7 @@ impl Patch {
     /// template objects are copied as encoded at load. `Err` only if an
     /// annotation cannot be encoded.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let objects = |os: &[Arc<Object>]| os.iter().map(|o| o.json().get().len() + 1).sum();
+        let json_len = |o: &Arc<Object>| o.json().get().len() + 1;
         let size: usize = self
             .ops
             .iter()
@@ -80,8 +80,8 @@ impl Patch {
                 op.path.len()
                     + 40
                     + match &op.value {
-                        Item::Object(o) => objects(std::slice::from_ref(o)),
-                        Item::Objects(os) => objects(os),
+                        Item::Object(o) => json_len(o),
+                        Item::Objects(os) => os.iter().map(json_len).sum(),
                         Item::Value(_) => 64,
                     }
             })
