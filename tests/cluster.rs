@@ -15,7 +15,7 @@ use tandem::cluster::NamespaceCache;
 use tandem::cluster::merge;
 use tandem::engine::{self, Input, Verdict};
 use tandem::facts::NamespaceFacts;
-use tandem::facts::{Capabilities, NativeSidecars, Policy, parse_version};
+use tandem::facts::{Capabilities, Doc, NativeSidecars, Policy, parse_version};
 use tandem::template::{Scope, SidecarTemplate, TemplateSet, parse_documents};
 
 const OWN: &str = "tandem-system";
@@ -50,7 +50,7 @@ fn decide_in(set: &TemplateSet, namespace: &str, pod: &Value) -> engine::Decisio
         ..Default::default()
     };
     engine::decide(&Input {
-        pod,
+        pod: &Doc::from(pod),
         namespace: &ns,
         templates: set,
         capabilities: &Capabilities::default(),
@@ -242,7 +242,7 @@ fn namespace_facts_follow_the_watch() {
     let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
     let decide = |ns: &tandem::facts::Namespace| {
         engine::decide(&Input {
-            pod: &pod,
+            pod: &Doc::from(&pod),
             namespace: ns,
             templates: &templates,
             capabilities: &Capabilities::default(),

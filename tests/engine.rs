@@ -2064,7 +2064,7 @@ fn the_webhook_decides_on_the_fields_it_parses_as_the_cli_does_on_the_whole_pod(
                 let ns = review["request"]["namespace"].as_str().unwrap();
                 // The CLI explains; the explanation is all the webhook leaves out.
                 let mut whole = tandem::engine::explain(&tandem::engine::Input {
-                    pod: &pod,
+                    pod: &tandem::facts::Doc::from(&pod),
                     namespace: &tandem::facts::Namespace {
                         name: ns.to_string(),
                         ..Default::default()

@@ -2735,7 +2735,7 @@ fn policy_agrees_with_the_engine(spec: &adm::ValidatingAdmissionPolicySpec, sour
                 });
                 let facts = Namespace::new("shop", BTreeMap::new(), ns_annotations);
                 let d = tandem::engine::decide(&Input {
-                    pod: &pod,
+                    pod: &tandem::facts::Doc::from(&pod),
                     namespace: &facts,
                     templates: &templates,
                     capabilities: &Capabilities::default(),

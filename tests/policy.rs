@@ -22,7 +22,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use serde_json::{Value, json};
 use tandem::engine::Input;
-use tandem::facts::{INJECT_ANNOTATION, Namespace, Policy, STATUS_ANNOTATION};
+use tandem::facts::{Doc, INJECT_ANNOTATION, Namespace, Policy, STATUS_ANNOTATION};
 use tandem::install::policy::{self, Compiled, Reach};
 use tandem::install::webhook::Scope;
 use tandem::template::TemplateSet;
@@ -361,7 +361,7 @@ fn equivalence(set: &TemplateSet, label: &str) -> Tally {
                 let pod = with_metadata(&shape, &annotations, &labels);
                 let case = format!("{label}: {pod_case}, {variant}, {ns_case}");
                 let d = tandem::engine::decide(&Input {
-                    pod: &pod,
+                    pod: &Doc::from(&pod),
                     namespace: &ns,
                     templates: set,
                     capabilities: &caps,
@@ -400,7 +400,7 @@ fn equivalence(set: &TemplateSet, label: &str) -> Tally {
                     // Hybrid mode: the webhook runs after the policy and
                     // finds nothing left to do.
                     let webhook = tandem::engine::decide(&Input {
-                        pod: by_policy,
+                        pod: &Doc::from(by_policy),
                         namespace: &ns,
                         templates: set,
                         capabilities: &caps,
@@ -486,7 +486,7 @@ fn a_pod_the_webhook_injected_is_left_alone() {
     let mut pod = pods().into_iter().find(|(n, _)| n == "bare").unwrap().1;
     annotate(&mut pod, INJECT_ANNOTATION, "log-shipper");
     let d = tandem::engine::decide(&Input {
-        pod: &pod,
+        pod: &Doc::from(&pod),
         namespace: &ns,
         templates: &set,
         capabilities: &native_caps(),

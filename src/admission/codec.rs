@@ -1,12 +1,10 @@
 //! The AdmissionReview wire format: a lean parse of the request and the typed
 //! answer written back. Shared by `/mutate` and `/validate`.
 
-use serde_json::Value;
-
 use super::json;
 use super::notice::Notice;
 use crate::engine::Decision;
-use crate::facts::{Fields, display_name};
+use crate::facts::{Doc, Fields, display_name};
 
 /// How a review was answered, for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,16 +70,16 @@ pub struct Answer {
 pub(super) fn answer(
     body: &[u8],
     reads: ObjectReads,
-    respond: impl FnOnce(&Value, Option<&Value>, &mut Answer) -> Reply,
+    respond: impl FnOnce(&Doc<'_>, Option<&Doc<'_>>, &mut Answer) -> Reply,
 ) -> Result<Answer, ReviewError> {
     let doc = parse_review(body, reads)?;
     let request = doc.get("request").filter(|r| r.is_object());
     let uid = request
         .and_then(|r| r.get("uid"))
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
         .filter(|u| !u.is_empty());
-    let api_version = doc.get("apiVersion").and_then(Value::as_str);
-    let shape_error = match (api_version, doc.get("kind").and_then(Value::as_str)) {
+    let api_version = doc.get("apiVersion").and_then(Doc::as_str);
+    let shape_error = match (api_version, doc.get("kind").and_then(Doc::as_str)) {
         (Some("admission.k8s.io/v1" | "admission.k8s.io/v1beta1"), Some("AdmissionReview")) => None,
         (v, k) => Some(format!(
             "expected apiVersion admission.k8s.io/v1 and kind AdmissionReview, found {v:?} {k:?}"
@@ -98,16 +96,11 @@ pub(super) fn answer(
     } else {
         "admission.k8s.io/v1"
     };
-    let text = |field: &str| {
-        request
-            .get(field)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
+    let text = |field: &str| request.get(field).and_then(Doc::as_str).unwrap_or_default();
     let object = request.get("object").filter(|o| !o.is_null());
     let generate_name = object
         .and_then(|o| o.pointer("/metadata/generateName"))
-        .and_then(Value::as_str);
+        .and_then(Doc::as_str);
     let mut answer = Answer {
         body: Vec::new(),
         kind: Kind::Allowed,
@@ -118,7 +111,7 @@ pub(super) fn answer(
         operation: text("operation").to_string(),
         dry_run: request
             .get("dryRun")
-            .and_then(Value::as_bool)
+            .and_then(Doc::as_bool)
             .unwrap_or(false),
         note: String::new(),
         decision: None,
@@ -251,10 +244,10 @@ pub(super) enum ObjectReads {
     Either(Fields, Fields),
 }
 
-/// Parses a review body into a `Value` holding what Tandem reads: the
+/// Parses a review body into a `Doc` holding what Tandem reads: the
 /// envelope fields below, and of `request.object` what `reads` names. The
 /// rest is checked to be valid JSON and skipped without being built.
-fn parse_review(body: &[u8], reads: ObjectReads) -> Result<Value, ReviewError> {
+fn parse_review(body: &[u8], reads: ObjectReads) -> Result<Doc<'_>, ReviewError> {
     let text = std::str::from_utf8(body).map_err(|e| ReviewError::Json(e.to_string()))?;
     json::parse(text, Shape::Review(reads)).map_err(|e| ReviewError::Json(e.to_string()))
 }
@@ -315,7 +308,7 @@ impl json::Keep for Shape {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -372,7 +365,7 @@ mod tests {
     #[test]
     fn whole_objects_lose_only_managed_fields_of_metadata() {
         let body = br#"{"kind":"AdmissionReview","request":{"uid":"u","object":{"a":{"metadata":{"name":"x","managedFields":[{"f":1}]},"managedFields":2},"n":[1,-2,3.5,true,null,"s"]}}}"#;
-        let v = parse_review(body, ObjectReads::Whole).unwrap();
+        let v = parse_review(body, ObjectReads::Whole).unwrap().to_value();
         let o = &v["request"]["object"];
         assert_eq!(o["a"]["metadata"], json!({"name": "x"}));
         assert_eq!(o["a"]["managedFields"], 2, "only inside metadata");
@@ -387,7 +380,7 @@ mod tests {
               "object":{"kind":"Pod","metadata":{"name":"p","uid":"1","labels":{"a":"b"},"managedFields":[]},
                 "spec":{"containers":[{"name":"app","image":"i"},{"name":"two","args":["x"]}],"dnsPolicy":"x"},
                 "status":{}}}}"#;
-        let v = parse_review(body, POD).unwrap();
+        let v = parse_review(body, POD).unwrap().to_value();
         assert_eq!(
             v,
             json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -401,7 +394,7 @@ mod tests {
     #[test]
     fn a_wrong_shape_is_kept_for_the_reader_to_report() {
         let body = br#"{"request":{"object":{"metadata":"no","spec":{"containers":{"name":1}}}}}"#;
-        let v = parse_review(body, POD).unwrap();
+        let v = parse_review(body, POD).unwrap().to_value();
         assert_eq!(v["request"]["object"]["metadata"], "no");
         assert_eq!(
             v["request"]["object"]["spec"]["containers"],
@@ -420,7 +413,9 @@ mod tests {
             assert!(parse_review(b"{\"skipped\":\"\xff\"}", reads).is_err());
             assert!(parse_review(br#"{"k\u0069nd":"AdmissionReview"}"#, reads).is_ok());
         }
-        let v = parse_review(br#"{"k\u0069nd":"AdmissionReview"}"#, POD).unwrap();
+        let v = parse_review(br#"{"k\u0069nd":"AdmissionReview"}"#, POD)
+            .unwrap()
+            .to_value();
         assert_eq!(
             v["kind"], "AdmissionReview",
             "escaped keys are matched unescaped"

@@ -5,13 +5,16 @@
 //! skipped string and key as much as for a kept one: on a small pod the parse
 //! was 40% of an admission, a third of it in strings nobody reads. Here a
 //! skipped value is only checked, byte by byte against a table, and a kept
-//! one is built straight into a `serde_json::Value`, equal to what
-//! `serde_json::from_str` gives (the tests compare both on generated and
-//! malformed documents). The input is `&str`: UTF-8 was checked once.
+//! one is built straight into a [`Doc`] borrowing its strings from the text,
+//! equal to what `serde_json::from_str` gives (the tests compare both on
+//! generated and malformed documents). The input is `&str`: UTF-8 was
+//! checked once.
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Number, Value};
+use serde_json::Number;
+
+use crate::facts::Doc;
 
 /// serde_json's own nesting limit (127 levels are read, 128 are refused):
 /// the reader's recursion stays bounded.
@@ -32,12 +35,14 @@ pub(super) struct JsonError {
 }
 
 /// Parses `text` as one JSON value, building what `keep` keeps.
-pub(super) fn parse<K: Keep>(text: &str, keep: K) -> Result<Value, JsonError> {
+pub(super) fn parse<K: Keep>(text: &str, keep: K) -> Result<Doc<'_>, JsonError> {
     let mut r = Reader {
         text,
         b: text.as_bytes(),
         pos: 0,
         depth: 0,
+        items: Vec::new(),
+        entries: Vec::new(),
     };
     let value = r.value(keep)?;
     r.whitespace();
@@ -70,6 +75,11 @@ struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
     depth: u32,
+    /// The members of the arrays and objects being read, innermost last:
+    /// each is moved out into a list of its own size when it closes, so no
+    /// list grows by reallocating.
+    items: Vec<Doc<'a>>,
+    entries: Vec<(Cow<'a, str>, Doc<'a>)>,
 }
 
 impl<'a> Reader<'a> {
@@ -109,42 +119,43 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn value<K: Keep>(&mut self, keep: K) -> Result<Value, JsonError> {
+    fn value<K: Keep>(&mut self, keep: K) -> Result<Doc<'a>, JsonError> {
         match self.peek()? {
             b'{' => self.object(keep),
             b'[' => self.array(keep),
-            b'"' => Ok(Value::String(self.string()?.into_owned())),
-            b't' => self.literal("true", Value::Bool(true)),
-            b'f' => self.literal("false", Value::Bool(false)),
-            b'n' => self.literal("null", Value::Null),
+            b'"' => Ok(Doc::String(self.string()?)),
+            b't' => self.literal("true", Doc::Bool(true)),
+            b'f' => self.literal("false", Doc::Bool(false)),
+            b'n' => self.literal("null", Doc::Null),
             b'-' | b'0'..=b'9' => self.number(),
             _ => Err(self.error("expected a value")),
         }
     }
 
-    fn object<K: Keep>(&mut self, keep: K) -> Result<Value, JsonError> {
-        let mut map = Map::new();
+    fn object<K: Keep>(&mut self, keep: K) -> Result<Doc<'a>, JsonError> {
+        let start = self.entries.len();
         self.members(b'}', |r| {
             let key = r.key(Self::string)?;
             match keep.child(&key) {
                 Some(k) => {
                     let v = r.value(k)?;
-                    map.insert(key.into_owned(), v);
+                    r.entries.push((key, v));
                 }
                 None => r.skip()?,
             }
             Ok(())
         })?;
-        Ok(Value::Object(map))
+        Ok(Doc::object(self.entries.split_off(start)))
     }
 
-    fn array<K: Keep>(&mut self, keep: K) -> Result<Value, JsonError> {
-        let mut items = Vec::new();
+    fn array<K: Keep>(&mut self, keep: K) -> Result<Doc<'a>, JsonError> {
+        let start = self.items.len();
         self.members(b']', |r| {
-            items.push(r.value(keep)?);
+            let v = r.value(keep)?;
+            r.items.push(v);
             Ok(())
         })?;
-        Ok(Value::Array(items))
+        Ok(Doc::Array(self.items.split_off(start)))
     }
 
     /// Reads the object or array at `pos` (its opening bracket) up to
@@ -216,7 +227,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn literal(&mut self, word: &'static str, v: Value) -> Result<Value, JsonError> {
+    fn literal(&mut self, word: &'static str, v: Doc<'a>) -> Result<Doc<'a>, JsonError> {
         self.word(word).map(|()| v)
     }
 
@@ -402,11 +413,11 @@ impl<'a> Reader<'a> {
 
     /// A number, read by serde_json itself once its grammar is checked, so
     /// integers, floats and their range are exactly what `from_str` gives.
-    fn number(&mut self) -> Result<Value, JsonError> {
+    fn number(&mut self) -> Result<Doc<'a>, JsonError> {
         let start = self.pos;
         self.number_end()?;
         serde_json::from_str::<Number>(&self.text[start..self.pos])
-            .map(Value::Number)
+            .map(Doc::Number)
             .map_err(|_| JsonError {
                 what: "number out of range",
                 at: start,
@@ -417,7 +428,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -503,8 +514,11 @@ mod tests {
                 serde_json::to_string(&v).unwrap()
             };
             let expected: Value = serde_json::from_str(&text).unwrap();
-            prop_assert_eq!(&parse(&text, All).unwrap(), &expected);
-            prop_assert_eq!(parse(&text, OnlyA).unwrap(), only_a(&expected));
+            let doc = parse(&text, All).unwrap();
+            prop_assert_eq!(&doc.to_value(), &expected);
+            // Sorted as a `Map` iterates, so equal documents are equal.
+            prop_assert_eq!(&doc, &Doc::from(&expected));
+            prop_assert_eq!(parse(&text, OnlyA).unwrap().to_value(), only_a(&expected));
         }
 
         #[test]
@@ -527,7 +541,7 @@ mod tests {
             let ours = parse(text, All);
             prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?}: {:?} {:?}", text, ours, theirs);
             if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
-                prop_assert_eq!(ours, theirs);
+                prop_assert_eq!(ours.to_value(), theirs);
             }
             // Skipping checks as strictly as building, but for the range of
             // numbers, which only building needs (as in serde_json).
@@ -580,12 +594,13 @@ mod tests {
             "tru",
             "nulll",
             " [ 1 , 2 ] ",
+            r#"{"b":1,"a":{"x":1},"b":2,"a":[3]}"#,
         ] {
             let theirs = serde_json::from_str::<Value>(text);
             let ours = parse(text, All);
             assert_eq!(ours.is_ok(), theirs.is_ok(), "{text}: {ours:?} {theirs:?}");
             if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
-                assert_eq!(ours, theirs, "{text}");
+                assert_eq!(ours, Doc::from(&theirs), "{text}");
             }
         }
     }

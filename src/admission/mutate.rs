@@ -2,12 +2,10 @@
 //! answer: patched, allowed or denied, with warnings and the audit record.
 //! Other kinds, operations and sub-resources pass through unchanged.
 
-use serde_json::Value;
-
 use super::codec::{Answer, Kind, ObjectReads, Reply, ReviewError, answer, invalid};
 use super::notice::Notice;
 use crate::engine::{self, Decision, EngineError, Input, Outcome};
-use crate::facts::{Capabilities, Fields, Namespace, NamespaceFacts, Policy};
+use crate::facts::{Capabilities, Doc, Fields, Namespace, NamespaceFacts, Policy};
 use crate::template::TemplateSet;
 
 /// The API server rejects a response whose warnings exceed this in total.
@@ -41,8 +39,8 @@ pub fn review(body: &[u8], ctx: &Context<'_>) -> Result<Answer, ReviewError> {
 }
 
 fn respond(
-    request: &Value,
-    object: Option<&Value>,
+    request: &Doc<'_>,
+    object: Option<&Doc<'_>>,
     answer: &mut Answer,
     ctx: &Context<'_>,
 ) -> Reply {
@@ -94,17 +92,17 @@ fn respond(
 
 /// Why a request is allowed unchanged without a decision: not a Pod, not a
 /// CREATE, or a sub-resource. `None` for a pod being created.
-fn pass_through(request: &Value, operation: &str) -> Option<String> {
+fn pass_through(request: &Doc<'_>, operation: &str) -> Option<String> {
     let kind = request.get("kind");
-    let is_pod = kind.and_then(|k| k.get("kind")).and_then(Value::as_str) == Some("Pod")
+    let is_pod = kind.and_then(|k| k.get("kind")).and_then(Doc::as_str) == Some("Pod")
         && kind
             .and_then(|k| k.get("group"))
-            .and_then(Value::as_str)
+            .and_then(Doc::as_str)
             .unwrap_or("")
             .is_empty();
     let sub_resource = request
         .get("subResource")
-        .and_then(Value::as_str)
+        .and_then(Doc::as_str)
         .unwrap_or("");
     if !is_pod {
         Some("not a Pod".into())
@@ -162,7 +160,7 @@ mod tests {
     use base64::Engine as _;
 
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     /// The captured CREATE review, asking for `templates` and, with `env`,
     /// giving its app container that env var.

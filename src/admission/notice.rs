@@ -2,10 +2,9 @@
 //! reported where users look. Built here, with the decision in hand; the
 //! cluster layer only publishes it.
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use serde_json::Value;
-
 use crate::engine::{Decision, Outcome};
+use crate::facts::Doc;
+use k8s_openapi::api::core::v1::ObjectReference;
 
 /// One Warning Event to publish.
 #[derive(Clone, Debug)]
@@ -22,7 +21,7 @@ impl Notice {
     /// nothing to attach the Event to.
     pub fn for_decision(
         decision: &Decision,
-        pod: &Value,
+        pod: &Doc<'_>,
         namespace: &str,
         pod_name: &str,
     ) -> Option<Notice> {
@@ -50,16 +49,16 @@ impl Notice {
 /// Where a pod's event goes: its controller (a pod being created has no uid
 /// yet, and `kubectl describe deployment` is where users look), else the pod
 /// when it has a name.
-fn regarding(pod: &Value, namespace: &str) -> Option<ObjectReference> {
+fn regarding(pod: &Doc<'_>, namespace: &str) -> Option<ObjectReference> {
     let owners = pod
         .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array);
+        .and_then(Doc::as_array);
     let owner = owners.and_then(|o| {
         o.iter()
-            .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+            .find(|r| r.get("controller").and_then(Doc::as_bool) == Some(true))
             .or_else(|| o.first())
     });
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let text = |v: &Doc<'_>, k: &str| v.get(k).and_then(Doc::as_str).map(str::to_string);
     if let Some(o) = owner {
         return Some(ObjectReference {
             api_version: text(o, "apiVersion"),
@@ -70,7 +69,7 @@ fn regarding(pod: &Value, namespace: &str) -> Option<ObjectReference> {
             ..ObjectReference::default()
         });
     }
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str)?;
+    let name = pod.pointer("/metadata/name").and_then(Doc::as_str)?;
     Some(ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
@@ -91,16 +90,20 @@ mod tests {
         let owned = json!({"metadata": {"generateName": "web-", "ownerReferences": [
             {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u1", "controller": true}
         ]}});
-        let r = regarding(&owned, "shop").unwrap();
+        let r = regarding(&Doc::from(&owned), "shop").unwrap();
         assert_eq!(
             (r.kind.as_deref(), r.name.as_deref()),
             (Some("ReplicaSet"), Some("web-1"))
         );
         let bare = json!({"metadata": {"name": "debug"}});
         assert_eq!(
-            regarding(&bare, "shop").unwrap().kind.as_deref(),
+            regarding(&Doc::from(&bare), "shop")
+                .unwrap()
+                .kind
+                .as_deref(),
             Some("Pod")
         );
-        assert!(regarding(&json!({"metadata": {"generateName": "x-"}}), "shop").is_none());
+        let unnamed = json!({"metadata": {"generateName": "x-"}});
+        assert!(regarding(&Doc::from(&unnamed), "shop").is_none());
     }
 }

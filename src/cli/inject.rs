@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::manifest::{self, Format, Manifests, PodRef, WORKLOAD_KINDS};
 use super::{CliError, ContextArgs, TemplateArgs};
 use crate::engine::{self, Decision, Input, Outcome, Verdict};
+use crate::facts::Doc;
 use crate::template::TemplateSet;
 
 #[derive(Args, Debug)]
@@ -69,7 +70,7 @@ pub(super) fn inject_all(
         let mut doc_patch = Vec::new();
         for r in refs {
             let namespace = ctx.namespace(r.namespace.as_deref())?;
-            let pod = doc.pointer(&r.pointer).cloned().unwrap_or(Value::Null);
+            let pod = doc.pointer(&r.pointer).map_or(Doc::Null, Doc::from);
             let decision = engine::explain(&Input {
                 pod: &pod,
                 namespace: &namespace,

@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::pod::{PodView, is_native_sidecar, name_of};
+use crate::facts::Doc;
 use crate::template::{Object, Template};
 
 /// One collision, naming both sides.
@@ -107,7 +106,7 @@ type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 /// earlier in the same decision.
 pub(super) struct PodIndex<'a> {
     names: Map<&'a str, Owner<'a>>,
-    volumes: Map<&'a str, (&'a Value, Owner<'a>)>,
+    volumes: Map<&'a str, (&'a Doc<'a>, Owner<'a>)>,
     ports: Map<PortKey<'a>, Vec<(Phase, Owner<'a>)>>,
     host_ports: Map<PortKey<'a>, Owner<'a>>,
     pub apps: Vec<AppState<'a>>,
@@ -117,18 +116,18 @@ pub(super) struct PodIndex<'a> {
 pub(super) struct AppState<'a> {
     pub index: usize,
     pub name: &'a str,
-    container: &'a Value,
-    added_mounts: Vec<&'a Value>,
-    added_env: Vec<&'a Value>,
-    added_env_from: Vec<&'a Value>,
+    container: &'a Doc<'a>,
+    added_mounts: Vec<&'a Doc<'a>>,
+    added_env: Vec<&'a Doc<'a>>,
+    added_env_from: Vec<&'a Doc<'a>>,
 }
 
 impl<'a> AppState<'a> {
     fn all<'s>(
         &'s self,
         field: &str,
-        added: &'s [&'a Value],
-    ) -> impl Iterator<Item = &'a Value> + 's {
+        added: &'s [&'a Doc<'a>],
+    ) -> impl Iterator<Item = &'a Doc<'a>> + 's {
         list(self.container, field)
             .iter()
             .chain(added.iter().copied())
@@ -152,30 +151,22 @@ pub(super) struct AppAdditions<'a> {
 }
 
 /// (containerPort, hostPort, protocol) of a container's ports.
-fn ports_of(c: &Value) -> impl Iterator<Item = (Option<i64>, Option<i64>, &str)> {
+fn ports_of<'v>(c: &'v Doc<'_>) -> impl Iterator<Item = (Option<i64>, Option<i64>, &'v str)> {
     list(c, "ports").iter().map(|p| {
         (
-            p.get("containerPort").and_then(Value::as_i64),
-            p.get("hostPort")
-                .and_then(Value::as_i64)
-                .filter(|&h| h != 0),
-            p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"),
+            p.get("containerPort").and_then(Doc::as_i64),
+            p.get("hostPort").and_then(Doc::as_i64).filter(|&h| h != 0),
+            p.get("protocol").and_then(Doc::as_str).unwrap_or("TCP"),
         )
     })
 }
 
-fn list<'v>(c: &'v Value, field: &str) -> &'v [Value] {
-    c.get(field)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+fn list<'v, 'a>(c: &'v Doc<'a>, field: &str) -> &'v [Doc<'a>] {
+    c.get(field).and_then(Doc::as_array).unwrap_or_default()
 }
 
-fn mount_path(m: &Value) -> &str {
-    let p = m
-        .get("mountPath")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+fn mount_path<'v>(m: &'v Doc<'_>) -> &'v str {
+    let p = m.get("mountPath").and_then(Doc::as_str).unwrap_or_default();
     p.trim_end_matches('/')
 }
 
@@ -215,7 +206,7 @@ impl<'a> PodIndex<'a> {
         index
     }
 
-    fn add_container(&mut self, c: &'a Value, owner: Owner<'a>, phase: Phase) {
+    fn add_container(&mut self, c: &'a Doc<'a>, owner: Owner<'a>, phase: Phase) {
         self.names.insert(name_of(c), owner);
         for (port, host, proto) in ports_of(c) {
             if let Some(p) = port {
@@ -281,7 +272,7 @@ impl<'a> PodIndex<'a> {
         for v in &t.rendered.volumes {
             let name = name_of(v);
             match self.volumes.get(name) {
-                Some((existing, _)) if *existing == v.value() => {}
+                Some((existing, _)) if *existing == v.doc() => {}
                 Some((_, owner)) => conflicts.push(Conflict::new(
                     format!("volume {name:?}"),
                     format_args!("template {}", t.name),
@@ -352,7 +343,7 @@ impl<'a> PodIndex<'a> {
                 .all("volumeMounts", &app.added_mounts)
                 .find(|e| mount_path(e) == path)
             {
-                Some(existing) if existing == m.value() => {}
+                Some(existing) if existing == m.doc() => {}
                 Some(existing) => conflicts.push(Conflict::new(
                     format!("mountPath {path}"),
                     format_args!("template {tname}"),
@@ -365,7 +356,7 @@ impl<'a> PodIndex<'a> {
         for e in &t.rendered.app_env {
             let name = name_of(e);
             match app.all("env", &app.added_env).find(|x| name_of(x) == name) {
-                Some(existing) if existing == e.value() => {}
+                Some(existing) if existing == e.doc() => {}
                 Some(_) => conflicts.push(Conflict::new(
                     format!("env {name}"),
                     format_args!("template {tname}"),
@@ -378,7 +369,7 @@ impl<'a> PodIndex<'a> {
         for e in &t.rendered.app_env_from {
             if !app
                 .all("envFrom", &app.added_env_from)
-                .any(|x| x == e.value())
+                .any(|x| x == e.doc())
             {
                 extra.env_from.push(e);
             }
@@ -404,7 +395,7 @@ impl<'a> PodIndex<'a> {
         for v in &add.volumes {
             self.volumes.insert(
                 name_of(v),
-                (v.value(), Owner::TemplateVolume(&t.name, name_of(v))),
+                (v.doc(), Owner::TemplateVolume(&t.name, name_of(v))),
             );
         }
         for (i, extra) in &add.app {
@@ -412,10 +403,10 @@ impl<'a> PodIndex<'a> {
                 continue;
             };
             app.added_mounts
-                .extend(extra.volume_mounts.iter().map(|m| m.value()));
-            app.added_env.extend(extra.env.iter().map(|e| e.value()));
+                .extend(extra.volume_mounts.iter().map(|m| m.doc()));
+            app.added_env.extend(extra.env.iter().map(|e| e.doc()));
             app.added_env_from
-                .extend(extra.env_from.iter().map(|e| e.value()));
+                .extend(extra.env_from.iter().map(|e| e.doc()));
         }
     }
 }

@@ -246,12 +246,12 @@ fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
     let after = resources::effective(
         pod.containers
             .iter()
-            .chain(plan.containers.iter().map(|c| c.value())),
+            .chain(plan.containers.iter().map(|c| c.doc())),
         plan.init_front
             .iter()
-            .map(|c| c.value())
+            .map(|c| c.doc())
             .chain(user_init)
-            .chain(plan.init_back.iter().map(|c| c.value())),
+            .chain(plan.init_back.iter().map(|c| c.doc())),
         Some(pod.spec),
     );
     d.gate("resources", GateVerdict::Info, || {

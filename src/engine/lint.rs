@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::conflicts::PodIndex;
 use super::pod::PodView;
+use crate::facts::Doc;
 use crate::template::{Lint, Scope, Template};
 
 /// Two templates that cannot both be injected into one pod, found by running
@@ -12,6 +13,7 @@ use crate::template::{Lint, Scope, Template};
 pub fn collisions<'a>(templates: impl IntoIterator<Item = &'a Template>) -> Vec<Lint> {
     let templates: Vec<&Template> = templates.into_iter().collect();
     let pod = json!({"spec": {"containers": [{"name": "app"}]}});
+    let pod = Doc::from(&pod);
     let view = PodView::new(&pod).expect("a one-container pod is well-formed");
     let mut out = Vec::new();
     for (i, a) in templates.iter().enumerate() {

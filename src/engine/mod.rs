@@ -22,9 +22,7 @@ mod run;
 mod select;
 mod status;
 
-use serde_json::Value;
-
-use crate::facts::{Capabilities, Namespace, Policy};
+use crate::facts::{Capabilities, Doc, Namespace, Policy};
 use crate::template::TemplateSet;
 
 pub use decide::{decide, explain};
@@ -52,7 +50,7 @@ pub enum EngineError {
 /// Everything a decision depends on.
 pub struct Input<'a> {
     /// The pod as raw JSON (a Pod, or a pod template's `{metadata, spec}`).
-    pub pod: &'a Value,
+    pub pod: &'a Doc<'a>,
     pub namespace: &'a Namespace,
     pub templates: &'a TemplateSet,
     pub capabilities: &'a Capabilities,

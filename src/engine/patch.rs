@@ -54,8 +54,10 @@ impl Patch {
             .iter()
             .map(|op| {
                 let value = match &op.value {
-                    Item::Object(o) => (**o).clone(),
-                    Item::Objects(os) => Value::Array(os.iter().map(|o| (**o).clone()).collect()),
+                    Item::Object(o) => o.value().clone(),
+                    Item::Objects(os) => {
+                        Value::Array(os.iter().map(|o| o.value().clone()).collect())
+                    }
                     Item::Value(v) => v.clone(),
                 };
                 PatchOperation::Add(AddOperation {
@@ -299,11 +301,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::facts::Doc;
 
     #[test]
     fn keys_are_escaped_as_json_pointers() {
         let pod = json!({ "metadata": { "annotations": {} }, "spec": { "containers": [] } });
-        let view = PodView::new(&pod).unwrap();
+        let doc = Doc::from(&pod);
+        let view = PodView::new(&doc).unwrap();
         let plan = Plan {
             annotations: vec![("a~b/c".into(), "v".into())],
             ..Plan::default()
@@ -320,7 +324,8 @@ mod tests {
     #[test]
     fn the_json_is_what_json_patch_writes_for_the_operations() {
         let pod = json!({ "metadata": { "annotations": {} }, "spec": { "containers": [] } });
-        let view = PodView::new(&pod).unwrap();
+        let doc = Doc::from(&pod);
+        let view = PodView::new(&doc).unwrap();
         let plan = Plan {
             annotations: vec![
                 ("plain".into(), "v".into()),

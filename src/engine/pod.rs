@@ -2,10 +2,8 @@
 //! checked once here, so the rest of the engine can rely on them and a
 //! malformed pod gets a clear error instead of a patch that cannot apply.
 
-use serde_json::{Map, Value};
-
 use super::EngineError;
-use crate::facts::{Fields, display_name};
+use crate::facts::{Doc, Fields, display_name};
 
 /// Every field of a pod the engine reads. The webhook parses only these, so
 /// a decision here must read nothing else: the admission tests decide every
@@ -47,31 +45,29 @@ const CONTAINER_READS: Fields = Fields::Only(&[
 
 pub(super) struct PodView<'a> {
     /// `spec`, for pod-level `resources` and `overhead`.
-    pub spec: &'a Value,
+    pub spec: &'a Doc<'a>,
     /// `metadata` is an object (not absent or null).
     pub has_metadata: bool,
-    pub annotations: Option<&'a Map<String, Value>>,
-    pub labels: Option<&'a Map<String, Value>>,
+    /// `metadata.annotations` and `metadata.labels`, objects of strings.
+    pub annotations: Option<&'a Doc<'a>>,
+    pub labels: Option<&'a Doc<'a>>,
     /// `spec.containers`, empty when absent.
-    pub containers: &'a [Value],
+    pub containers: &'a [Doc<'a>],
     /// `spec.containers` is an array (not absent or null).
     pub has_containers: bool,
     /// `None` when the pod has no `initContainers` field at all.
-    pub init_containers: Option<&'a [Value]>,
-    pub volumes: Option<&'a [Value]>,
+    pub init_containers: Option<&'a [Doc<'a>]>,
+    pub volumes: Option<&'a [Doc<'a>]>,
     /// `restartPolicy`, `Always` when unset as the API server defaults it.
     pub restart_policy: &'a str,
     /// `name`, or `generateName…` for pods that controllers create.
     pub display_name: String,
 }
 
-fn object<'a>(
-    v: Option<&'a Value>,
-    field: &str,
-) -> Result<Option<&'a Map<String, Value>>, EngineError> {
+fn object<'a>(v: Option<&'a Doc<'a>>, field: &str) -> Result<Option<&'a Doc<'a>>, EngineError> {
     match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
+        None | Some(Doc::Null) => Ok(None),
+        Some(o @ Doc::Object(_)) => Ok(Some(o)),
         Some(_) => Err(EngineError::MalformedPod(format!(
             "{field} is not an object"
         ))),
@@ -80,13 +76,13 @@ fn object<'a>(
 
 /// `field` names the value only when it is wrong: this runs for every
 /// container of every pod, so the happy path allocates nothing.
-fn array<F: std::fmt::Display>(
-    v: Option<&Value>,
+fn array<'a, F: std::fmt::Display>(
+    v: Option<&'a Doc<'a>>,
     field: impl FnOnce() -> F,
-) -> Result<Option<&[Value]>, EngineError> {
+) -> Result<Option<&'a [Doc<'a>]>, EngineError> {
     match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a)),
+        None | Some(Doc::Null) => Ok(None),
+        Some(Doc::Array(a)) => Ok(Some(a)),
         Some(_) => Err(EngineError::MalformedPod(format!(
             "{} is not an array",
             field()
@@ -94,8 +90,9 @@ fn array<F: std::fmt::Display>(
     }
 }
 
-fn string_map(m: Option<&Map<String, Value>>, field: &str) -> Result<(), EngineError> {
-    match m.and_then(|m| m.iter().find(|(_, v)| !v.is_string())) {
+fn string_map(m: Option<&Doc<'_>>, field: &str) -> Result<(), EngineError> {
+    let entries = m.and_then(Doc::as_object).unwrap_or_default();
+    match entries.iter().find(|(_, v)| !v.is_string()) {
         Some((k, _)) => Err(EngineError::MalformedPod(format!(
             "{field}[{k:?}] is not a string"
         ))),
@@ -103,9 +100,9 @@ fn string_map(m: Option<&Map<String, Value>>, field: &str) -> Result<(), EngineE
     }
 }
 
-fn named_objects(items: &[Value], field: &str) -> Result<(), EngineError> {
+fn named_objects(items: &[Doc<'_>], field: &str) -> Result<(), EngineError> {
     for (i, item) in items.iter().enumerate() {
-        if !item.get("name").is_some_and(Value::is_string) {
+        if !item.get("name").is_some_and(Doc::is_string) {
             return Err(EngineError::MalformedPod(format!(
                 "{field}[{i}].name is not a string"
             )));
@@ -115,7 +112,7 @@ fn named_objects(items: &[Value], field: &str) -> Result<(), EngineError> {
 }
 
 impl<'a> PodView<'a> {
-    pub(super) fn new(raw: &'a Value) -> Result<PodView<'a>, EngineError> {
+    pub(super) fn new(raw: &'a Doc<'a>) -> Result<PodView<'a>, EngineError> {
         if !raw.is_object() {
             return Err(EngineError::MalformedPod("the pod is not an object".into()));
         }
@@ -145,9 +142,9 @@ impl<'a> PodView<'a> {
                 }
             }
         }
-        let text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Value::as_str);
+        let text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(Doc::as_str);
         Ok(PodView {
-            spec: &raw["spec"],
+            spec,
             has_metadata: metadata.is_some(),
             annotations,
             labels,
@@ -157,7 +154,7 @@ impl<'a> PodView<'a> {
             volumes,
             restart_policy: spec
                 .get("restartPolicy")
-                .and_then(Value::as_str)
+                .and_then(Doc::as_str)
                 .unwrap_or("Always"),
             display_name: display_name(text("name"), text("generateName"))
                 .unwrap_or_else(|| "(unnamed pod)".to_string()),
@@ -175,16 +172,16 @@ impl<'a> PodView<'a> {
         self.containers
             .get(i)
             .and_then(|c| c.get(field))
-            .is_some_and(Value::is_array)
+            .is_some_and(Doc::is_array)
     }
 }
 
 /// The `name` of a container or volume object (checked to be a string by `PodView::new`).
-pub(super) fn name_of(v: &Value) -> &str {
-    v.get("name").and_then(Value::as_str).unwrap_or_default()
+pub(super) fn name_of<'a>(v: &'a Doc<'_>) -> &'a str {
+    v.get("name").and_then(Doc::as_str).unwrap_or_default()
 }
 
 /// Whether an init container is a native sidecar.
-pub(super) fn is_native_sidecar(c: &Value) -> bool {
-    c.get("restartPolicy").and_then(Value::as_str) == Some("Always")
+pub(super) fn is_native_sidecar(c: &Doc<'_>) -> bool {
+    c.get("restartPolicy").and_then(Doc::as_str) == Some("Always")
 }

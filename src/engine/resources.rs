@@ -2,10 +2,8 @@
 //! max(largest init-phase request, sum of app containers + native sidecars),
 //! where each init container also carries the native sidecars started before it.
 
-use serde_json::Value;
-
 use super::pod::is_native_sidecar;
-use crate::facts::{Cpu, Memory, Quantity};
+use crate::facts::{Cpu, Doc, Memory, Quantity};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Requests {
@@ -45,38 +43,58 @@ impl std::fmt::Display for Requests {
     }
 }
 
-/// A container's request for one resource; an unset request defaults to the
-/// limit, as the API server does.
-fn request_of(c: &Value, resource: &str) -> Quantity {
-    let r = c.get("resources");
-    let pick = |kind: &str| r.and_then(|r| r.get(kind)).and_then(|m| m.get(resource));
-    pick("requests")
-        .or_else(|| pick("limits"))
-        .and_then(quantity)
-        .unwrap_or_default()
+/// The `cpu` and `memory` of a map of quantities (the pod's `overhead`);
+/// zero when unset or not a quantity.
+fn amounts(map: Option<&Doc<'_>>) -> Requests {
+    let amount = |resource: &str| {
+        map.and_then(|m| m.get(resource))
+            .and_then(quantity)
+            .unwrap_or_default()
+    };
+    Requests {
+        cpu: amount("cpu"),
+        memory: amount("memory"),
+    }
 }
 
-fn quantity(v: &Value) -> Option<Quantity> {
+fn quantity(v: &Doc<'_>) -> Option<Quantity> {
     match v {
-        Value::String(s) => Quantity::parse(s).ok(),
-        Value::Number(n) => Quantity::parse(&n.to_string()).ok(),
+        Doc::String(s) => Quantity::parse(s).ok(),
+        Doc::Number(n) => Quantity::parse(&n.to_string()).ok(),
         _ => None,
     }
 }
 
-fn requests_of(c: &Value) -> Requests {
+/// What a `resources` object requests; an unset request defaults to the
+/// limit, as the API server does.
+fn requested(resources: Option<&Doc<'_>>) -> Requests {
+    let one = |resource: &str| {
+        let pick = |kind: &str| {
+            resources
+                .and_then(|r| r.get(kind))
+                .and_then(|m| m.get(resource))
+        };
+        pick("requests")
+            .or_else(|| pick("limits"))
+            .and_then(quantity)
+            .unwrap_or_default()
+    };
     Requests {
-        cpu: request_of(c, "cpu"),
-        memory: request_of(c, "memory"),
+        cpu: one("cpu"),
+        memory: one("memory"),
     }
+}
+
+fn requests_of(c: &Doc<'_>) -> Requests {
+    requested(c.get("resources"))
 }
 
 /// The effective request of a pod with these containers, init containers (in
 /// order) and `spec` (for `overhead` and pod-level `resources`).
 pub(super) fn effective<'a>(
-    containers: impl IntoIterator<Item = &'a Value>,
-    init_containers: impl IntoIterator<Item = &'a Value>,
-    spec: Option<&Value>,
+    containers: impl IntoIterator<Item = &'a Doc<'a>>,
+    init_containers: impl IntoIterator<Item = &'a Doc<'a>>,
+    spec: Option<&Doc<'_>>,
 ) -> Requests {
     let mut running = containers
         .into_iter()
@@ -97,8 +115,7 @@ pub(super) fn effective<'a>(
     if let Some(spec) = spec {
         // Pod-level resources (1.32+) replace the per-container sum when set.
         if let Some(pod_level) = spec.get("resources") {
-            let wrapped = serde_json::json!({ "resources": pod_level });
-            let p = requests_of(&wrapped);
+            let p = requested(Some(pod_level));
             if !p.cpu.is_zero() {
                 total.cpu = p.cpu;
             }
@@ -106,10 +123,7 @@ pub(super) fn effective<'a>(
                 total.memory = p.memory;
             }
         }
-        if let Some(overhead) = spec.get("overhead") {
-            let wrapped = serde_json::json!({ "resources": { "requests": overhead } });
-            total = total.add(requests_of(&wrapped));
-        }
+        total = total.add(amounts(spec.get("overhead")));
     }
     total
 }
@@ -117,7 +131,7 @@ pub(super) fn effective<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn c(cpu: &str, mem: &str) -> Value {
         json!({"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}})
@@ -129,6 +143,12 @@ mod tests {
         v
     }
 
+    fn effective_of(containers: &[Value], init: &[Value], spec: Option<&Value>) -> Requests {
+        let containers: Vec<Doc<'_>> = containers.iter().map(Doc::from).collect();
+        let init: Vec<Doc<'_>> = init.iter().map(Doc::from).collect();
+        effective(&containers, &init, spec.map(Doc::from).as_ref())
+    }
+
     #[test]
     fn three_native_sidecars_add_to_the_app() {
         // The production guide's example: 3 x 100m sidecars + a 500m app = 800m.
@@ -137,28 +157,39 @@ mod tests {
             sidecar("100m", "0"),
             sidecar("100m", "0"),
         ];
-        let r = effective(&[c("500m", "0")], &init, None);
+        let r = effective_of(&[c("500m", "0")], &init, None);
         assert_eq!(Cpu(r.cpu).to_string(), "800m");
     }
 
     #[test]
     fn init_phase_peak_includes_earlier_sidecars() {
         let init = [sidecar("200m", "64Mi"), c("1", "128Mi")];
-        let r = effective(&[c("100m", "32Mi")], &init, None);
+        let r = effective_of(&[c("100m", "32Mi")], &init, None);
         assert_eq!(r.to_string(), "cpu 1200m, memory 192Mi");
     }
 
     #[test]
     fn classic_init_takes_the_max_and_limits_default_requests() {
         let app = json!({"name": "a", "resources": {"limits": {"cpu": "2", "memory": "1Gi"}}});
-        let r = effective(&[app], &[c("3", "10Mi")], None);
+        let r = effective_of(&[app], &[c("3", "10Mi")], None);
         assert_eq!(r.to_string(), "cpu 3, memory 1Gi");
     }
 
     #[test]
-    fn overhead_is_added() {
+    fn an_explicit_zero_request_is_not_replaced_by_the_limit() {
+        let app = json!({"name": "a", "resources": {
+            "requests": {"cpu": "0"}, "limits": {"cpu": "2", "memory": "1Gi"}}});
+        let r = effective_of(&[app], &[], None);
+        assert_eq!(r.to_string(), "cpu 0, memory 1Gi");
+    }
+
+    #[test]
+    fn overhead_is_added_and_pod_level_resources_replace_the_sum() {
         let spec = json!({"overhead": {"cpu": "250m", "memory": "120Mi"}});
-        let r = effective(&[c("1", "1Gi")], &[], Some(&spec));
+        let r = effective_of(&[c("1", "1Gi")], &[], Some(&spec));
         assert_eq!(r.to_string(), "cpu 1250m, memory 1144Mi");
+        let spec = json!({"resources": {"limits": {"cpu": "4"}}, "overhead": {"cpu": "1"}});
+        let r = effective_of(&[c("1", "1Gi")], &[], Some(&spec));
+        assert_eq!(r.to_string(), "cpu 5, memory 1Gi");
     }
 }

@@ -2,12 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use serde_json::{Map, Value};
-
 use super::pod::PodView;
-use crate::facts::{INJECT_DEFAULTS, INJECT_OPT_OUT, Namespace};
+use crate::facts::{Doc, INJECT_DEFAULTS, INJECT_OPT_OUT, Namespace};
 use crate::template::{Template, TemplateSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Where a template request came from, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -104,18 +102,17 @@ pub(super) fn select(
 /// every selector it has matches.
 fn auto_matches(
     t: &Template,
-    pod_labels: Option<&Map<String, Value>>,
+    pod_labels: Option<&Doc<'_>>,
     ns_labels: &BTreeMap<String, String>,
 ) -> bool {
     let spec = &t.spec;
     if spec.selector.is_none() && spec.namespace_selector.is_none() {
         return false;
     }
-    let empty = Map::new();
-    let pod_labels = pod_labels.unwrap_or(&empty);
+    let pod_label = |k: &str| pod_labels.and_then(|l| l.get(k)).and_then(Doc::as_str);
     spec.selector
         .as_ref()
-        .is_none_or(|s| selector_matches(s, |k| pod_labels.get(k).and_then(Value::as_str)))
+        .is_none_or(|s| selector_matches(s, pod_label))
         && spec
             .namespace_selector
             .as_ref()

@@ -1,9 +1,11 @@
 //! The bottom layer: the facts and names every other layer shares. What Tandem
 //! knows of a namespace and of the cluster, the operator's policy, the
-//! annotation and label keys of the product contract, and exact quantities.
+//! annotation and label keys of the product contract, exact quantities, and
+//! the JSON document pods and templates are read as.
 //! It imports nothing from the crate.
 
 mod capabilities;
+mod doc;
 mod fields;
 mod keys;
 mod namespace;
@@ -11,6 +13,7 @@ mod policy;
 mod quantity;
 
 pub use capabilities::{Capabilities, NativeSidecars, parse_version};
+pub use doc::Doc;
 pub use fields::Fields;
 pub use keys::*;
 pub use namespace::{Namespace, NamespaceFacts, NoNamespaces};

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::facts::Doc;
+
 pub use examples::examples;
 pub use lint::{Lint, lint};
 pub use load::{LoadError, load_path, parse_documents, template_from_object};
@@ -65,23 +67,30 @@ pub struct Rendered {
 }
 
 /// One object a template adds, as the engine reads it and as a patch
-/// carries it: encoded once per template version, so no admission clones its
-/// tree or re-escapes its strings. Shared (`Arc`) between the template set
-/// and the decisions that place it.
+/// carries it: converted and encoded once per template version, so no
+/// admission clones its tree or re-escapes its strings. Shared (`Arc`)
+/// between the template set and the decisions that place it.
 #[derive(Debug)]
 pub struct Object {
     value: Value,
+    doc: Doc<'static>,
     json: Box<RawValue>,
 }
 
 impl Object {
     pub fn new(value: Value) -> Result<Object, serde_json::Error> {
         let json = serde_json::value::to_raw_value(&value)?;
-        Ok(Object { value, json })
+        let doc = Doc::from(&value).into_owned();
+        Ok(Object { value, doc, json })
     }
 
     pub fn value(&self) -> &Value {
         &self.value
+    }
+
+    /// The object as the engine reads pods, to compare it with theirs.
+    pub fn doc(&self) -> &Doc<'static> {
+        &self.doc
     }
 
     /// The object's JSON, exactly as serializing its value writes it.
@@ -91,9 +100,9 @@ impl Object {
 }
 
 impl Deref for Object {
-    type Target = Value;
-    fn deref(&self) -> &Value {
-        &self.value
+    type Target = Doc<'static>;
+    fn deref(&self) -> &Doc<'static> {
+        &self.doc
     }
 }
 
@@ -119,7 +128,7 @@ impl Template {
         let rendered = Rendered {
             native_containers: containers
                 .iter()
-                .map(|c| native_sidecar(c))
+                .map(|c| native_sidecar(c.value()))
                 .collect::<Result<_, _>>()
                 .map_err(unencodable)?,
             containers,

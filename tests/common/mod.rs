@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tandem::engine::Status;
 use tandem::engine::{self, Decision, EngineError, Input, Outcome, Patch};
 use tandem::facts::{
-    self, Capabilities, INJECT_ANNOTATION, Namespace, NativeSidecars, Policy, STATUS_ANNOTATION,
+    self, Capabilities, Doc, INJECT_ANNOTATION, Namespace, NativeSidecars, Policy,
+    STATUS_ANNOTATION,
 };
 use tandem::template::{self, Template, TemplateSet};
 
@@ -441,7 +442,7 @@ impl Ctx {
     /// records no gates) is the same decision.
     pub fn decide(&self, pod: &Value) -> Result<Decision, EngineError> {
         let input = Input {
-            pod,
+            pod: &Doc::from(pod),
             namespace: &self.namespace,
             templates: &self.templates,
             capabilities: &self.caps,

@@ -4,10 +4,9 @@
 //! decide differently and never changes a pod the engine would not.
 
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, Variable};
-use serde_json::Value;
 
 use super::{cel, variable};
-use crate::facts::{INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, STATUS_ANNOTATION};
+use crate::facts::{Doc, INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, STATUS_ANNOTATION};
 use crate::install::webhook::mirror_condition;
 use crate::template::{Scope, Template, TemplateSet};
 
@@ -183,8 +182,8 @@ pub(super) fn targets(t: &Template) -> String {
     format!("object.spec.containers.filter(c, {})", any.join(" || "))
 }
 
-fn name_of(v: &Value) -> &str {
-    v.get("name").and_then(Value::as_str).unwrap_or_default()
+fn name_of<'a>(v: &'a Doc<'_>) -> &'a str {
+    v.get("name").and_then(Doc::as_str).unwrap_or_default()
 }
 
 /// `!<list>.exists(x, <pred>)` for an optional list field of the pod.
@@ -237,25 +236,16 @@ fn port_clash(t: &Template) -> Option<String> {
         .iter()
         .chain(&t.rendered.containers);
     for c in containers {
-        for p in c
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        for p in c.get("ports").and_then(Doc::as_array).into_iter().flatten() {
+            let proto = p.get("protocol").and_then(Doc::as_str).unwrap_or("TCP");
             let same_proto = format!(
                 "(has(p.protocol) ? p.protocol : 'TCP') == {}",
                 cel::string(proto)
             );
-            if let Some(port) = p.get("containerPort").and_then(Value::as_i64) {
+            if let Some(port) = p.get("containerPort").and_then(Doc::as_i64) {
                 alternatives.push(format!("(p.containerPort == {port} && {same_proto})"));
             }
-            if let Some(host) = p
-                .get("hostPort")
-                .and_then(Value::as_i64)
-                .filter(|&h| h != 0)
-            {
+            if let Some(host) = p.get("hostPort").and_then(Doc::as_i64).filter(|&h| h != 0) {
                 alternatives.push(format!(
                     "(has(p.hostPort) && p.hostPort == {host} && {same_proto})"
                 ));
@@ -275,10 +265,7 @@ fn app_clash(t: &Template) -> Option<String> {
             .app_volume_mounts
             .iter()
             .map(|m| {
-                let path = m
-                    .get("mountPath")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let path = m.get("mountPath").and_then(Doc::as_str).unwrap_or_default();
                 format!(
                     "m.mountPath.matches({})",
                     cel::string(&cel::mount_path(path))
@@ -308,12 +295,12 @@ fn app_clash(t: &Template) -> Option<String> {
 
 /// An envFrom entry `e` reading the same ConfigMap or Secret as `source`; any
 /// envFrom at all when `source` names neither.
-fn env_source(source: &Value) -> String {
+fn env_source(source: &Doc<'_>) -> String {
     for field in ["configMapRef", "secretRef"] {
         if let Some(name) = source
             .get(field)
             .and_then(|r| r.get("name"))
-            .and_then(Value::as_str)
+            .and_then(Doc::as_str)
         {
             return format!(
                 "(has(e.{field}) && has(e.{field}.name) && e.{field}.name == {})",

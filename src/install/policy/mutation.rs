@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use super::gates::has_annotation;
 use super::{cel, variable};
-use crate::facts::{DEFAULT_CONTAINER_ANNOTATION, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION};
+use crate::facts::{
+    DEFAULT_CONTAINER_ANNOTATION, Doc, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+};
 use crate::template::{Object, Position, Template};
 
 /// One `add` operation; `path` and `value` are CEL expressions.
@@ -161,7 +163,7 @@ fn scratch_volumes(t: &Template) -> Vec<&str> {
         .volumes
         .iter()
         .filter(|v| v.get("emptyDir").is_some())
-        .filter_map(|v| v.get("name").and_then(Value::as_str))
+        .filter_map(|v| v.get("name").and_then(Doc::as_str))
         .collect()
 }
 
