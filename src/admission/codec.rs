@@ -4,7 +4,7 @@
 use super::json;
 use super::notice::Notice;
 use crate::engine::Decision;
-use crate::facts::{Doc, Fields, display_name};
+use crate::facts::{Doc, Fields, display_name, write_json_string};
 
 /// How a review was answered, for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,23 +29,14 @@ impl Kind {
     }
 }
 
-/// A review that cannot be answered as an AdmissionReview at all.
+/// A body that cannot be answered as an AdmissionReview at all: always
+/// the request's fault, answered with 400.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
     #[error("body is not valid JSON: {0}")]
     Json(String),
     #[error("not an AdmissionReview: {0}")]
     NotAReview(String),
-    /// The answer could not be encoded; a bug, never the request's fault.
-    #[error("cannot encode the answer: {0}")]
-    Encode(String),
-}
-
-impl ReviewError {
-    /// Whether the request was at fault (else Tandem was).
-    pub fn is_bad_request(&self) -> bool {
-        !matches!(self, ReviewError::Encode(_))
-    }
 }
 
 /// What the front-ends need to know about one answered review.
@@ -121,9 +112,7 @@ pub(super) fn answer(
         Some(why) => invalid(&mut answer, &why),
         None => respond(request, object, &mut answer),
     };
-    answer.body = reply
-        .encode(api_version, &answer.uid)
-        .map_err(|e| ReviewError::Encode(e.to_string()))?;
+    answer.body = reply.encode(api_version, &answer.uid);
     Ok(answer)
 }
 
@@ -182,16 +171,16 @@ impl Reply {
     /// in as base64 straight from its JSON, by a SIMD encoder chosen at run
     /// time: through serde it was a string re-scanned for escapes (or a
     /// `RawValue` re-validated), and the scalar encoder alone was 7% of a
-    /// small pod's admission. Strings that can need escaping go through
-    /// serde_json.
-    fn encode(&self, api_version: &str, uid: &str) -> Result<Vec<u8>, serde_json::Error> {
+    /// small pod's admission. Strings are escaped as serde_json escapes
+    /// them, plain runs copied whole.
+    fn encode(&self, api_version: &str, uid: &str) -> Vec<u8> {
         let patch_len = self.patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4);
         let mut out = Vec::with_capacity(384 + patch_len);
-        let text = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s);
+        let text = write_json_string;
         out.extend_from_slice(b"{\"apiVersion\":");
-        text(&mut out, api_version)?;
+        text(&mut out, api_version);
         out.extend_from_slice(b",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
-        text(&mut out, uid)?;
+        text(&mut out, uid);
         out.extend_from_slice(if self.allowed {
             b",\"allowed\":true"
         } else {
@@ -201,9 +190,9 @@ impl Reply {
             out.extend_from_slice(
                 format!(",\"status\":{{\"code\":{},\"reason\":", status.code).as_bytes(),
             );
-            text(&mut out, status.reason)?;
+            text(&mut out, status.reason);
             out.extend_from_slice(b",\"message\":");
-            text(&mut out, &status.message)?;
+            text(&mut out, &status.message);
             out.push(b'}');
         }
         if let Some(patch) = &self.patch {
@@ -212,16 +201,22 @@ impl Reply {
             out.push(b'"');
         }
         if !self.warnings.is_empty() {
-            out.extend_from_slice(b",\"warnings\":");
-            serde_json::to_writer(&mut out, &self.warnings)?;
+            out.extend_from_slice(b",\"warnings\":[");
+            for (i, w) in self.warnings.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                text(&mut out, w);
+            }
+            out.push(b']');
         }
         if let Some(decision) = &self.audit {
             out.extend_from_slice(b",\"auditAnnotations\":{\"decision\":");
-            text(&mut out, decision)?;
+            text(&mut out, decision);
             out.push(b'}');
         }
         out.extend_from_slice(b"}}");
-        Ok(out)
+        out
     }
 }
 
@@ -333,7 +328,7 @@ mod tests {
         let mut reply = Reply::patched(serde_json::to_vec(&patch).unwrap());
         reply.warnings = vec!["tandem: a \"quoted\"\nline".into()];
         reply.audit("patched injected=x(native)\t".into());
-        let body = reply.encode("admission.k8s.io/v1", "u\"id\\").unwrap();
+        let body = reply.encode("admission.k8s.io/v1", "u\"id\\");
         let out: Value = serde_json::from_slice(&body).unwrap();
         let sent = base64::engine::general_purpose::STANDARD
             .decode(out["response"]["patch"].as_str().unwrap())
@@ -354,7 +349,7 @@ mod tests {
         );
 
         let refused = Reply::refused(403, "Forbidden", "no \"way\"");
-        let out: Value = serde_json::from_slice(&refused.encode("v1beta1", "u").unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&refused.encode("v1beta1", "u")).unwrap();
         assert_eq!(
             out["response"],
             json!({"uid": "u", "allowed": false,

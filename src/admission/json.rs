@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use serde_json::Number;
 
-use crate::facts::Doc;
+use crate::facts::{Doc, plain_len};
 
 /// serde_json's own nesting limit (127 levels are read, 128 are refused):
 /// the reader's recursion stays bounded.
@@ -240,7 +240,7 @@ impl<'a> Reader<'a> {
         self.pos += 1;
         let mut escaped = false;
         loop {
-            self.plain_run();
+            self.pos += plain_len(&self.b[self.pos..]);
             let Some(&byte) = self.b.get(self.pos) else {
                 return Err(self.error("unterminated string"));
             };
@@ -256,43 +256,6 @@ impl<'a> Reader<'a> {
                 }
                 _ => return Err(self.error("control character in string")),
             }
-        }
-    }
-
-    /// Moves past plain string bytes sixteen at a time, up to the first
-    /// quote, backslash or control byte (or the last sixteen bytes of the
-    /// input). Sixteen, not eight: most keys and values end within the
-    /// first sixteen bytes, so the loop's exit is predictable.
-    #[inline(always)]
-    fn plain_run(&mut self) {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        // The high bit of each byte below `n` (n <= 0x80). Bits above the
-        // lowest can be false, the lowest never is.
-        let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
-        let special = |w: u64| {
-            below(w ^ (ONES * u64::from(b'"')), 1)
-                | below(w ^ (ONES * u64::from(b'\\')), 1)
-                | below(w, 0x20)
-        };
-        while let Some(chunk) = self.b.get(self.pos..self.pos + 16) {
-            let Ok(bytes) = <[u8; 16]>::try_from(chunk) else {
-                return;
-            };
-            let w = u128::from_le_bytes(bytes);
-            let (lo, hi) = (special(w as u64), special((w >> 64) as u64));
-            if lo | hi != 0 {
-                // Both halves are scanned; the first special byte is in the
-                // low one when it has any.
-                let skip = if lo != 0 {
-                    lo.trailing_zeros() / 8
-                } else {
-                    8 + hi.trailing_zeros() / 8
-                };
-                self.pos += skip as usize;
-                return;
-            }
-            self.pos += 16;
         }
     }
 

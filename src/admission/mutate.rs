@@ -72,13 +72,8 @@ fn respond(
         }
         Err(e @ EngineError::Encode { .. }) => return internal(answer, &e.to_string()),
     };
-    let mut reply = match reply_for(&decision) {
-        Ok((kind, reply)) => {
-            answer.kind = kind;
-            reply
-        }
-        Err(message) => return internal(answer, &message),
-    };
+    let (kind, mut reply) = reply_for(&decision);
+    answer.kind = kind;
     reply.warnings = bounded_warnings(&decision.warnings);
     answer.note = decision.summary();
     reply.audit(answer.note.clone());
@@ -115,20 +110,13 @@ fn pass_through(request: &Doc<'_>, operation: &str) -> Option<String> {
     }
 }
 
-/// The answer a decision calls for. `Err` when its patch cannot be encoded:
-/// an empty patch labelled JSONPatch would let the pod in uninjected.
-fn reply_for(decision: &Decision) -> Result<(Kind, Reply), String> {
-    Ok(match &decision.outcome {
+/// The answer a decision calls for.
+fn reply_for(decision: &Decision) -> (Kind, Reply) {
+    match &decision.outcome {
         Outcome::Denied { message } => (Kind::Denied, Reply::refused(403, "Forbidden", message)),
-        Outcome::Patched => {
-            let patch = decision
-                .patch
-                .to_json()
-                .map_err(|e| format!("cannot encode the patch: {e}"))?;
-            (Kind::Patched, Reply::patched(patch))
-        }
+        Outcome::Patched => (Kind::Patched, Reply::patched(decision.patch.to_json())),
         Outcome::Unchanged { .. } => (Kind::Allowed, Reply::allowed()),
-    })
+    }
 }
 
 /// Tandem failed at its own work: refused (so `failurePolicy` and the

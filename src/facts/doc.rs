@@ -185,6 +185,84 @@ impl<'a> From<&'a Value> for Doc<'a> {
     }
 }
 
+/// How many bytes at the start of `bytes` a JSON string holds as they are:
+/// up to the first quote, backslash or control byte. Sixteen bytes at a
+/// time: most keys and values end within the first sixteen, so the loop's
+/// exit is predictable. The reader scans with it, the writers copy by it.
+#[inline(always)]
+pub fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte below `n` (n <= 0x80). Bits above the
+    // lowest can be false, the lowest never is.
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let special = |w: u64| {
+        below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20)
+    };
+    let mut n = 0;
+    while let Some(chunk) = bytes.get(n..n + 16) {
+        let Ok(chunk) = <[u8; 16]>::try_from(chunk) else {
+            break;
+        };
+        let w = u128::from_le_bytes(chunk);
+        let (lo, hi) = (special(w as u64), special((w >> 64) as u64));
+        if lo | hi != 0 {
+            // The first special byte is in the low half when it has any.
+            let at = if lo != 0 {
+                lo.trailing_zeros() / 8
+            } else {
+                8 + hi.trailing_zeros() / 8
+            };
+            return n + at as usize;
+        }
+        n += 16;
+    }
+    let tail = &bytes[n..];
+    n + tail
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(tail.len())
+}
+
+/// Appends `s` as a JSON string, escaped byte for byte as serde_json
+/// escapes it (the short escapes, `\u00XX` for other control bytes), runs
+/// of plain bytes copied whole.
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = s.as_bytes();
+    out.reserve(rest.len() + 2);
+    out.push(b'"');
+    loop {
+        let n = plain_len(rest);
+        out.extend_from_slice(&rest[..n]);
+        let Some(&b) = rest.get(n) else {
+            break;
+        };
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            _ => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
+        };
+        out.extend_from_slice(short);
+        rest = &rest[n + 1..];
+    }
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -217,6 +295,27 @@ mod tests {
             assert_eq!(doc[format!("k{i}").as_str()].as_i64(), Some(i));
         }
         assert!(doc.get("k40").is_none());
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut all_bytes: String = (0u8..0x80).map(char::from).collect();
+        all_bytes.push_str("é😀\u{2028}");
+        for s in [
+            "",
+            "plain",
+            "a\"b\\c",
+            "sixteen bytes ok and then a \" late",
+            all_bytes.as_str(),
+            &"x".repeat(40),
+        ] {
+            let mut out = Vec::new();
+            write_json_string(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod policy;
 mod quantity;
 
 pub use capabilities::{Capabilities, NativeSidecars, parse_version};
-pub use doc::Doc;
+pub use doc::{Doc, plain_len, write_json_string};
 pub use fields::Fields;
 pub use keys::*;
 pub use namespace::{Namespace, NamespaceFacts, NoNamespaces};

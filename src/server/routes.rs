@@ -166,19 +166,12 @@ fn finish(
             }
             respond(StatusCode::OK, "application/json", answer.body)
         }
-        Err(e) if e.is_bad_request() => {
+        Err(e) => {
             state
                 .metrics
                 .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
             tracing::warn!(error = %e, "rejected a request that is not an AdmissionReview");
             plain(StatusCode::BAD_REQUEST, e.to_string())
-        }
-        Err(e) => {
-            state
-                .metrics
-                .request(Kind::Error.as_str(), start.elapsed().as_secs_f64());
-            tracing::error!(error = %e, "could not answer a review");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
     }
 }

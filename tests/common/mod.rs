@@ -135,7 +135,7 @@ pub fn annotate(pod: &mut Value, key: &str, value: &str) {
 /// operations. Its encoding (template objects written as encoded at load)
 /// must be byte for byte what `json_patch` writes for the same operations.
 pub fn decoded(patch: &Patch) -> Vec<PatchOperation> {
-    let sent = String::from_utf8(patch.to_json().expect("patch encodes")).expect("UTF-8");
+    let sent = String::from_utf8(patch.to_json()).expect("UTF-8");
     let plain = serde_json::to_string(&patch.operations()).expect("operations serialise");
     assert_eq!(sent, plain, "the encoded patch differs from its operations");
     serde_json::from_str(&sent).expect("the encoded patch reads back")
@@ -499,8 +499,8 @@ impl Ctx {
         assert!(
             again.patch.is_empty(),
             "second decision is not empty: {}\nfirst: {}",
-            String::from_utf8_lossy(&again.patch.to_json().unwrap_or_default()),
-            String::from_utf8_lossy(&decision.patch.to_json().unwrap_or_default())
+            String::from_utf8_lossy(&again.patch.to_json()),
+            String::from_utf8_lossy(&decision.patch.to_json())
         );
         assert_ne!(again.outcome, Outcome::Patched);
         assert_eq!(
