@@ -6,7 +6,6 @@
 //! lazily: it is built for every admission, and pods with thousands of env
 //! vars or a hundred containers must stay cheap.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -97,17 +96,25 @@ fn overlap(a: Phase, b: Phase) -> bool {
 
 type PortKey<'a> = (i64, &'a str);
 
-/// SipHash was 6% of a small pod's decision, foldhash a third of that. Its
-/// quality hasher keeps a per-process random seed, so names a pod chooses
-/// still cannot be picked to collide.
-type Map<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+/// Entries in the order they were added, a later one shadowing an earlier
+/// one with the same key as a map's insert would. Looked up by a scan: a
+/// template checks a handful of names and ports against lists as long as
+/// the pod, so the cost stays linear in the pod, and a scan is less code
+/// and less time than hashing (a hash map was 3% of a small pod's
+/// admission, most of it instruction-cache misses).
+type Map<K, V> = Vec<(K, V)>;
+
+fn last<'m, K: PartialEq, V>(map: &'m Map<K, V>, key: &K) -> Option<&'m V> {
+    map.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+}
 
 /// What the pod holds so far: the input pod plus every template accepted
 /// earlier in the same decision.
 pub(super) struct PodIndex<'a> {
     names: Map<&'a str, Owner<'a>>,
     volumes: Map<&'a str, (&'a Doc<'a>, Owner<'a>)>,
-    ports: Map<PortKey<'a>, Vec<(Phase, Owner<'a>)>>,
+    /// Every container port, so a port is checked against each phase using it.
+    ports: Map<PortKey<'a>, (Phase, Owner<'a>)>,
     host_ports: Map<PortKey<'a>, Owner<'a>>,
     pub apps: Vec<AppState<'a>>,
 }
@@ -173,16 +180,16 @@ fn mount_path<'v>(m: &'v Doc<'_>) -> &'v str {
 impl<'a> PodIndex<'a> {
     pub(super) fn new(pod: &PodView<'a>) -> PodIndex<'a> {
         let mut index = PodIndex {
-            names: Map::default(),
-            volumes: Map::default(),
-            ports: Map::default(),
-            host_ports: Map::default(),
+            names: Map::new(),
+            volumes: Map::new(),
+            ports: Map::new(),
+            host_ports: Map::new(),
             apps: Vec::with_capacity(pod.containers.len()),
         };
         for v in pod.volumes.unwrap_or_default() {
             index
                 .volumes
-                .insert(name_of(v), (v, Owner::PodVolume(name_of(v))));
+                .push((name_of(v), (v, Owner::PodVolume(name_of(v)))));
         }
         for c in pod.init_containers.unwrap_or_default() {
             let phase = if is_native_sidecar(c) {
@@ -207,16 +214,13 @@ impl<'a> PodIndex<'a> {
     }
 
     fn add_container(&mut self, c: &'a Doc<'a>, owner: Owner<'a>, phase: Phase) {
-        self.names.insert(name_of(c), owner);
+        self.names.push((name_of(c), owner));
         for (port, host, proto) in ports_of(c) {
             if let Some(p) = port {
-                self.ports
-                    .entry((p, proto))
-                    .or_default()
-                    .push((phase, owner));
+                self.ports.push(((p, proto), (phase, owner)));
             }
             if let Some(h) = host {
-                self.host_ports.insert((h, proto), owner);
+                self.host_ports.push(((h, proto), owner));
             }
         }
     }
@@ -249,7 +253,7 @@ impl<'a> PodIndex<'a> {
     /// Container names are unique across containers and initContainers.
     fn check_names(&self, t: &Template, conflicts: &mut Vec<Conflict>) {
         for name in t.container_names() {
-            if let Some(owner) = self.names.get(name) {
+            if let Some(owner) = last(&self.names, &name) {
                 conflicts.push(Conflict::new(
                     format!("container name {name:?}"),
                     format_args!("template {}", t.name),
@@ -271,7 +275,7 @@ impl<'a> PodIndex<'a> {
         let mut add = Vec::new();
         for v in &t.rendered.volumes {
             let name = name_of(v);
-            match self.volumes.get(name) {
+            match last(&self.volumes, &name) {
                 Some((existing, _)) if *existing == v.doc() => {}
                 Some((_, owner)) => conflicts.push(Conflict::new(
                     format!("volume {name:?}"),
@@ -297,26 +301,17 @@ impl<'a> PodIndex<'a> {
             for c in containers.iter() {
                 let ours = Owner::TemplateContainer(&t.name, name_of(c));
                 for (port, host, proto) in ports_of(c) {
-                    if let Some(p) = port {
-                        let owners = self
-                            .ports
-                            .get(&(p, proto))
-                            .map(Vec::as_slice)
-                            .unwrap_or_default();
-                        if let Some((_, theirs)) =
-                            owners.iter().find(|(their, _)| overlap(phase, *their))
-                        {
-                            let subject = format!("port {p}/{proto}");
-                            conflicts.push(Conflict::new(
-                                subject,
-                                ours,
-                                "is already used by",
-                                theirs,
-                            ));
-                        }
+                    let used = |(key, (their, _)): &&(PortKey, (Phase, Owner))| {
+                        Some(key.0) == port && key.1 == proto && overlap(phase, *their)
+                    };
+                    if let Some(p) = port
+                        && let Some((_, (_, theirs))) = self.ports.iter().find(used)
+                    {
+                        let subject = format!("port {p}/{proto}");
+                        conflicts.push(Conflict::new(subject, ours, "is already used by", theirs));
                     }
                     if let Some(h) = host
-                        && let Some(theirs) = self.host_ports.get(&(h, proto))
+                        && let Some(theirs) = last(&self.host_ports, &(h, proto))
                     {
                         let subject = format!("hostPort {h}/{proto}");
                         conflicts.push(Conflict::new(subject, ours, "is already used by", theirs));
@@ -393,10 +388,10 @@ impl<'a> PodIndex<'a> {
             self.add_container(c, Owner::TemplateContainer(&t.name, name_of(c)), phase);
         }
         for v in &add.volumes {
-            self.volumes.insert(
+            self.volumes.push((
                 name_of(v),
                 (v.doc(), Owner::TemplateVolume(&t.name, name_of(v))),
-            );
+            ));
         }
         for (i, extra) in &add.app {
             let Some(app) = self.apps.iter_mut().find(|a| a.index == *i) else {
