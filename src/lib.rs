@@ -7,7 +7,8 @@
 //! (`tests/layers.rs` holds the code to this order):
 //!
 //! 1. [`facts`]: names and facts every layer shares: annotation keys,
-//!    namespace facts, cluster capabilities, the operator's policy, quantities.
+//!    namespace facts, cluster capabilities, the operator's policy, quantities,
+//!    and the JSON document pods are read as ([`facts::Doc`]).
 //! 2. [`template`]: the SidecarTemplate type (shared with the CRD), loading,
 //!    validation, the set of templates in force.
 //! 3. [`engine`]: the pure decision: pod + templates + facts → decision,
