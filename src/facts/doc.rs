@@ -166,8 +166,9 @@ impl<'a> std::ops::Index<&str> for Doc<'a> {
     }
 }
 
-/// Borrows the value's strings. A `Map` iterates sorted and unique, so its
-/// entries are already in object order.
+/// Borrows the value's strings. Objects go through [`Doc::object`], which
+/// costs one pass over a `Map` that is already sorted, and keeps the order
+/// right should serde_json's `preserve_order` ever be switched on.
 impl<'a> From<&'a Value> for Doc<'a> {
     fn from(v: &'a Value) -> Doc<'a> {
         match v {
@@ -176,7 +177,7 @@ impl<'a> From<&'a Value> for Doc<'a> {
             Value::Number(n) => Doc::Number(n.clone()),
             Value::String(s) => Doc::String(Cow::Borrowed(s)),
             Value::Array(items) => Doc::Array(items.iter().map(Doc::from).collect()),
-            Value::Object(m) => Doc::Object(
+            Value::Object(m) => Doc::object(
                 m.iter()
                     .map(|(k, v)| (Cow::Borrowed(k.as_str()), Doc::from(v)))
                     .collect(),
