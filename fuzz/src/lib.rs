@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use json_patch::PatchOperation;
 use serde_json::Value;
 use tandem::engine::{self, Decision, Input, Outcome};
-use tandem::facts::{self, Capabilities, Namespace, OnMissing, Policy};
+use tandem::facts::{self, Capabilities, Doc, Namespace, OnMissing, Policy};
 use tandem::template::TemplateSet;
 
 /// The annotations Tandem may legitimately rewrite: the status record (it
@@ -82,7 +82,7 @@ pub fn settings(pod: &Value) -> Vec<Setting> {
 
 pub fn decide(pod: &Value, templates: &TemplateSet, s: &Setting) -> Result<Decision, String> {
     engine::decide(&Input {
-        pod,
+        pod: &Doc::from(pod),
         namespace: &s.namespace,
         templates,
         capabilities: &s.capabilities,
@@ -113,7 +113,7 @@ pub fn check_decision(pod: &Value, d: &Decision) -> Value {
             engine::MAX_WARNING_CHARS
         );
     }
-    apply_checked(pod, &d.patch)
+    apply_checked(pod, &d.patch.operations())
 }
 
 /// Applies `patch` to a copy of `pod` one operation at a time, asserting that
