@@ -9,11 +9,17 @@
 //! Objects keep their keys sorted and unique (the last of duplicate keys
 //! wins, as in serde_json), so two equal documents are equal structurally,
 //! and iterate in the order a `serde_json::Map` would.
+//!
+//! Also here, the two halves of JSON string handling Tandem does by hand:
+//! finding where a string's plain bytes end ([`plain_len`], for the reader)
+//! and writing a string escaped as serde_json would ([`write_json_string`],
+//! for the patch and the answer).
 
 use std::borrow::Cow;
 
 use serde_json::{Map, Number, Value};
 
+/// A JSON value, its strings borrowed where they can be.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Doc<'a> {
     Null,
