@@ -331,46 +331,51 @@ pub(super) fn build(pod: &PodView<'_>, plan: Plan) -> Patch {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::facts::Doc;
 
-    #[test]
-    fn keys_are_escaped_as_json_pointers() {
+    /// A pod with an empty annotations map, the patch that sets
+    /// `annotations` on it, and the pod with that patch applied.
+    fn annotate(annotations: &[(&str, &str)]) -> (Patch, Value) {
         let pod = json!({ "metadata": { "annotations": {} }, "spec": { "containers": [] } });
         let doc = Doc::from(&pod);
-        let view = PodView::new(&doc).unwrap();
         let plan = Plan {
-            annotations: vec![("a~b/c".into(), "v".into())],
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..Plan::default()
         };
-        let patch = build(&view, plan);
-        let ops = patch.operations();
-        let paths: Vec<String> = ops.iter().map(|op| op.path().to_string()).collect();
-        assert_eq!(paths, ["/metadata/annotations/a~0b~1c"]);
+        let patch = build(&PodView::new(&doc).unwrap(), plan);
         let mut out = pod.clone();
-        json_patch::patch(&mut out, &ops).unwrap();
+        json_patch::patch(&mut out, &patch.operations()).unwrap();
+        (patch, out)
+    }
+
+    #[test]
+    fn keys_are_escaped_as_json_pointers() {
+        let (patch, out) = annotate(&[("a~b/c", "v")]);
+        let paths: Vec<String> = patch
+            .operations()
+            .iter()
+            .map(|op| op.path().to_string())
+            .collect();
+        assert_eq!(paths, ["/metadata/annotations/a~0b~1c"]);
         assert_eq!(out["metadata"]["annotations"]["a~b/c"], "v");
     }
 
     #[test]
     fn the_json_is_what_json_patch_writes_for_the_operations() {
-        let pod = json!({ "metadata": { "annotations": {} }, "spec": { "containers": [] } });
-        let doc = Doc::from(&pod);
-        let view = PodView::new(&doc).unwrap();
-        let plan = Plan {
-            annotations: vec![
-                ("plain".into(), "v".into()),
-                (
-                    "quote\"back\\slash\ttab~/é".into(),
-                    "{\"a\":\"\u{1}\"}".into(),
-                ),
-            ],
-            ..Plan::default()
-        };
-        let patch = build(&view, plan);
-        let json = patch.to_json();
-        assert_eq!(json, serde_json::to_vec(&patch.operations()).unwrap());
+        let odd_key = "quote\"back\\slash\ttab~/é";
+        let odd_value = "{\"a\":\"\u{1}\"}";
+        let (patch, out) = annotate(&[("plain", "v"), (odd_key, odd_value)]);
+        assert_eq!(
+            patch.to_json(),
+            serde_json::to_vec(&patch.operations()).unwrap()
+        );
+        assert_eq!(out["metadata"]["annotations"][odd_key], odd_value);
+        assert_eq!(out["metadata"]["annotations"]["plain"], "v");
     }
 }

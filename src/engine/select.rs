@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
 use super::pod::PodView;
 use crate::facts::{Doc, INJECT_DEFAULTS, INJECT_OPT_OUT, Namespace};
 use crate::template::{Template, TemplateSet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Where a template request came from, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
