@@ -5,7 +5,10 @@
 #   docker build -t ghcr.io/tandem-dev/tandem:0.1.0 .
 #
 # Stage 1 builds a fully static release binary (musl, crt-static) with the
-# dependency set pinned by Cargo.lock (`--locked`). Stage 2 copies that single
+# dependency set pinned by Cargo.lock (`--locked`), optimised by a profile of
+# the webhook under a training load (bench/pgo.sh: an instrumented build serves
+# the bench bodies and the captured admission requests on loopback, then the
+# real build uses the profile; about 30% less CPU per small admission). Stage 2 copies that single
 # file into a distroless "static" image: no shell, no package manager, no libc,
 # CA certificates and /etc/passwd entries for the non-root user only.
 #
@@ -33,7 +36,10 @@ ENV RUSTUP_TOOLCHAIN=1.95.0 \
     CARGO_PROFILE_RELEASE_STRIP=symbols \
     CC_x86_64_unknown_linux_musl=musl-gcc
 
-RUN rustup target add x86_64-unknown-linux-musl
+# llvm-tools: the llvm-profdata that merges the training profile, from the
+# same LLVM as the compiler.
+RUN rustup target add x86_64-unknown-linux-musl \
+ && rustup component add llvm-tools
 
 WORKDIR /src
 COPY . .
@@ -43,9 +49,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin tandem --target x86_64-unknown-linux-musl \
+    --mount=type=cache,target=/src/bench/target \
+    bash bench/pgo.sh --target x86_64-unknown-linux-musl \
  && mkdir -p /out \
- && cp target/x86_64-unknown-linux-musl/release/tandem /out/tandem
+ && cp target/pgo/tandem /out/tandem
 
 ############################
 # Runtime

@@ -4,7 +4,15 @@
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT_DIR="$(cd "$BENCH_DIR/.." && pwd)"
 FIXTURES="${FIXTURES:-$ROOT_DIR/tests/fixtures/bench}"
-TANDEM_BIN="${TANDEM_BIN:-$ROOT_DIR/target/release/tandem}"
+# How tandem is built: pgo (bench/pgo.sh, as the container image is) or
+# release (a plain `cargo build --release`, for a machine without LLVM's
+# llvm-profdata).
+TANDEM_BUILD="${TANDEM_BUILD:-pgo}"
+case "$TANDEM_BUILD" in
+pgo) TANDEM_BIN="${TANDEM_BIN:-$ROOT_DIR/target/pgo/tandem}" ;;
+release) TANDEM_BIN="${TANDEM_BIN:-$ROOT_DIR/target/release/tandem}" ;;
+*) printf 'error: TANDEM_BUILD must be pgo or release\n' >&2; exit 1 ;;
+esac
 LOADGEN_BIN="$BENCH_DIR/target/release/loadgen"
 REFERENCE_BIN="$BENCH_DIR/target/release/reference-server"
 FLOOR_BIN="$BENCH_DIR/target/release/floor-server"
@@ -35,8 +43,13 @@ need() {
 }
 
 build_all() {
-    log "building tandem (release)"
-    (cd "$ROOT_DIR" && cargo build --release --locked --quiet)
+    if [[ "$TANDEM_BUILD" == pgo ]]; then
+        log "building tandem (release, profile-guided: bench/pgo.sh)"
+        bash "$BENCH_DIR/pgo.sh" >/dev/null
+    else
+        log "building tandem (release)"
+        (cd "$ROOT_DIR" && cargo build --release --locked --quiet)
+    fi
     log "building the bench tools (release; reference allocator: $REFERENCE_ALLOCATOR)"
     local features=()
     [[ "$REFERENCE_ALLOCATOR" == mimalloc ]] && features=(--features mimalloc)

@@ -10,7 +10,7 @@
 # Environment: DURATION, WARMUP (seconds), BODIES ("small medium large"),
 # CONCURRENCY ("1 16 64"), ROUNDS (1: runs per cell and server, alternating
 # which goes first; medians reported), REFERENCE_ALLOCATOR (system or
-# mimalloc), FIXTURES (dir of the bodies),
+# mimalloc), TANDEM_BUILD (pgo or release), FIXTURES (dir of the bodies),
 # TANDEM_PORT, TANDEM_ADMIN_PORT, REFERENCE_PORT, FLOOR_PORT, SKIP_BUILD=1, KEEP_TMP=1.
 set -euo pipefail
 
@@ -167,7 +167,7 @@ report() {
     cat <<EOF
 ## tandem serve vs. reference server and floor
 
-- date: $STARTED; tandem $COMMIT (allocator: mimalloc); reference allocator: $REFERENCE_ALLOCATOR
+- date: $STARTED; tandem $COMMIT (build: $TANDEM_BUILD, allocator: mimalloc); reference allocator: $REFERENCE_ALLOCATOR
 - machine: $(machine_summary); load average at start $LOADAVG_START, at end $LOADAVG_END
 - each cell: ${WARMUP} s warm-up + ${DURATION} s measured, ${ROUNDS} round(s) per server
   (alternating which goes first; medians of rps and percentiles), HTTPS keep-alive

@@ -2193,15 +2193,27 @@ fn dockerfile_builds_locked_and_runs_non_root() {
             );
         }
     }
+    // The image's binary is the profile-guided build, whose last cargo
+    // build is the one whose flags count.
     let build = instructions
         .iter()
-        .find(|(k, a)| k == "RUN" && a.contains("cargo build"))
-        .expect("a RUN with cargo build");
-    for flag in ["--locked", "--release", "--bin tandem"] {
+        .find(|(k, a)| k == "RUN" && a.contains("bench/pgo.sh"))
+        .expect("a RUN with bench/pgo.sh");
+    assert!(
+        build.1.contains("cp target/pgo/tandem "),
+        "the image takes bench/pgo.sh's binary: {}",
+        build.1
+    );
+    let pgo = read("bench/pgo.sh");
+    let cargo_build = pgo
+        .lines()
+        .rev()
+        .find(|l| l.contains("cargo build") && l.contains("--bin tandem"))
+        .expect("bench/pgo.sh builds tandem");
+    for flag in ["--locked", "--release"] {
         assert!(
-            build.1.contains(flag),
-            "cargo build without {flag}: {}",
-            build.1
+            cargo_build.contains(flag),
+            "bench/pgo.sh: cargo build without {flag}: {cargo_build}"
         );
     }
 

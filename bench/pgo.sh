@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Builds the release `tandem` with profile-guided optimisation (PGO): an
+# instrumented build serves a fixed training load over TLS, LLVM merges the
+# profile it wrote, and a second build lays the code out by it. The profile is
+# made fresh every time, by the compiler doing the build, so it always matches
+# the source and the LLVM that reads it. See bench/README.md ("Profile-guided
+# optimisation") for what it buys and why it is how the image is built.
+#
+#   bash bench/pgo.sh                                   # host target
+#   bash bench/pgo.sh --target x86_64-unknown-linux-musl
+#
+# Writes target/pgo/tandem (the optimised binary; its path is the last line on
+# stdout). Needs llvm-profdata from the same or an older-but-compatible LLVM:
+# `rustup component add llvm-tools`, or set LLVM_PROFDATA (Debian's llvm-19
+# reads what Rust 1.95's LLVM 22 writes). Environment: LLVM_PROFDATA,
+# TRAIN_SECONDS (per training run, default 2), TANDEM_PORT, TANDEM_ADMIN_PORT.
+set -euo pipefail
+
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+TARGET=""
+case "${1:-}" in
+"") ;;
+--target)
+    [[ -n "${2:-}" ]] || die "--target needs a target triple"
+    TARGET="$2"
+    ;;
+*) die "usage: bench/pgo.sh [--target TRIPLE]" ;;
+esac
+TRAIN_SECONDS="${TRAIN_SECONDS:-2}"
+[[ "$TRAIN_SECONDS" =~ ^[0-9]+$ && "$TRAIN_SECONDS" -ge 1 ]] || die "TRAIN_SECONDS must be whole seconds"
+
+need cargo rustc
+HOST="$(rustc -vV | awk '/^host:/ { print $2 }')"
+TARGET="${TARGET:-$HOST}"
+
+# The one from rustup's llvm-tools matches the compiler; otherwise the newest
+# installed LLVM's, which must still read the compiler's raw profile format
+# (the merge fails loudly when it cannot).
+find_profdata() {
+    local candidate
+    if [[ -n "${LLVM_PROFDATA:-}" ]]; then
+        printf '%s\n' "$LLVM_PROFDATA"
+        return
+    fi
+    candidate="$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata"
+    if [[ -x "$candidate" ]]; then
+        printf '%s\n' "$candidate"
+        return
+    fi
+    if command -v llvm-profdata >/dev/null 2>&1; then
+        command -v llvm-profdata
+        return
+    fi
+    candidate="$(ls -d /usr/lib/llvm-*/bin/llvm-profdata 2>/dev/null | sort -V | tail -n 1)"
+    [[ -n "$candidate" ]] || die "llvm-profdata not found: run 'rustup component add llvm-tools', install an LLVM (Debian: llvm-19), or set LLVM_PROFDATA"
+    printf '%s\n' "$candidate"
+}
+PROFDATA="$(find_profdata)"
+log "llvm-profdata: $PROFDATA ($("$PROFDATA" --version 2>&1 | awk '/version/ { print $NF; exit }'))"
+
+PGO_DIR="$ROOT_DIR/target/pgo"
+PROFILES="$PGO_DIR/profiles"
+mkdir -p "$PGO_DIR"
+
+# Its own target directories, so the plain release build's stay warm. With an
+# explicit --target, RUSTFLAGS reach only the target's crates, not the build
+# scripts, which would otherwise write profiles of their own.
+build() {
+    local dir="$1" flags="$2"
+    (cd "$ROOT_DIR" && RUSTFLAGS="${RUSTFLAGS:-} $flags" CARGO_TARGET_DIR="$PGO_DIR/$dir" \
+        cargo build --release --locked --quiet --bin tandem --target "$TARGET")
+    printf '%s\n' "$PGO_DIR/$dir/$TARGET/release/tandem"
+}
+
+log "building loadgen (host, release)"
+cargo build --release --locked --quiet --manifest-path "$BENCH_DIR/Cargo.toml" --bin loadgen
+
+log "building the instrumented tandem ($TARGET)"
+rm -rf "$PROFILES"
+INSTRUMENTED="$(build generate "-Cprofile-generate=$PROFILES")"
+
+check_ports "$TANDEM_PORT" "$TANDEM_ADMIN_PORT"
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/tandem-pgo.XXXXXX")"
+trap finish_run EXIT
+trap 'exit 130' INT TERM
+
+# Readiness without curl, which a slim build image does not have.
+ready() {
+    local status
+    exec 3<>"/dev/tcp/127.0.0.1/$TANDEM_ADMIN_PORT" || return 1
+    printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
+    read -r -t 1 _ status _ <&3 || status=""
+    exec 3>&-
+    [[ "$status" == 200 ]]
+}
+
+# train CONFIG BODY...: serves CONFIG and sends each body at concurrency 1
+# and 16. Every answer must be a 200 echoing the uid; what the training load
+# exercises is what the layout favours, so it is the webhook's hot path:
+# the bench bodies (a full decision and patch each) and the captured API
+# server requests (skips, dry run, a pod with native sidecars).
+train() {
+    local config="$1" body conc
+    shift
+    "$INSTRUMENTED" serve --listen "127.0.0.1:$TANDEM_PORT" \
+        --admin-listen "127.0.0.1:$TANDEM_ADMIN_PORT" \
+        --tls-cert "$TMP/tls.crt" --tls-key "$TMP/tls.key" --config "$config" \
+        --native-sidecars always --no-cluster --log-format json --shutdown-delay-seconds 0 \
+        >>"$TMP/tandem.log" 2>&1 &
+    TANDEM_PID=$!
+    PIDS+=("$TANDEM_PID")
+    wait_until 30 "instrumented tandem serve" "$TANDEM_PID" ready
+    for body in "$@"; do
+        for conc in 1 16; do
+            "$LOADGEN_BIN" --url "https://127.0.0.1:$TANDEM_PORT/mutate" --body "$body" \
+                --concurrency "$conc" --duration-secs "$TRAIN_SECONDS" --warmup-secs 0 \
+                --insecure --label pgo >/dev/null ||
+                die "training load on $(basename "$body") failed (see $TMP/tandem.log)"
+        done
+    done
+    # The profile is written at exit, so the server must stop, not be killed.
+    kill -TERM "$TANDEM_PID"
+    wait "$TANDEM_PID" || die "instrumented tandem serve did not exit cleanly"
+    PIDS=()
+}
+
+log "training: bench bodies and captured admission requests"
+"$INSTRUMENTED" certs --out-dir "$TMP" >"$TMP/certs.log" 2>&1 || die "tandem certs failed: $(cat "$TMP/certs.log")"
+train "$BENCH_DIR/templates" "$FIXTURES"/{small,medium,large}.json
+train "$ROOT_DIR/examples/templates" "$ROOT_DIR"/tests/fixtures/admission-v1.36/*.json
+
+"$PROFDATA" merge -o "$PGO_DIR/tandem.profdata" "$PROFILES"
+log "building the optimised tandem ($TARGET)"
+OPTIMISED="$(build use "-Cprofile-use=$PGO_DIR/tandem.profdata")"
+cp "$OPTIMISED" "$PGO_DIR/tandem"
+printf '%s\n' "$PGO_DIR/tandem"
