@@ -51,22 +51,25 @@ LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 STARTED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 # measure NAME PID URL BODY CONCURRENCY [loadgen args]: one loadgen run; prints
-# its JSON line with the server's CPU seconds added.
+# its JSON line with the server's CPU seconds added, and the load generator's
+# own (it shares the cores, so what it spends on an answer the server cannot).
 measure() {
-    local name="$1" pid="$2" url="$3" body="$4" conc="$5" out before after
+    local name="$1" pid="$2" url="$3" body="$4" conc="$5" out before after client
     shift 5
     alive "$pid" || die "$name is not running (see its log: KEEP_TMP=1)"
     before="$(cpu_ticks "$pid")"
-    out="$(timeout $((DURATION + WARMUP + 60)) "$LOADGEN_BIN" --url "$url" \
-        --body "$FIXTURES/$body.json" --concurrency "$conc" \
+    out="$( { TIMEFORMAT='%3U %3S'; time timeout $((DURATION + WARMUP + 60)) "$LOADGEN_BIN" \
+        --url "$url" --body "$FIXTURES/$body.json" --concurrency "$conc" \
         --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
-        --ca "$TMP/tls.crt" --server-name localhost --label "$name" "$@")" ||
-        die "loadgen against $name failed"
+        --ca "$TMP/tls.crt" --server-name localhost --label "$name" "$@"; } 2>"$TMP/loadgen.err")" ||
+        die "loadgen against $name failed: $(cat "$TMP/loadgen.err")"
     after="$(cpu_ticks "$pid")"
-    jq -c --argjson ticks "$((after - before))" --argjson hz "$CLK_TCK" \
+    client="$(tail -n 1 "$TMP/loadgen.err" | awk '{ print $1 + $2 }')"
+    jq -c --argjson ticks "$((after - before))" --argjson hz "$CLK_TCK" --argjson client "$client" \
         '. + {server: $ARGS.named.name, cpu_s: ($ticks / $hz),
               cpu_s_per_10k: (if .all_requests > 0
-                               then ($ticks / $hz) / .all_requests * 10000 else null end)}' \
+                               then ($ticks / $hz) / .all_requests * 10000 else null end),
+              loadgen_cpu_s: $client}' \
         --arg name "$name" <<<"$out"
 }
 
@@ -92,11 +95,13 @@ aggregate() {
                            else (.[length / 2 - 1] + .[length / 2]) / 2 end;
         (map(.all_requests) | add) as $all
         | (map(.cpu_s) | add) as $cpu
+        | (map(.loadgen_cpu_s) | add) as $client
         | .[0] + {rounds: length, rps: (map(.rps) | median),
                   p50_us: (map(.p50_us) | median), p99_us: (map(.p99_us) | median),
                   max_us: (map(.max_us) | max), requests: (map(.requests) | add),
                   errors: (map(.errors) | add), all_requests: $all, cpu_s: $cpu,
-                  cpu_s_per_10k: (if $all > 0 then $cpu / $all * 10000 else null end)}'
+                  cpu_s_per_10k: (if $all > 0 then $cpu / $all * 10000 else null end),
+                  loadgen_cpu_s_per_10k: (if $all > 0 then $client / $all * 10000 else null end)}'
 }
 
 ROWS=()
@@ -146,6 +151,7 @@ for body in $BODIES; do
               ($f.rps | f1), ($f.p99_us | tostring),
               ratio($t.rps; $r.rps), ratio($t.p99_us; $r.p99_us),
               ratio($t.rps; $f.rps), ratio($t.p99_us; $f.p99_us),
+              "\($t.loadgen_cpu_s_per_10k | f3) / \($r.loadgen_cpu_s_per_10k | f3)",
               "\($t.errors)/\($r.errors)/\($f.errors)" ]
             | "| " + join(" | ") + " |"')"
         ROWS+=("$row")
@@ -177,8 +183,8 @@ report() {
 The reference parses each body into a \`serde_json::Value\` (allocator: $REFERENCE_ALLOCATOR);
 the floor only validates it as JSON, building nothing but the uid (mimalloc).
 
-| body | conc | tandem rps | p50 µs | p99 µs | cpu-s/10k | ref rps | p50 µs | p99 µs | cpu-s/10k | floor rps | p99 µs | rps ×ref | p99 ×ref | rps ×floor | p99 ×floor | errors t/r/f |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| body | conc | tandem rps | p50 µs | p99 µs | cpu-s/10k | ref rps | p50 µs | p99 µs | cpu-s/10k | floor rps | p99 µs | rps ×ref | p99 ×ref | rps ×floor | p99 ×floor | loadgen cpu-s/10k t / r | errors t/r/f |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 EOF
     printf '%s\n' "${ROWS[@]}"
     cat <<EOF
