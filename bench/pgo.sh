@@ -3,8 +3,8 @@
 # instrumented build serves a fixed training load over TLS, LLVM merges the
 # profile it wrote, and a second build lays the code out by it. The profile is
 # made fresh every time, by the compiler doing the build, so it always matches
-# the source and the LLVM that reads it. See bench/README.md ("Profile-guided
-# optimisation") for what it buys and why it is how the image is built.
+# the source and the LLVM that reads it. See bench/README.md ("The
+# profile-guided build" and "Fifth round") for what it buys.
 #
 #   bash bench/pgo.sh                                   # host target
 #   bash bench/pgo.sh --target x86_64-unknown-linux-musl
@@ -57,6 +57,7 @@ find_profdata() {
     printf '%s\n' "$candidate"
 }
 PROFDATA="$(find_profdata)"
+[[ -x "$PROFDATA" ]] || die "LLVM_PROFDATA=$PROFDATA is not an executable"
 log "llvm-profdata: $PROFDATA ($("$PROFDATA" --version 2>&1 | awk '/version/ { print $NF; exit }'))"
 
 PGO_DIR="$ROOT_DIR/target/pgo"
@@ -99,7 +100,8 @@ ready() {
 # and 16. Every answer must be a 200 echoing the uid; what the training load
 # exercises is what the layout favours, so it is the webhook's hot path:
 # the bench bodies (a full decision and patch each) and the captured API
-# server requests (skips, dry run, a pod with native sidecars).
+# server requests (a dry run, a generated name, a pod that already has a
+# native sidecar).
 train() {
     local config="$1" body conc
     shift
@@ -116,7 +118,8 @@ train() {
             "$LOADGEN_BIN" --url "https://127.0.0.1:$TANDEM_PORT/mutate" --body "$body" \
                 --concurrency "$conc" --duration-secs "$TRAIN_SECONDS" --warmup-secs 0 \
                 --insecure --label pgo >/dev/null ||
-                die "training load on $(basename "$body") failed (see $TMP/tandem.log)"
+                die "training load on $(basename "$body") failed; tandem's log ends:
+$(tail -n 5 "$TMP/tandem.log")"
         done
     done
     # The profile is written at exit, so the server must stop, not be killed.
