@@ -8,9 +8,10 @@
 # dependency set pinned by Cargo.lock (`--locked`), optimised by a profile of
 # the webhook under a training load (bench/pgo.sh: an instrumented build serves
 # the bench bodies and the captured admission requests on loopback, then the
-# real build uses the profile; about 30% less CPU per small admission). Stage 2 copies that single
-# file into a distroless "static" image: no shell, no package manager, no libc,
-# CA certificates and /etc/passwd entries for the non-root user only.
+# real build uses the profile; about 30% less CPU per small admission).
+# Stage 2 copies that single file into a distroless "static" image: no shell,
+# no package manager, no libc, CA certificates and /etc/passwd entries for the
+# non-root user only.
 #
 # Both base images are pinned to explicit versions. For fully reproducible
 # builds, pin them further by digest (`image:tag@sha256:...`).
