@@ -77,19 +77,21 @@ make_cert() {
         || die "openssl could not make a certificate"
 }
 
-# start_tandem TMPDIR: starts tandem serve in the background, sets TANDEM_PID.
-# Offline: templates from bench/templates only, native sidecars assumed, and
-# no cluster connection even when run inside a pod.
+# start_tandem TMPDIR [CONFIG [SERVE ARGS...]]: starts $TANDEM_BIN serve in the
+# background, sets TANDEM_PID. Offline: templates from CONFIG only (default
+# bench/templates), native sidecars assumed, and no cluster connection even
+# when run inside a pod. Its log goes to TMPDIR/tandem.log.
 start_tandem() {
-    local extra=()
+    local dir="$1" config="${2:-$BENCH_DIR/templates}" extra=()
+    shift $(($# < 2 ? $# : 2))
     if "$TANDEM_BIN" serve --help 2>/dev/null | grep -q -- '--no-cluster'; then
         extra+=(--no-cluster)
     fi
     RUST_LOG="${TANDEM_RUST_LOG:-warn}" "$TANDEM_BIN" serve \
         --listen "127.0.0.1:$TANDEM_PORT" --admin-listen "127.0.0.1:$TANDEM_ADMIN_PORT" \
-        --tls-cert "$1/tls.crt" --tls-key "$1/tls.key" \
-        --config "$BENCH_DIR/templates" --native-sidecars always "${extra[@]}" \
-        --log-format json >"$1/tandem.log" 2>&1 &
+        --tls-cert "$dir/tls.crt" --tls-key "$dir/tls.key" \
+        --config "$config" --native-sidecars always "${extra[@]}" \
+        --log-format json "$@" >>"$dir/tandem.log" 2>&1 &
     TANDEM_PID=$!
     PIDS+=("$TANDEM_PID")
 }
@@ -135,8 +137,14 @@ wait_until() {
     die "$what not ready after ${seconds}s"
 }
 
+# Without curl, so that bench/pgo.sh also runs in a slim build image.
 tandem_ready() {
-    curl -sf --max-time 1 "http://127.0.0.1:$TANDEM_ADMIN_PORT/readyz"
+    local status
+    exec 3<>"/dev/tcp/127.0.0.1/$TANDEM_ADMIN_PORT" || return 1
+    printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
+    read -r -t 1 _ status _ <&3 || status=""
+    exec 3>&-
+    [[ "$status" == 200 ]]
 }
 
 reference_ready() {

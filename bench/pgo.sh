@@ -66,7 +66,10 @@ mkdir -p "$PGO_DIR"
 
 # Its own target directories, so the plain release build's stay warm. With an
 # explicit --target, RUSTFLAGS reach only the target's crates, not the build
-# scripts, which would otherwise write profiles of their own.
+# scripts, which would otherwise write profiles of their own. Cargo does not
+# track the profile's contents: a crate whose source and flags did not change
+# keeps the code laid out by an earlier profile of the same path, which only
+# matters for speed, and only by as much as the profile moved.
 build() {
     local dir="$1" flags="$2"
     (cd "$ROOT_DIR" && RUSTFLAGS="${RUSTFLAGS:-} $flags" CARGO_TARGET_DIR="$PGO_DIR/$dir" \
@@ -86,16 +89,6 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/tandem-pgo.XXXXXX")"
 trap finish_run EXIT
 trap 'exit 130' INT TERM
 
-# Readiness without curl, which a slim build image does not have.
-ready() {
-    local status
-    exec 3<>"/dev/tcp/127.0.0.1/$TANDEM_ADMIN_PORT" || return 1
-    printf 'GET /readyz HTTP/1.0\r\n\r\n' >&3
-    read -r -t 1 _ status _ <&3 || status=""
-    exec 3>&-
-    [[ "$status" == 200 ]]
-}
-
 # train CONFIG BODY...: serves CONFIG and sends each body at concurrency 1
 # and 16. Every answer must be a 200 echoing the uid; what the training load
 # exercises is what the layout favours, so it is the webhook's hot path:
@@ -105,14 +98,10 @@ ready() {
 train() {
     local config="$1" body conc
     shift
-    "$INSTRUMENTED" serve --listen "127.0.0.1:$TANDEM_PORT" \
-        --admin-listen "127.0.0.1:$TANDEM_ADMIN_PORT" \
-        --tls-cert "$TMP/tls.crt" --tls-key "$TMP/tls.key" --config "$config" \
-        --native-sidecars always --no-cluster --log-format json --shutdown-delay-seconds 0 \
-        >>"$TMP/tandem.log" 2>&1 &
-    TANDEM_PID=$!
-    PIDS+=("$TANDEM_PID")
-    wait_until 30 "instrumented tandem serve" "$TANDEM_PID" ready
+    # Logging at info, as a cluster runs it. No shutdown delay: the profile
+    # is written at exit, so the server must exit when told to, not be killed.
+    TANDEM_BIN="$INSTRUMENTED" TANDEM_RUST_LOG=info start_tandem "$TMP" "$config" --shutdown-delay-seconds 0
+    wait_until 30 "instrumented tandem serve" "$TANDEM_PID" tandem_ready
     for body in "$@"; do
         for conc in 1 16; do
             "$LOADGEN_BIN" --url "https://127.0.0.1:$TANDEM_PORT/mutate" --body "$body" \
@@ -122,7 +111,6 @@ train() {
 $(tail -n 5 "$TMP/tandem.log")"
         done
     done
-    # The profile is written at exit, so the server must stop, not be killed.
     kill -TERM "$TANDEM_PID"
     wait "$TANDEM_PID" || die "instrumented tandem serve did not exit cleanly"
     PIDS=()
