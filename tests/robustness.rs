@@ -171,6 +171,22 @@ async fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
     good_request_succeeds(&server).await;
 }
 
+/// The API server keeps idle webhook connections for 90 s: one it reuses
+/// after a pause longer than the header timeout must still be open, or it
+/// may send its next review into a connection being closed.
+#[tokio::test]
+async fn a_kept_alive_connection_idle_past_the_header_timeout_still_answers() {
+    let server = Server::start(Options::default());
+    server.ready().await;
+    let body = fixture("admission-v1.36/create.json");
+    let mut conn = server.client().connect().await.unwrap();
+    assert_eq!(conn.review(&body).await.status, 200);
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let again = conn.review(&body).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["response"]["allowed"], true);
+}
+
 /// A body that stops halfway is answered 408 once the body timeout (10 s)
 /// passes: the timer armed only when the body did not come with its headers.
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! The TLS accept loop: TCP_NODELAY, a connection limit, handshake and
-//! header timeouts so slow clients cannot hold connections, and a graceful
-//! drain on shutdown.
+//! The TLS accept loop: TCP_NODELAY, a connection limit, a handshake timeout
+//! and the HTTP/1.1 deadlines (`deadline.rs`) so slow clients cannot hold
+//! connections, and a graceful drain on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::deadline::{Clock, Timed, Watched};
+
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) struct Limits {
     pub max_connections: usize,
@@ -84,18 +85,26 @@ pub(super) async fn serve_tls<S, B>(
                     return;
                 }
             };
+            let clock = Clock::new();
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                clock.exempt();
+            }
+            // No timer on HTTP/1: with one, hyper arms its own header
+            // timeout (30 s by default) per request; `clock` replaces it.
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true);
+            builder.http1().keep_alive(true);
             builder.http2().timer(TokioTimer::new());
+            let io = TokioIo::new(Watched::new(tls, clock.clone()));
             let conn = builder
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection(io, Timed::new(service, clock.clone()))
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                served = watcher.watch(conn) => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                why = clock.expired() => tracing::debug!(%peer, ?why, "deadline passed; connection closed"),
             }
         });
     }

@@ -4,6 +4,7 @@
 //! listener and the admin port, and drains on SIGTERM.
 
 mod config;
+mod deadline;
 mod listener;
 mod metrics;
 mod reload;
