@@ -5,7 +5,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Options, Server, fixture};
+use harness::{Options, Server, apply_response, fixture};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -185,6 +185,36 @@ async fn a_kept_alive_connection_idle_past_the_header_timeout_still_answers() {
     let again = conn.review(&body).await;
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.json()["response"]["allowed"], true);
+}
+
+/// HTTP/2 has its own flow control and pings: the HTTP/1.1 deadlines must
+/// never cut it. Pings every second would look like a request's headers
+/// stalling past the 10 s header deadline if they applied.
+#[tokio::test]
+async fn an_http2_connection_pinging_while_idle_is_not_cut() {
+    let server = Server::start(Options::default());
+    server.ready().await;
+    let request = fixture("admission-v1.36/create.json");
+    let review: Value = serde_json::from_str(&request).unwrap();
+    let mut conn = server
+        .client()
+        .connect_h2(Duration::from_secs(1))
+        .await
+        .unwrap();
+    for round in 0..2 {
+        let reply = conn.review(&request).await;
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
+        let pod = apply_response(&review, &reply.json());
+        assert!(
+            pod["spec"]["initContainers"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty()),
+            "round {round}: nothing injected: {pod}"
+        );
+        if round == 0 {
+            tokio::time::sleep(Duration::from_secs(14)).await;
+        }
+    }
 }
 
 /// A body that stops halfway is answered 408 once the body timeout (10 s)

@@ -1,5 +1,6 @@
 //! Starts the real `tandem` binary on loopback with real TLS, and talks to it
-//! the way the API server does: HTTPS, HTTP/1.1, keep-alive.
+//! the way the API server does: HTTPS, HTTP/1.1, keep-alive (and HTTP/2,
+//! which the server also offers).
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -264,6 +265,7 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, St
 pub struct Client {
     pub addr: SocketAddr,
     connector: TlsConnector,
+    h2_connector: TlsConnector,
 }
 
 impl Client {
@@ -283,9 +285,12 @@ impl Client {
         // Resumed sessions report the certificate of the original handshake;
         // rotation tests need to see what the server presents now.
         config.resumption = rustls::client::Resumption::disabled();
+        let mut h2 = config.clone();
+        h2.alpn_protocols = vec![b"h2".to_vec()];
         Client {
             addr,
             connector: TlsConnector::from(Arc::new(config)),
+            h2_connector: TlsConnector::from(Arc::new(h2)),
         }
     }
 
@@ -305,14 +310,43 @@ impl Client {
             .map_err(std::io::Error::other)?;
         tokio::spawn(conn);
         Ok(Conn {
-            sender,
+            sender: Sender::Http1(sender),
+            peer_cert: peer.unwrap_or_default(),
+        })
+    }
+
+    /// An HTTP/2 connection (ALPN `h2`) that pings the server every `ping`
+    /// while open, idle or not.
+    pub async fn connect_h2(&self, ping: Duration) -> std::io::Result<Conn> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        let tls = self
+            .h2_connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let peer = tls.get_ref().1.peer_certificates().map(|c| c[0].to_vec());
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(ping)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        Ok(Conn {
+            sender: Sender::Http2(sender),
             peer_cert: peer.unwrap_or_default(),
         })
     }
 }
 
+enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2(http2::SendRequest<Full<Bytes>>),
+}
+
 pub struct Conn {
-    sender: SendRequest<Full<Bytes>>,
+    sender: Sender,
     pub peer_cert: Vec<u8>,
 }
 
@@ -361,13 +395,21 @@ impl Conn {
     ) -> Result<Reply, hyper::Error> {
         let req = hyper::Request::builder()
             .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("content-type", content_type)
-            .body(Full::new(body.into()))
-            .unwrap();
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
+            .header("content-type", content_type);
+        let resp = match &mut self.sender {
+            Sender::Http1(s) => {
+                let req = req.uri(path).header("host", "localhost");
+                s.ready().await?;
+                s.send_request(req.body(Full::new(body.into())).unwrap())
+                    .await?
+            }
+            Sender::Http2(s) => {
+                let req = req.uri(format!("https://localhost{path}"));
+                s.ready().await?;
+                s.send_request(req.body(Full::new(body.into())).unwrap())
+                    .await?
+            }
+        };
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes().to_vec();
         Ok(Reply { status, body })
