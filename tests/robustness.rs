@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use harness::{Options, Server, apply_response, fixture};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn good_request_succeeds(server: &Server) {
@@ -23,7 +23,7 @@ async fn good_request_succeeds(server: &Server) {
 }
 
 /// Reads until the peer closes; true when it did within `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+async fn closed_within<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> bool {
     let mut buf = [0u8; 1024];
     let deadline = Instant::now() + limit;
     loop {
@@ -32,6 +32,60 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
             Ok(Ok(0)) | Ok(Err(_)) => return true,
             Ok(Ok(_)) => continue,
             Err(_) => return false,
+        }
+    }
+}
+
+/// Writes a byte to each stream every half second, as a slow-loris client
+/// sends its headers; true when the server has cut every one within `limit`.
+async fn all_cut_while_dripping<S: AsyncWrite + Unpin>(
+    mut streams: Vec<S>,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let mut open = Vec::new();
+        for mut s in streams {
+            // A write can still succeed once after the server closed; the
+            // next one meets the reset.
+            if s.write_all(b"X").await.is_ok() && s.flush().await.is_ok() {
+                open.push(s);
+            }
+        }
+        streams = open;
+        if streams.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// Reads one HTTP/1.1 response with a `content-length`.
+async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.expect("response");
+        assert!(
+            n > 0,
+            "closed before a full response: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if got.len() >= end + 4 + length {
+                return text;
+            }
         }
     }
 }
@@ -145,16 +199,31 @@ async fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
             .unwrap();
         loris.push(tls);
     }
-    let drip = tokio::spawn(async move {
-        for _ in 0..30 {
-            for t in loris.iter_mut() {
-                if t.write_all(b"X").await.is_err() {
-                    return true;
-                }
+    // Clients that negotiate h2, then drip HTTP/1.1 as well.
+    let mut posing = Vec::new();
+    for _ in 0..3 {
+        let mut tls = server.client().tls_h2().await.unwrap();
+        tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        posing.push(tls);
+    }
+    // Clients that finish TLS and say nothing.
+    let mut mute = Vec::new();
+    for _ in 0..5 {
+        mute.push(server.client().tls().await.unwrap());
+    }
+    // The header deadline is 10 s, checked every 2 s.
+    let limit = Duration::from_secs(16);
+    let loris = tokio::spawn(all_cut_while_dripping(loris, limit));
+    let posing = tokio::spawn(all_cut_while_dripping(posing, limit));
+    let mute = tokio::spawn(async move {
+        for s in mute.iter_mut() {
+            if !closed_within(s, limit).await {
+                return false;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        false
+        true
     });
     // Others are served meanwhile.
     good_request_succeeds(&server).await;
@@ -166,9 +235,39 @@ async fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
             "silent client not cut off"
         );
     }
-    // ...and the header timeout the slow ones.
-    assert!(drip.await.unwrap(), "slow-loris clients were never cut off");
+    // ...and the header deadline the slow and the mute ones.
+    assert!(loris.await.unwrap(), "slow-loris clients were not cut off");
+    assert!(
+        posing.await.unwrap(),
+        "h2 clients speaking HTTP/1.1 were not cut off"
+    );
+    assert!(
+        mute.await.unwrap(),
+        "clients silent after TLS were not cut off"
+    );
     good_request_succeeds(&server).await;
+}
+
+/// The header deadline applies to every request on a kept-alive connection,
+/// not only the first: after an answer, the next request's headers must come
+/// in time too.
+#[tokio::test]
+async fn a_kept_alive_connection_stalling_its_next_request_is_cut_off() {
+    let server = Server::start(Options::default());
+    server.ready().await;
+    let mut tls = server.client().tls().await.unwrap();
+    tls.write_all(b"GET /no-such-path HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        all_cut_while_dripping(vec![tls], Duration::from_secs(16)).await,
+        "the second request's stalled headers were not cut off"
+    );
 }
 
 /// The API server keeps idle webhook connections for 90 s: one it reuses

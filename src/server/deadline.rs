@@ -1,17 +1,15 @@
 //! Slow-client deadlines for HTTP/1.1 connections, kept off the per-request
 //! path.
 //!
-//! hyper's own `header_read_timeout` arms a new boxed timer every time a
-//! kept-alive connection waits for its next request and makes an extra read
-//! attempt after each response: at tens of thousands of admissions a second,
-//! a measurable share of the server's CPU (bench/README.md). It also closes a
-//! connection idle for the same 10 s, under the API server, whose webhook
-//! client keeps idle connections for 90 s and can send on one just as it is
-//! closed.
+//! hyper's own `header_read_timeout` closes a connection idle for 10 s
+//! between requests, under the API server, whose webhook client keeps idle
+//! connections for 90 s and can send a review into one just as it is closed.
+//! It also arms a new boxed timer every time a kept-alive connection waits
+//! for its next request (bench/README.md, "Sixth round").
 //!
-//! Here the connection records, with one atomic store, whether it is idle,
+//! Here each connection keeps one atomic word saying whether it is idle,
 //! receiving a request's headers or serving a request, and since when; one
-//! sleep per connection looks at that record every few seconds and cuts the
+//! sleep per connection looks at it every few seconds and cuts the
 //! connection once a deadline has passed.
 
 use std::io;
@@ -27,10 +25,12 @@ use hyper::{Request, Response, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// From the first byte of a request to the end of its headers.
+/// From the first byte of a request (or from the handshake, for a
+/// connection's first request) to the end of its headers.
 pub(super) const HEADERS: Duration = Duration::from_secs(10);
 /// Between requests: longer than the API server's 90 s idle pool, so that it
-/// is the client that closes an idle connection, never a race.
+/// is the client that closes an idle connection, never a race. A connection
+/// that has never sent a request gets `HEADERS` only.
 pub(super) const IDLE: Duration = Duration::from_secs(120);
 /// How often the deadlines are looked at: a stalled header is cut between
 /// `HEADERS` and `HEADERS + CHECK` after its first byte.
@@ -87,7 +87,7 @@ impl Clock {
     pub(super) fn new() -> Arc<Clock> {
         Arc::new(Clock {
             start: Instant::now(),
-            state: AtomicU64::new(Phase::Idle.bits()),
+            state: AtomicU64::new(Phase::Receiving.bits()),
         })
     }
 
@@ -96,11 +96,13 @@ impl Clock {
     }
 
     fn set(&self, phase: Phase) {
+        let word = phase.bits() | self.now();
         // Exempt is for good: an HTTP/2 stream ending must not re-arm it.
-        if Phase::of(self.state.load(Ordering::Relaxed)) != Phase::Exempt {
-            self.state
-                .store(phase.bits() | self.now(), Ordering::Relaxed);
-        }
+        let _ = self
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                (Phase::of(w) != Phase::Exempt).then_some(word)
+            });
     }
 
     /// HTTP/2 connections are never cut by these deadlines.
@@ -271,6 +273,7 @@ mod tests {
     #[test]
     fn only_the_first_bytes_after_an_answer_start_the_header_deadline() {
         let clock = Clock::new();
+        assert_eq!(at(&clock), Phase::Receiving, "the first request is due");
         clock.bytes_arrived();
         assert_eq!(at(&clock), Phase::Receiving);
         clock.set(Phase::Serving);
@@ -295,8 +298,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_sends_a_request_is_cut_at_the_header_deadline() {
+        let clock = Clock::new();
+        let started = Instant::now();
+        assert_eq!(clock.expired().await, Expired::Headers);
+        assert!(started.elapsed() <= HEADERS + CHECK);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_idle_connection_outlives_the_header_deadline() {
         let clock = Clock::new();
+        clock.set(Phase::Serving);
+        clock.set(Phase::Idle);
         let started = Instant::now();
         assert_eq!(clock.expired().await, Expired::Idle);
         let waited = started.elapsed();
@@ -321,6 +334,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_answer_restarts_the_idle_deadline() {
         let clock = Clock::new();
+        clock.set(Phase::Idle);
         let busy = async {
             for _ in 0..5 {
                 tokio::time::sleep(IDLE / 2).await;

@@ -86,12 +86,15 @@ pub(super) async fn serve_tls<S, B>(
                 }
             };
             let clock = Clock::new();
+            let mut builder = auto::Builder::new(TokioExecutor::new());
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                // Held to it: a client that negotiated h2 and then speaks
+                // HTTP/1.1 would otherwise be served without any deadline.
+                builder = builder.http2_only();
                 clock.exempt();
             }
             // No timer on HTTP/1: with one, hyper arms its own header
             // timeout (30 s by default) per request; `clock` replaces it.
-            let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http1().keep_alive(true);
             builder.http2().timer(TokioTimer::new());
             let io = TokioIo::new(Watched::new(tls, clock.clone()));

@@ -301,6 +301,17 @@ impl Client {
             .await
     }
 
+    /// A TLS connection that negotiated `h2`.
+    pub async fn tls_h2(&self) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        let tls = self
+            .h2_connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        Ok(tls)
+    }
+
     /// A keep-alive HTTP/1.1 connection.
     pub async fn connect(&self) -> std::io::Result<Conn> {
         let tls = self.tls().await?;
@@ -318,12 +329,7 @@ impl Client {
     /// An HTTP/2 connection (ALPN `h2`) that pings the server every `ping`
     /// while open, idle or not.
     pub async fn connect_h2(&self, ping: Duration) -> std::io::Result<Conn> {
-        let tcp = TcpStream::connect(self.addr).await?;
-        let tls = self
-            .h2_connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let tls = self.tls_h2().await?;
         let peer = tls.get_ref().1.peer_certificates().map(|c| c[0].to_vec());
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
