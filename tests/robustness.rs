@@ -208,10 +208,11 @@ async fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
             .unwrap();
         posing.push(tls);
     }
-    // Clients that finish TLS and say nothing.
+    // Clients that finish TLS and say nothing, over HTTP/1.1 or h2.
     let mut mute = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..3 {
         mute.push(server.client().tls().await.unwrap());
+        mute.push(server.client().tls_h2().await.unwrap());
     }
     // The header deadline is 10 s, checked every 2 s.
     let limit = Duration::from_secs(16);

@@ -105,8 +105,9 @@ impl Clock {
             });
     }
 
-    /// HTTP/2 connections are never cut by these deadlines.
-    pub(super) fn exempt(&self) {
+    /// HTTP/2 connections are never cut by these deadlines once they have
+    /// sent a request.
+    fn exempt(&self) {
         self.state.store(Phase::Exempt.bits(), Ordering::Relaxed);
     }
 

@@ -90,8 +90,9 @@ pub(super) async fn serve_tls<S, B>(
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                 // Held to it: a client that negotiated h2 and then speaks
                 // HTTP/1.1 would otherwise be served without any deadline.
+                // Its first request exempts it (`Timed`); until then it is
+                // held to the header deadline like any other.
                 builder = builder.http2_only();
-                clock.exempt();
             }
             // No timer on HTTP/1: with one, hyper arms its own header
             // timeout (30 s by default) per request; `clock` replaces it.
