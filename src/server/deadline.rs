@@ -27,11 +27,11 @@ use tokio::time::Instant;
 
 /// From the first byte of a request (or from the handshake, for a
 /// connection's first request) to the end of its headers.
-pub(super) const HEADERS: Duration = Duration::from_secs(10);
+const HEADERS: Duration = Duration::from_secs(10);
 /// Between requests: longer than the API server's 90 s idle pool, so that it
 /// is the client that closes an idle connection, never a race. A connection
 /// that has never sent a request gets `HEADERS` only.
-pub(super) const IDLE: Duration = Duration::from_secs(120);
+const IDLE: Duration = Duration::from_secs(120);
 /// How often the deadlines are looked at: a stalled header is cut between
 /// `HEADERS` and `HEADERS + CHECK` after its first byte.
 const CHECK: Duration = Duration::from_secs(2);
