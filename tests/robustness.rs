@@ -5,7 +5,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Options, Server, apply_response, fixture};
+use harness::{Conn, Options, Server, apply_response, fixture};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -59,6 +59,41 @@ async fn all_cut_while_dripping<S: AsyncWrite + Unpin>(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     false
+}
+
+/// Starts a request's headers and leaves them unfinished.
+async fn begin_headers<S: AsyncWrite + Unpin>(mut stream: S) -> S {
+    stream
+        .write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Reviews the captured pod, waits `pause` on the same connection, then sends
+/// the patched pod back: it is answered, with nothing more to patch.
+async fn patch_then_reinvoke_after(conn: &mut Conn, pause: Duration) {
+    let request: Value = serde_json::from_str(&fixture("admission-v1.36/create.json")).unwrap();
+    let first = conn.review(&request.to_string()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let pod = apply_response(&request, &first.json());
+    assert!(
+        pod["spec"]["initContainers"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "nothing injected: {pod}"
+    );
+    tokio::time::sleep(pause).await;
+    let mut again = request.clone();
+    again["request"]["object"] = pod;
+    let second = conn.review(&again.to_string()).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let second = second.json();
+    assert_eq!(second["response"]["allowed"], true);
+    assert!(
+        second["response"]["patch"].is_null(),
+        "second pass patched: {second}"
+    );
 }
 
 /// Reads one HTTP/1.1 response with a `content-length`.
@@ -193,20 +228,12 @@ async fn slow_and_silent_clients_are_cut_off_without_blocking_others() {
     // Clients that finish TLS, then send headers one byte at a time (slow loris).
     let mut loris = Vec::new();
     for _ in 0..5 {
-        let mut tls = server.client().tls().await.unwrap();
-        tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
-        loris.push(tls);
+        loris.push(begin_headers(server.client().tls().await.unwrap()).await);
     }
     // Clients that negotiate h2, then drip HTTP/1.1 as well.
     let mut posing = Vec::new();
     for _ in 0..3 {
-        let mut tls = server.client().tls_h2().await.unwrap();
-        tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
-        posing.push(tls);
+        posing.push(begin_headers(server.client().tls_h2().await.unwrap()).await);
     }
     // Clients that finish TLS and say nothing, over HTTP/1.1 or h2.
     let mut mute = Vec::new();
@@ -262,9 +289,7 @@ async fn a_kept_alive_connection_stalling_its_next_request_is_cut_off() {
         .unwrap();
     let answer = read_response(&mut tls).await;
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
-    tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    let tls = begin_headers(tls).await;
     assert!(
         all_cut_while_dripping(vec![tls], Duration::from_secs(16)).await,
         "the second request's stalled headers were not cut off"
@@ -278,13 +303,8 @@ async fn a_kept_alive_connection_stalling_its_next_request_is_cut_off() {
 async fn a_kept_alive_connection_idle_past_the_header_timeout_still_answers() {
     let server = Server::start(Options::default());
     server.ready().await;
-    let body = fixture("admission-v1.36/create.json");
     let mut conn = server.client().connect().await.unwrap();
-    assert_eq!(conn.review(&body).await.status, 200);
-    tokio::time::sleep(Duration::from_secs(14)).await;
-    let again = conn.review(&body).await;
-    assert_eq!(again.status, 200, "{}", again.text());
-    assert_eq!(again.json()["response"]["allowed"], true);
+    patch_then_reinvoke_after(&mut conn, Duration::from_secs(14)).await;
 }
 
 /// HTTP/2 has its own flow control and pings: the HTTP/1.1 deadlines must
@@ -294,27 +314,12 @@ async fn a_kept_alive_connection_idle_past_the_header_timeout_still_answers() {
 async fn an_http2_connection_pinging_while_idle_is_not_cut() {
     let server = Server::start(Options::default());
     server.ready().await;
-    let request = fixture("admission-v1.36/create.json");
-    let review: Value = serde_json::from_str(&request).unwrap();
     let mut conn = server
         .client()
         .connect_h2(Duration::from_secs(1))
         .await
         .unwrap();
-    for round in 0..2 {
-        let reply = conn.review(&request).await;
-        assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
-        let pod = apply_response(&review, &reply.json());
-        assert!(
-            pod["spec"]["initContainers"]
-                .as_array()
-                .is_some_and(|c| !c.is_empty()),
-            "round {round}: nothing injected: {pod}"
-        );
-        if round == 0 {
-            tokio::time::sleep(Duration::from_secs(14)).await;
-        }
-    }
+    patch_then_reinvoke_after(&mut conn, Duration::from_secs(14)).await;
 }
 
 /// A body that stops halfway is answered 408 once the body timeout (10 s)

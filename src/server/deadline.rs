@@ -96,7 +96,14 @@ impl Clock {
     }
 
     fn set(&self, phase: Phase) {
-        let word = phase.bits() | self.now();
+        // Serving has no deadline here (the route's body timeout has its
+        // own): no need to read the clock for it on every admission.
+        let since = if phase == Phase::Serving {
+            0
+        } else {
+            self.now()
+        };
+        let word = phase.bits() | since;
         // Exempt is for good: an HTTP/2 stream ending must not re-arm it.
         let _ = self
             .state

@@ -295,21 +295,21 @@ impl Client {
     }
 
     pub async fn tls(&self) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.addr).await?;
-        self.connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
+        self.handshake(&self.connector).await
     }
 
     /// A TLS connection that negotiated `h2`.
     pub async fn tls_h2(&self) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.addr).await?;
-        let tls = self
-            .h2_connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
+        let tls = self.handshake(&self.h2_connector).await?;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         Ok(tls)
+    }
+
+    async fn handshake(&self, connector: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
     }
 
     /// A keep-alive HTTP/1.1 connection.
@@ -399,21 +399,25 @@ impl Conn {
         content_type: &str,
         body: impl Into<Bytes>,
     ) -> Result<Reply, hyper::Error> {
-        let req = hyper::Request::builder()
-            .method(method)
-            .header("content-type", content_type);
+        // HTTP/2 carries the authority in the URI, HTTP/1.1 in `host`.
+        let req = match self.sender {
+            Sender::Http1(_) => hyper::Request::builder()
+                .uri(path)
+                .header("host", "localhost"),
+            Sender::Http2(_) => hyper::Request::builder().uri(format!("https://localhost{path}")),
+        }
+        .method(method)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .unwrap();
         let resp = match &mut self.sender {
             Sender::Http1(s) => {
-                let req = req.uri(path).header("host", "localhost");
                 s.ready().await?;
-                s.send_request(req.body(Full::new(body.into())).unwrap())
-                    .await?
+                s.send_request(req).await?
             }
             Sender::Http2(s) => {
-                let req = req.uri(format!("https://localhost{path}"));
                 s.ready().await?;
-                s.send_request(req.body(Full::new(body.into())).unwrap())
-                    .await?
+                s.send_request(req).await?
             }
         };
         let status = resp.status().as_u16();
