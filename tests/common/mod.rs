@@ -2,6 +2,8 @@
 //! applying a patch, and the checks every injected pod must pass.
 #![allow(dead_code)]
 
+pub mod cel;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
