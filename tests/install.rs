@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::strict;
+use common::{cel, strict};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
@@ -921,6 +921,9 @@ fn check_policy(
     let mut cel = String::new();
     for c in spec.match_conditions.iter().flatten() {
         cel += &c.expression;
+    }
+    for v in spec.variables.iter().flatten() {
+        cel += &v.expression;
     }
     for val in spec.validations.iter().flatten() {
         cel += &val.expression;
@@ -2643,58 +2646,23 @@ fn documented_self_signed_steps_match_tandem_certs() {
 // ---------------------------------------------------------------------------
 // The companion policy, evaluated
 
-/// What the policy does to a pod being created in `namespace`: `Ok(None)`
-/// when it admits the pod, `Ok(Some(message))` when it denies it; `Err` when
-/// an expression does not compile or evaluate, which the API server (with
-/// `failurePolicy: Fail`) would turn into a denial nobody meant.
-fn policy_verdict(
-    spec: &adm::ValidatingAdmissionPolicySpec,
-    pod: &Value,
-    namespace: &Value,
-) -> Result<Option<String>, String> {
-    let mut env = cel::Env::stdlib();
-    env.add_extension(cel::extensions::strings)
-        .map_err(|e| e.to_string())?;
-    let env = Arc::new(env);
-    let mut context = cel::Context::with_env(env.clone());
-    let value = |v: &Value| cel::to_value(v).map_err(|e| e.to_string());
-    context.add_variable_from_value("object", value(pod)?);
-    context.add_variable_from_value("namespaceObject", value(namespace)?);
-    let eval = |expression: &str| -> Result<cel::Value, String> {
-        let program = env
-            .compile(expression)
-            .map_err(|e| format!("{expression}: does not compile: {e}"))?;
-        program
-            .execute(&context)
-            .map_err(|e| format!("{expression}: {e}"))
-    };
-    for condition in spec.match_conditions.iter().flatten() {
-        if eval(&condition.expression)? != cel::Value::Bool(true) {
-            return Ok(None);
-        }
-    }
-    for v in spec.validations.iter().flatten() {
-        if eval(&v.expression)? != cel::Value::Bool(true) {
-            let message = match v.message_expression.as_deref() {
-                Some(m) => match eval(m)? {
-                    cel::Value::String(s) => s.to_string(),
-                    other => return Err(format!("{m}: gives {other:?}, not a string")),
-                },
-                None => v.message.clone().unwrap_or_default(),
-            };
-            return Ok(Some(message));
-        }
-    }
-    Ok(None)
-}
-
 /// The policy denies exactly the pods Tandem would have marked processed
 /// (`tandem.dev/status`) had it seen them, and admits every pod Tandem did
 /// process: pod requests, namespace defaults, opt-outs of either, and the
-/// mirror-pod exclusion, checked against the engine on the same pods.
+/// mirror-pod exclusion, checked against the engine on the same pods. Every
+/// expression runs where the API server runs it (`common::cel`), on pods and
+/// Namespaces as the API server stores them and, for robustness, with
+/// literal empty maps too: no shape Kubernetes accepts may make it fail.
 fn policy_agrees_with_the_engine(spec: &adm::ValidatingAdmissionPolicySpec, source: &str) {
     use tandem::engine::{Input, Outcome};
     use tandem::facts::{Capabilities, INJECT_ANNOTATION, Namespace, Policy, STATUS_ANNOTATION};
+    let env = cel::env();
+    let policy = cel::Validating::new(&env, spec).unwrap_or_else(|e| panic!("{source}: {e}"));
+    assert_eq!(
+        policy.failure_policy,
+        cel::FailurePolicy::Fail,
+        "{source}: the safety net fails closed"
+    );
     let templates =
         tandem::template::TemplateSet::new(tandem::template::examples().unwrap()).unwrap();
     let pod_values = [
@@ -2718,83 +2686,196 @@ fn policy_agrees_with_the_engine(spec: &adm::ValidatingAdmissionPolicySpec, sour
         Some("log-shipper"),
         Some("DISABLED"),
     ];
+    // Labels and annotations beside Tandem's: none at all, someone else's,
+    // and (not what the API server sends, but harmless) literal empty maps.
+    #[derive(Clone, Copy, Debug)]
+    enum Others {
+        Absent,
+        Some,
+        EmptyMaps,
+    }
     let mut checked = 0;
-    for mirror in [false, true] {
-        for pod_value in pod_values {
-            for ns_value in ns_values {
-                let mut annotations = serde_json::Map::new();
-                if let Some(v) = pod_value {
-                    annotations.insert(INJECT_ANNOTATION.into(), json!(v));
+    for others in [Others::Absent, Others::Some, Others::EmptyMaps] {
+        for mirror in [false, true] {
+            for pod_value in pod_values {
+                for ns_value in ns_values {
+                    let mut annotations = serde_json::Map::new();
+                    let mut labels = serde_json::Map::new();
+                    if let Some(v) = pod_value {
+                        annotations.insert(INJECT_ANNOTATION.into(), json!(v));
+                    }
+                    if mirror {
+                        annotations.insert("kubernetes.io/config.mirror".into(), json!("abc"));
+                    }
+                    if let Others::Some = others {
+                        annotations.insert("example.com/owner".into(), json!("team-a"));
+                        labels.insert("app".into(), json!("shop"));
+                    }
+                    let mut pod = json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": { "name": "p", "namespace": "shop" },
+                        "spec": { "containers": [{ "name": "app", "image": "example.com/app:1" }] },
+                    });
+                    if !annotations.is_empty() || matches!(others, Others::EmptyMaps) {
+                        pod["metadata"]["annotations"] = Value::Object(annotations);
+                    }
+                    if !labels.is_empty() || matches!(others, Others::EmptyMaps) {
+                        pod["metadata"]["labels"] = Value::Object(labels);
+                    }
+                    let mut ns_annotations: BTreeMap<String, String> = ns_value
+                        .map(|v| (INJECT_ANNOTATION.to_string(), v.to_string()))
+                        .into_iter()
+                        .collect();
+                    let mut ns_labels = BTreeMap::new();
+                    if let Others::Some = others {
+                        ns_annotations.insert("example.com/team".into(), "a".into());
+                        ns_labels.insert(INJECTION_LABEL.to_string(), "enabled".to_string());
+                    }
+                    let mut namespace = cel::stored_namespace("shop", &ns_labels, &ns_annotations);
+                    if let Others::EmptyMaps = others
+                        && namespace["metadata"].get("annotations").is_none()
+                    {
+                        namespace["metadata"]["annotations"] = json!({});
+                    }
+                    let verdict = |pod: &Value| {
+                        let request = match others {
+                            Others::EmptyMaps => cel::Request::create_as_is(pod, &namespace),
+                            _ => cel::Request::create(pod, &namespace),
+                        };
+                        match policy.run(&env, &request) {
+                            cel::Run::NotMatched(_) | cel::Run::Validated(None) => Ok(None),
+                            cel::Run::Validated(Some(d)) => Ok(Some(d.message)),
+                            cel::Run::Failed(f) => Err(format!("{:?}: {}", f.site, f.message())),
+                            cel::Run::Mutated { .. } => unreachable!(),
+                        }
+                    };
+                    let facts = Namespace::new("shop", ns_labels, ns_annotations);
+                    let d = tandem::engine::decide(&Input {
+                        pod: &tandem::facts::Doc::from(&pod),
+                        namespace: &facts,
+                        templates: &templates,
+                        capabilities: &Capabilities::default(),
+                        policy: &Policy::default(),
+                    })
+                    .unwrap();
+                    let case = format!(
+                        "{source}: pod {pod_value:?} namespace {ns_value:?} mirror {mirror} {others:?}"
+                    );
+                    assert!(!matches!(d.outcome, Outcome::Denied { .. }), "{case}");
+                    let mut processed = pod.clone();
+                    json_patch::patch(&mut processed, &d.patch.operations()).unwrap();
+                    let marked = processed["metadata"]["annotations"]
+                        .get(STATUS_ANNOTATION)
+                        .is_some();
+                    let untouched = verdict(&pod).unwrap_or_else(|e| panic!("{case}: {e}"));
+                    assert_eq!(
+                        untouched.is_some(),
+                        marked,
+                        "{case}: the policy {} a pod Tandem never saw, which Tandem {} (decision: {})",
+                        if untouched.is_some() {
+                            "denies"
+                        } else {
+                            "admits"
+                        },
+                        if marked {
+                            "marks processed"
+                        } else {
+                            "leaves unmarked"
+                        },
+                        d.summary()
+                    );
+                    if d.injected().next().is_some() {
+                        assert!(marked, "{case}: injected but not marked");
+                    }
+                    if let Some(message) = &untouched {
+                        assert!(message.contains("tandem.dev/inject"), "{case}: {message}");
+                        assert!(message.contains("no tandem.dev/status"), "{case}: {message}");
+                    }
+                    let after = verdict(&processed).unwrap_or_else(|e| panic!("{case}: {e}"));
+                    assert!(
+                        after.is_none(),
+                        "{case}: a pod Tandem processed is denied: {after:?}"
+                    );
+                    checked += 1;
                 }
-                if mirror {
-                    annotations.insert("kubernetes.io/config.mirror".into(), json!("abc"));
-                }
-                let mut pod = json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": { "name": "p", "namespace": "shop" },
-                    "spec": { "containers": [{ "name": "app", "image": "example.com/app:1" }] },
-                });
-                if !annotations.is_empty() {
-                    pod["metadata"]["annotations"] = Value::Object(annotations);
-                }
-                let ns_annotations: BTreeMap<String, String> = ns_value
-                    .map(|v| (INJECT_ANNOTATION.to_string(), v.to_string()))
-                    .into_iter()
-                    .collect();
-                let namespace = json!({
-                    "apiVersion": "v1", "kind": "Namespace",
-                    "metadata": { "name": "shop", "annotations": ns_annotations },
-                });
-                let facts = Namespace::new("shop", BTreeMap::new(), ns_annotations);
-                let d = tandem::engine::decide(&Input {
-                    pod: &tandem::facts::Doc::from(&pod),
-                    namespace: &facts,
-                    templates: &templates,
-                    capabilities: &Capabilities::default(),
-                    policy: &Policy::default(),
-                })
-                .unwrap();
-                let case =
-                    format!("{source}: pod {pod_value:?} namespace {ns_value:?} mirror {mirror}");
-                assert!(!matches!(d.outcome, Outcome::Denied { .. }), "{case}");
-                let mut processed = pod.clone();
-                json_patch::patch(&mut processed, &d.patch.operations()).unwrap();
-                let marked = processed["metadata"]["annotations"]
-                    .get(STATUS_ANNOTATION)
-                    .is_some();
-                let untouched = policy_verdict(spec, &pod, &namespace)
-                    .unwrap_or_else(|e| panic!("{case}: {e}"));
-                assert_eq!(
-                    untouched.is_some(),
-                    marked,
-                    "{case}: the policy {} a pod Tandem never saw, which Tandem {} (decision: {})",
-                    if untouched.is_some() {
-                        "denies"
-                    } else {
-                        "admits"
-                    },
-                    if marked {
-                        "marks processed"
-                    } else {
-                        "leaves unmarked"
-                    },
-                    d.summary()
-                );
-                if d.injected().next().is_some() {
-                    assert!(marked, "{case}: injected but not marked");
-                }
-                if let Some(message) = &untouched {
-                    assert!(message.contains("tandem.dev/inject"), "{case}: {message}");
-                }
-                let after = policy_verdict(spec, &processed, &namespace)
-                    .unwrap_or_else(|e| panic!("{case}: {e}"));
-                assert!(
-                    after.is_none(),
-                    "{case}: a pod Tandem processed is denied: {after:?}"
-                );
-                checked += 1;
             }
         }
     }
-    assert_eq!(checked, 2 * pod_values.len() * ns_values.len());
+    assert_eq!(checked, 3 * 2 * pod_values.len() * ns_values.len());
+    status_is_checked_as_the_engine_reads_it(&policy, &env, source);
+}
+
+/// A `tandem.dev/status` Tandem did not write is no proof that Tandem saw
+/// the pod: the engine warns and injects afresh, the compiled policies step
+/// aside, and the companion policy denies such a pod when it asked, saying
+/// so. Every status the engine accepts, the policy accepts too, so a pod
+/// Tandem processed is never denied.
+fn status_is_checked_as_the_engine_reads_it(
+    policy: &cel::Validating,
+    env: &Arc<::cel::Env>,
+    source: &str,
+) {
+    use tandem::engine::Status;
+    use tandem::facts::{INJECT_ANNOTATION, STATUS_ANNOTATION};
+    let written = {
+        let set =
+            tandem::template::TemplateSet::new(tandem::template::examples().unwrap()).unwrap();
+        let mut s = Status::default();
+        for t in set.all() {
+            s.record(t);
+        }
+        s.to_annotation().unwrap()
+    };
+    let values: Vec<String> = [
+        written.as_str(),
+        r#"{"templates":[]}"#,
+        "{ \"templates\" : [ ] }",
+        "{\n  \"containers\": [\"a\"],\n  \"templates\": [{\"name\": \"x\", \"hash\": \"y\"}]\n}",
+        "",
+        " ",
+        "true",
+        "injected",
+        "log-shipper",
+        "{}",
+        "[]",
+        r#"{"templates":"log-shipper"}"#,
+        r#"{"templates":[1]}"#,
+        r#"{"templates":["#,
+        r#"{"containers":["a"]}"#,
+        r#"{templates: []}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let namespace = cel::stored_namespace("shop", &BTreeMap::new(), &BTreeMap::new());
+    for value in &values {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "p", "namespace": "shop", "annotations": {
+                INJECT_ANNOTATION: "log-shipper", STATUS_ANNOTATION: value,
+            } },
+            "spec": { "containers": [{ "name": "app", "image": "example.com/app:1" }] },
+        });
+        let case = format!("{source}: status {value:?}");
+        let verdict = match policy.run(env, &cel::Request::create(&pod, &namespace)) {
+            cel::Run::Validated(v) => v,
+            other => panic!("{case}: {other:?}"),
+        };
+        let engine_accepts = Status::parse(value).is_ok();
+        assert_eq!(
+            verdict.is_none(),
+            engine_accepts,
+            "{case}: the policy {} it, the engine {} it",
+            if verdict.is_none() { "accepts" } else { "denies" },
+            if engine_accepts { "accepts" } else { "rejects" }
+        );
+        if let Some(d) = verdict {
+            assert!(
+                d.message
+                    .contains("its tandem.dev/status is not a record Tandem wrote"),
+                "{case}: {}",
+                d.message
+            );
+        }
+    }
 }

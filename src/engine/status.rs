@@ -10,7 +10,9 @@ use crate::template::Template;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
-    #[serde(default)]
+    /// Always written, so its presence is what marks Tandem's record: the
+    /// companion ValidatingAdmissionPolicy, which cannot parse JSON, checks
+    /// for a `"templates"` list, and the engine requires one too.
     pub templates: Vec<Injected>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<String>,

@@ -229,9 +229,16 @@ pub struct Request {
 }
 
 impl Request {
-    /// A CREATE of `object` in `namespace`.
+    /// A CREATE of `object` in `namespace`, both as the API server
+    /// serializes them.
     pub fn create(object: &Value, namespace: &Value) -> Request {
-        let object = stored(object);
+        Request::create_as_is(&stored(object), &stored(namespace))
+    }
+
+    /// A CREATE of `object` in `namespace` exactly as given, empty maps and
+    /// all: shapes the API server does not send, for robustness checks.
+    pub fn create_as_is(object: &Value, namespace: &Value) -> Request {
+        let object = object.clone();
         let attributes = json!({
             "operation": "CREATE",
             "namespace": namespace["metadata"]["name"],
@@ -242,7 +249,7 @@ impl Request {
         Request {
             object_value: cel::to_value(&object).unwrap(),
             object,
-            namespace: cel::to_value(stored(namespace)).unwrap(),
+            namespace: cel::to_value(namespace).unwrap(),
             attributes: cel::to_value(&attributes).unwrap(),
         }
     }
