@@ -229,3 +229,86 @@ fn a_failed_message_expression_falls_back_to_the_message() {
         assert_eq!(d.reason, "Invalid");
     }
 }
+
+/// Every `x-kubernetes-validations` rule in a schema, with the path of the
+/// node it sits on (`self`).
+fn crd_rules(schema: &Value, path: &str, out: &mut Vec<(String, String, String)>) {
+    for r in schema["x-kubernetes-validations"].as_array().into_iter().flatten() {
+        out.push((
+            path.to_string(),
+            r["rule"].as_str().unwrap().to_string(),
+            r["message"].as_str().unwrap_or_default().to_string(),
+        ));
+    }
+    for (k, s) in schema["properties"].as_object().into_iter().flatten() {
+        crd_rules(s, &format!("{path}.{k}"), out);
+    }
+    if schema.get("items").is_some() {
+        crd_rules(&schema["items"], &format!("{path}[]"), out);
+    }
+}
+
+/// The CRD's rules see `self` (the node they sit on) and nothing else. Each
+/// holds on every example template, on the shapes Kubernetes stores (lists
+/// absent rather than empty), and each one fails on the mistake it names.
+#[test]
+fn crd_rules_see_only_self_and_hold_on_every_accepted_shape() {
+    let crd: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(common::manifest_dir().join("deploy/base/crd.yaml")).unwrap(),
+    )
+    .unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut rules = Vec::new();
+    crd_rules(schema, "", &mut rules);
+    assert!(rules.len() >= 5, "{rules:?}");
+    assert!(
+        rules.iter().all(|(path, _, _)| path == ".spec"),
+        "rules elsewhere than spec need their own cases: {rules:?}"
+    );
+    let env = cel::env();
+    let holds = |spec: &Value| -> Vec<String> {
+        rules
+            .iter()
+            .filter_map(|(_, rule, message)| {
+                match cel::crd_rule(&env, rule, spec) {
+                    Ok(true) => None,
+                    Ok(false) => Some(message.clone()),
+                    Err(e) => panic!("{rule} fails on {spec}: {e}"),
+                }
+            })
+            .collect()
+    };
+    // Only `self`: a rule reading anything else fails to evaluate.
+    for other in ["object.spec", "namespaceObject", "oldSelf.pattern"] {
+        assert!(cel::crd_rule(&env, &format!("{other} == null"), &json!({})).is_err());
+    }
+    let mut examples = 0;
+    for entry in std::fs::read_dir(common::manifest_dir().join("examples/templates")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let doc: Value = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(holds(&doc["spec"]), Vec::<String>::new(), "{doc}");
+        examples += 1;
+    }
+    assert_eq!(examples, 5);
+    let container = json!({ "name": "c", "image": "example.com/c:1" });
+    for ok in [
+        json!({ "pattern": "sidecar", "containers": [container] }),
+        json!({ "pattern": "init", "initContainers": [container] }),
+        json!({ "pattern": "adapter", "containers": [container], "initContainers": [container] }),
+    ] {
+        assert_eq!(holds(&ok), Vec::<String>::new(), "{ok}");
+    }
+    let always = json!({ "name": "c", "image": "i:1", "restartPolicy": "Always" });
+    for (broken, names) in [
+        (json!({ "pattern": "sidecar" }), "need at least one container"),
+        (json!({ "pattern": "sidecar", "containers": [] }), "need at least one container"),
+        (json!({ "pattern": "init" }), "at least one initContainer"),
+        (json!({ "pattern": "init", "initContainers": [container], "containers": [container] }), "use initContainers only"),
+        (json!({ "pattern": "sidecar", "containers": [always] }), "containers[].restartPolicy"),
+        (json!({ "pattern": "sidecar", "containers": [container], "initContainers": [always] }), "initContainers[].restartPolicy"),
+    ] {
+        let failed = holds(&broken);
+        assert_eq!(failed.len(), 1, "{broken}: {failed:?}");
+        assert!(failed[0].contains(names), "{broken}: {failed:?}");
+    }
+}

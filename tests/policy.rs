@@ -9,13 +9,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 
-use cel::ExecutionError;
-use cel::common::types::{CelInt, CelStruct, DYN_TYPE, LIST_TYPE, Type};
-use cel::common::value::{CowVal, Val};
 use common::*;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, MutatingAdmissionPolicySpec,
@@ -29,74 +26,11 @@ use tandem::template::TemplateSet;
 
 // ------------------------------------------------------------ the CEL runtime
 
-/// Kubernetes' `list.indexOf(value)`: the first index, or -1.
-fn list_index_of<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-    let [list, needle] = <[CowVal; 2]>::try_from(args)
-        .map_err(|_| ExecutionError::function_error("indexOf", "takes one argument"))?;
-    let list = cel::Value::try_from(list.as_ref())?;
-    let needle = cel::Value::try_from(needle.as_ref())?;
-    let cel::Value::List(items) = list else {
-        return Err(ExecutionError::function_error("indexOf", "not a list"));
-    };
-    let at = items
-        .iter()
-        .position(|x| *x == needle)
-        .map_or(-1, |i| i as i64);
-    Ok(CowVal::Owned(Box::new(CelInt::from(at))))
-}
-
-/// The `JSONPatch` type of a MutatingAdmissionPolicy: `op`, `path`, `from`
-/// and a `value` of any type.
-struct JsonPatchType(Type);
-
-impl cel::StructType for JsonPatchType {
-    fn get_type(&self) -> &Type {
-        &self.0
-    }
-
-    fn new_value<'b, 'v>(
-        &self,
-        fields: std::collections::BTreeMap<String, CowVal<'b, 'v>>,
-    ) -> Result<Box<dyn Val + 'v>, ExecutionError> {
-        let mut s = CelStruct::new("JSONPatch".into());
-        for (name, value) in fields {
-            if !["op", "path", "from", "value"].contains(&name.as_str()) {
-                return Err(ExecutionError::function_error(
-                    "JSONPatch",
-                    format!("no field {name}"),
-                ));
-            }
-            s.add_field_value(name, value);
-        }
-        Ok(Box::new(s))
-    }
-}
-
-/// The parts of a MutatingAdmissionPolicy's CEL environment that Tandem's
-/// policies use: the standard library, the strings extension, the
-/// `JSONPatch` type and Kubernetes' list `indexOf`.
-fn cel_env() -> Arc<cel::Env> {
-    let mut env = cel::Env::stdlib();
-    env.add_extension(cel::extensions::strings).unwrap();
-    env.add_type(JsonPatchType(Type::new_struct("JSONPatch".into())))
-        .unwrap();
-    env.add_member_overload(
-        "indexOf",
-        "list_indexOf_dyn",
-        LIST_TYPE,
-        vec![DYN_TYPE],
-        list_index_of,
-    )
-    .unwrap();
-    Arc::new(env)
-}
-
-/// A compiled policy, its expressions parsed once, ready to run on pods.
+/// A compiled policy, its expressions parsed once, ready to run on pods
+/// under the API server's rules (`common::cel`).
 struct Runnable {
     template: String,
-    conditions: Vec<(String, cel::Program)>,
-    variables: Vec<(String, cel::Program)>,
-    mutation: cel::Program,
+    policy: cel::Mutating,
 }
 
 /// What a policy did to one pod.
@@ -112,16 +46,12 @@ enum Effect {
     Patched(Value),
 }
 
-fn compile_policies(set: &TemplateSet, env: &Arc<cel::Env>) -> Vec<Runnable> {
+fn compile_policies(set: &TemplateSet, env: &Arc<::cel::Env>) -> Vec<Runnable> {
     let reach = Reach {
         namespace: "tandem-system".into(),
         scope: Scope::ClusterWide,
         excluded_namespaces: Vec::new(),
         extra_labels: BTreeMap::new(),
-    };
-    let program = |what: &str, expression: &str| {
-        env.compile(expression)
-            .unwrap_or_else(|e| panic!("{what} does not compile: {e}\n{expression}"))
     };
     policy::compile(set, &reach)
         .unwrap()
@@ -132,91 +62,39 @@ fn compile_policies(set: &TemplateSet, env: &Arc<cel::Env>) -> Vec<Runnable> {
         })
         .map(|p| {
             let spec: MutatingAdmissionPolicySpec = p.policy.spec.clone().unwrap();
-            let conditions = spec
-                .match_conditions
-                .iter()
-                .flatten()
-                .map(|c| (c.name.clone(), program(&c.name, &c.expression)))
-                .collect();
-            let variables = spec
-                .variables
-                .iter()
-                .flatten()
-                .map(|v| (v.name.clone(), program(&v.name, &v.expression)))
-                .collect();
-            let mutations = spec.mutations.unwrap();
-            assert_eq!(mutations.len(), 1, "{}", p.template);
-            let expression = mutations[0]
-                .json_patch
-                .as_ref()
-                .and_then(|j| j.expression.clone())
-                .unwrap();
+            assert_eq!(spec.mutations.as_ref().unwrap().len(), 1, "{}", p.template);
             Runnable {
                 template: p.template.clone(),
-                conditions,
-                variables,
-                mutation: program("the mutation", &expression),
+                policy: cel::Mutating::new(env, &spec)
+                    .unwrap_or_else(|e| panic!("policy {}: {e}", p.template)),
             }
         })
         .collect()
 }
 
-/// A JSONPatch struct as the operation it stands for.
-fn operation(v: &cel::Value) -> Value {
-    let cel::Value::Struct(s) = v else {
-        panic!("not a JSONPatch: {v:?}")
-    };
-    assert_eq!(s.name(), "JSONPatch");
-    let field = |name: &str| {
-        let value = s.field_value(name).unwrap_or_else(|| panic!("no {name}"));
-        cel::Value::try_from(value).unwrap().json().unwrap()
-    };
-    json!({ "op": field("op"), "path": field("path"), "value": field("value") })
-}
-
-/// Runs `p` on `pod` in `namespace` as the API server would.
-fn run(p: &Runnable, env: &Arc<cel::Env>, pod: &Value, namespace: &Value) -> Effect {
-    let mut context = cel::Context::with_env(env.clone());
-    context.add_variable_from_value("object", cel::to_value(pod).unwrap());
-    context.add_variable_from_value("namespaceObject", cel::to_value(namespace).unwrap());
-    let fail = |what: &str, e: ExecutionError| -> ! {
-        panic!("policy {}: {what} fails: {e}\npod: {pod}", p.template)
-    };
-    for (name, program) in &p.conditions {
-        match program.execute(&context) {
-            Ok(cel::Value::Bool(true)) => {}
-            Ok(cel::Value::Bool(false)) => return Effect::NotMatched(name.clone()),
-            Ok(other) => panic!("{name} gives {other:?}"),
-            Err(e) => fail(name, e),
-        }
-    }
-    let mut variables: HashMap<String, cel::Value> = HashMap::new();
-    for (name, program) in &p.variables {
-        context.add_variable_from_value("variables", variables.clone());
-        let value = program.execute(&context).unwrap_or_else(|e| fail(name, e));
-        variables.insert(name.clone(), value);
-    }
-    let selected = variables.get("selected") == Some(&cel::Value::Bool(true));
-    context.add_variable_from_value("variables", variables);
-    let ops = match p.mutation.execute(&context) {
-        Ok(cel::Value::List(ops)) => ops,
-        Ok(other) => panic!("the mutation gives {other:?}"),
-        Err(e) => fail("the mutation", e),
-    };
-    if ops.is_empty() {
-        return Effect::StepsAside { selected };
-    }
-    let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(ops.iter().map(operation).collect())).unwrap();
-    let mut out = pod.clone();
-    json_patch::patch(&mut out, &patch).unwrap_or_else(|e| {
-        panic!(
-            "policy {}: its patch does not apply: {e}\npatch: {}\npod: {pod}",
+/// Runs `p` on `pod` in `namespace` as the API server would. An expression
+/// that fails is a bug here: under `failurePolicy: Ignore` it would leave a
+/// pod uninjected that the engine injects.
+fn run(p: &Runnable, env: &Arc<::cel::Env>, pod: &Value, namespace: &Value) -> Effect {
+    let request = cel::Request::create(pod, namespace);
+    match p.policy.run(env, &request) {
+        cel::Run::NotMatched(name) => Effect::NotMatched(name),
+        cel::Run::Failed(f) => panic!(
+            "policy {}: {:?} fails: {}\npod: {pod}",
             p.template,
-            serde_json::to_string_pretty(&patch).unwrap()
-        )
-    });
-    Effect::Patched(out)
+            f.site,
+            f.message()
+        ),
+        cel::Run::Mutated { object, variables } => {
+            if object == request.object {
+                let selected = variables.get("selected") == Some(&::cel::Value::Bool(true));
+                Effect::StepsAside { selected }
+            } else {
+                Effect::Patched(object)
+            }
+        }
+        cel::Run::Validated(_) => unreachable!(),
+    }
 }
 
 // ------------------------------------------------------------ pods to try
@@ -345,7 +223,7 @@ struct Tally {
 }
 
 fn equivalence(set: &TemplateSet, label: &str) -> Tally {
-    let env = cel_env();
+    let env = cel::env();
     let policies = compile_policies(set, &env);
     let needs_webhook: Vec<String> = set
         .all()
@@ -390,7 +268,7 @@ fn equivalence(set: &TemplateSet, label: &str) -> Tally {
                         d.summary()
                     );
                     assert!(
-                        *by_policy == by_engine,
+                        *by_policy == cel::stored(&by_engine),
                         "{case}: policy {template} and the engine disagree\npolicy: {}\nengine: {}",
                         serde_json::to_string_pretty(by_policy).unwrap(),
                         serde_json::to_string_pretty(&by_engine).unwrap()
@@ -480,7 +358,7 @@ fn the_tricky_policies_make_the_engines_change() {
 #[test]
 fn a_pod_the_webhook_injected_is_left_alone() {
     let set = example_templates();
-    let env = cel_env();
+    let env = cel::env();
     let policies = compile_policies(&set, &env);
     let (_, ns_object, ns) = namespaces(&set).remove(0);
     let mut pod = pods().into_iter().find(|(n, _)| n == "bare").unwrap().1;
@@ -595,7 +473,7 @@ fn the_example_output_is_typed_and_parses() {
     }
     // Every expression compiles, including those the equivalence tests
     // reach only on some pods.
-    let env = cel_env();
+    let env = cel::env();
     for p in &policies {
         let spec = p.spec.as_ref().unwrap();
         let expressions = spec
@@ -690,4 +568,210 @@ fn check_says_which_templates_compile() {
         "{stdout}"
     );
     assert!(stdout.contains("0 warning(s)"), "{stdout}");
+}
+
+// ------------------------------------------------------------ policy mode, end to end
+
+/// What `deploy/overlays/policy` installs, as the API server runs it: the
+/// compiled MutatingAdmissionPolicies, then the companion
+/// ValidatingAdmissionPolicy.
+struct PolicyMode {
+    env: Arc<::cel::Env>,
+    mutating: Vec<cel::Mutating>,
+    companion: Vec<cel::Validating>,
+}
+
+impl PolicyMode {
+    fn installed() -> PolicyMode {
+        let env = cel::env();
+        let read = |rel: &str| -> Vec<Value> {
+            let text = std::fs::read_to_string(manifest_dir().join(rel)).unwrap();
+            serde_saphyr::from_multiple::<Value>(&text)
+                .unwrap()
+                .into_iter()
+                .filter(|d| !d.is_null())
+                .collect()
+        };
+        let spec_of = |d: &Value| d["spec"].clone();
+        let mutating = read("deploy/policies/policies.yaml")
+            .iter()
+            .filter(|d| d["kind"] == "MutatingAdmissionPolicy")
+            .map(|d| cel::Mutating::new(&env, &serde_json::from_value(spec_of(d)).unwrap()))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let companion = read("deploy/base/validatingadmissionpolicy.yaml")
+            .iter()
+            .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
+            .map(|d| cel::Validating::new(&env, &serde_json::from_value(spec_of(d)).unwrap()))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!((mutating.len(), companion.len()), (4, 1));
+        PolicyMode {
+            env,
+            mutating,
+            companion,
+        }
+    }
+
+    fn admit(&self, pod: &Value, namespace: &Value) -> Result<Value, cel::Denial> {
+        cel::admit(&self.env, &self.mutating, &self.companion, pod, namespace)
+    }
+}
+
+fn bare_pod(annotations: &[(&str, &str)], labels: &[(&str, &str)]) -> Value {
+    let map = |kv: &[(&str, &str)]| -> serde_json::Map<String, Value> {
+        kv.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "p", "namespace": "shop", "annotations": map(annotations), "labels": map(labels) },
+        "spec": { "containers": [{ "name": "app", "image": "example.com/app:1" }] },
+    })
+}
+
+fn opted_in_namespace(annotations: &[(&str, &str)]) -> Value {
+    let labels = BTreeMap::from([("tandem.dev/injection".to_string(), "enabled".to_string())]);
+    let annotations = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    cel::stored_namespace("shop", &labels, &annotations)
+}
+
+/// The bug the API server found: a pod that asks for nothing, in an
+/// opted-in namespace with or without annotations, is admitted as it is,
+/// and one a selector matches is admitted injected.
+#[test]
+fn policy_mode_admits_a_pod_that_asks_for_nothing() {
+    let mode = PolicyMode::installed();
+    let namespaces = [
+        opted_in_namespace(&[]),
+        opted_in_namespace(&[("example.com/team", "a")]),
+        opted_in_namespace(&[(INJECT_ANNOTATION, "none")]),
+        opted_in_namespace(&[(INJECT_ANNOTATION, "true")]),
+    ];
+    for namespace in &namespaces {
+        for pod in [
+            bare_pod(&[], &[]),
+            bare_pod(&[("example.com/owner", "team-a")], &[("app", "shop")]),
+            bare_pod(&[(INJECT_ANNOTATION, "none")], &[]),
+        ] {
+            let admitted = mode
+                .admit(&pod, namespace)
+                .unwrap_or_else(|d| panic!("{pod} in {namespace}: denied: {}", d.message));
+            assert_eq!(admitted, cel::stored(&pod), "{pod} in {namespace}");
+        }
+        let labelled = bare_pod(&[], &[("tandem.dev/metrics", "true")]);
+        if namespace["metadata"]["annotations"][INJECT_ANNOTATION] != "none" {
+            let admitted = mode.admit(&labelled, namespace).unwrap();
+            assert_eq!(
+                names(&admitted, "/spec/initContainers"),
+                ["metrics-exporter"],
+                "{namespace}"
+            );
+        }
+    }
+}
+
+/// A namespace default list is the pod's request: the policies inject it,
+/// and the companion admits what they injected.
+#[test]
+fn policy_mode_injects_a_namespace_default_and_admits_it() {
+    let mode = PolicyMode::installed();
+    let namespace = opted_in_namespace(&[(INJECT_ANNOTATION, "log-shipper")]);
+    for pod in [bare_pod(&[], &[]), bare_pod(&[(INJECT_ANNOTATION, "true")], &[])] {
+        let admitted = mode.admit(&pod, &namespace).unwrap_or_else(|d| panic!("{}", d.message));
+        assert!(annotation(&admitted, STATUS_ANNOTATION).is_some(), "{admitted}");
+        assert!(
+            names(&admitted, "/spec/initContainers").contains(&"log-shipper".to_string()),
+            "{admitted}"
+        );
+    }
+}
+
+/// What the policies leave to the webhook is denied in policy mode, and the
+/// denial says why; so is a status Tandem did not write.
+#[test]
+fn policy_mode_denies_what_it_cannot_inject_and_says_why() {
+    let mode = PolicyMode::installed();
+    let plain = opted_in_namespace(&[]);
+    let cases = [
+        (
+            bare_pod(&[(INJECT_ANNOTATION, "log-shipper,log-adapter")], &[]),
+            &plain,
+            "(tandem.dev/inject=log-shipper,log-adapter) but Tandem did not process it (no tandem.dev/status annotation)",
+        ),
+        (
+            bare_pod(&[(INJECT_ANNOTATION, "log-shipper"), (STATUS_ANNOTATION, "done")], &[]),
+            &plain,
+            "its tandem.dev/status is not a record Tandem wrote",
+        ),
+    ];
+    for (pod, namespace, why) in cases {
+        let denial = mode.admit(&pod, namespace).unwrap_err();
+        assert_eq!(denial.reason, "Forbidden");
+        assert!(denial.message.contains(why), "{}", denial.message);
+    }
+    let listing = opted_in_namespace(&[(INJECT_ANNOTATION, "log-shipper,log-adapter")]);
+    let denial = mode.admit(&bare_pod(&[], &[]), &listing).unwrap_err();
+    assert!(
+        denial
+            .message
+            .contains("(namespace shop default tandem.dev/inject=log-shipper,log-adapter)"),
+        "{}",
+        denial.message
+    );
+}
+
+/// The compiled policies fail open (`Ignore`): an expression that fails
+/// leaves the pod as if Tandem did nothing, and the companion then rejects
+/// it with its explanation, never the raw CEL error.
+#[test]
+fn a_failing_mutating_policy_leaves_the_explanation_to_the_companion() {
+    let env = cel::env();
+    let set = example_templates();
+    let reach = Reach {
+        namespace: "tandem-system".into(),
+        scope: Scope::OptIn,
+        excluded_namespaces: Vec::new(),
+        extra_labels: BTreeMap::new(),
+    };
+    let mut broken = Vec::new();
+    for c in policy::compile(&set, &reach).unwrap() {
+        let Compiled::Policy(p) = c else { continue };
+        let mut spec = p.policy.spec.clone().unwrap();
+        assert_eq!(spec.failure_policy.as_deref(), Some("Ignore"));
+        // A pod shape nobody foresaw, standing in for any evaluation error.
+        spec.variables
+            .as_mut()
+            .unwrap()
+            .insert(0, k8s_openapi::api::admissionregistration::v1::Variable {
+                name: "unforeseen".into(),
+                expression: "object.spec.unforeseen.field".into(),
+            });
+        let selected = spec
+            .variables
+            .as_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|v| v.name == "selected")
+            .unwrap();
+        selected.expression = format!("variables.unforeseen && ({})", selected.expression);
+        broken.push(cel::Mutating::new(&env, &spec).unwrap());
+    }
+    let mode = PolicyMode {
+        mutating: broken,
+        ..PolicyMode::installed()
+    };
+    let pod = bare_pod(&[(INJECT_ANNOTATION, "log-shipper")], &[]);
+    let denial = mode.admit(&pod, &opted_in_namespace(&[])).unwrap_err();
+    assert!(
+        denial
+            .message
+            .starts_with("pod requests Tandem injection (tandem.dev/inject=log-shipper)"),
+        "{}",
+        denial.message
+    );
+    // Asking for nothing is still admitted.
+    assert!(mode.admit(&bare_pod(&[], &[]), &opted_in_namespace(&[])).is_ok());
 }

@@ -693,3 +693,38 @@ pub fn crd_rule(env: &Arc<cel::Env>, rule: &str, node: &Value) -> Result<bool, S
         Err(e) => Err(go_text(&e, rule)),
     }
 }
+
+/// Admission as the API server runs it for a CREATE: the mutating policies
+/// in order (again once if any changed the pod: Tandem's are all
+/// `reinvocationPolicy: IfNeeded`), then the validating ones on the result.
+/// `Ok` is the pod admitted; `Err` the denial (a validation, or an error
+/// under `failurePolicy: Fail`).
+pub fn admit(
+    env: &Arc<cel::Env>,
+    mutating: &[Mutating],
+    validating: &[Validating],
+    pod: &Value,
+    namespace: &Value,
+) -> Result<Value, Denial> {
+    let mut object = stored(pod);
+    for round in 0..2 {
+        let before = object.clone();
+        for m in mutating {
+            object = m
+                .admit(env, &Request::create(&object, namespace))
+                .map_err(|f| Denial {
+                    reason: "Invalid".into(),
+                    message: f.message(),
+                })?;
+        }
+        if round == 0 && object == before {
+            break;
+        }
+    }
+    for v in validating {
+        if let Some(d) = v.verdict(env, &Request::create(&object, namespace)) {
+            return Err(d);
+        }
+    }
+    Ok(object)
+}
