@@ -114,12 +114,8 @@ fn the_old_companion_policy_gets_the_api_servers_verdicts_wrong_ones_included() 
         assert_eq!(verdict.is_none(), allowed, "{case}: {verdict:?}");
         match &verdict {
             Some(d) => {
-                let ours = cel::api_message(
-                    "probe",
-                    "conformance-companion",
-                    "conformance-companion",
-                    d,
-                );
+                let ours =
+                    cel::api_message("probe", "conformance-companion", "conformance-companion", d);
                 assert_eq!(Some(ours.as_str()), message, "{case}");
                 denied_by_error += usize::from(d.message.contains("resulted in error"));
             }
@@ -233,7 +229,11 @@ fn a_failed_message_expression_falls_back_to_the_message() {
 /// Every `x-kubernetes-validations` rule in a schema, with the path of the
 /// node it sits on (`self`).
 fn crd_rules(schema: &Value, path: &str, out: &mut Vec<(String, String, String)>) {
-    for r in schema["x-kubernetes-validations"].as_array().into_iter().flatten() {
+    for r in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         out.push((
             path.to_string(),
             r["rule"].as_str().unwrap().to_string(),
@@ -269,12 +269,10 @@ fn crd_rules_see_only_self_and_hold_on_every_accepted_shape() {
     let holds = |spec: &Value| -> Vec<String> {
         rules
             .iter()
-            .filter_map(|(_, rule, message)| {
-                match cel::crd_rule(&env, rule, spec) {
-                    Ok(true) => None,
-                    Ok(false) => Some(message.clone()),
-                    Err(e) => panic!("{rule} fails on {spec}: {e}"),
-                }
+            .filter_map(|(_, rule, message)| match cel::crd_rule(&env, rule, spec) {
+                Ok(true) => None,
+                Ok(false) => Some(message.clone()),
+                Err(e) => panic!("{rule} fails on {spec}: {e}"),
             })
             .collect()
     };
@@ -300,15 +298,46 @@ fn crd_rules_see_only_self_and_hold_on_every_accepted_shape() {
     }
     let always = json!({ "name": "c", "image": "i:1", "restartPolicy": "Always" });
     for (broken, names) in [
-        (json!({ "pattern": "sidecar" }), "need at least one container"),
-        (json!({ "pattern": "sidecar", "containers": [] }), "need at least one container"),
+        (
+            json!({ "pattern": "sidecar" }),
+            "need at least one container",
+        ),
+        (
+            json!({ "pattern": "sidecar", "containers": [] }),
+            "need at least one container",
+        ),
         (json!({ "pattern": "init" }), "at least one initContainer"),
-        (json!({ "pattern": "init", "initContainers": [container], "containers": [container] }), "use initContainers only"),
-        (json!({ "pattern": "sidecar", "containers": [always] }), "containers[].restartPolicy"),
-        (json!({ "pattern": "sidecar", "containers": [container], "initContainers": [always] }), "initContainers[].restartPolicy"),
+        (
+            json!({ "pattern": "init", "initContainers": [container], "containers": [container] }),
+            "use initContainers only",
+        ),
+        (
+            json!({ "pattern": "sidecar", "containers": [always] }),
+            "containers[].restartPolicy",
+        ),
+        (
+            json!({ "pattern": "sidecar", "containers": [container], "initContainers": [always] }),
+            "initContainers[].restartPolicy",
+        ),
     ] {
         let failed = holds(&broken);
         assert_eq!(failed.len(), 1, "{broken}: {failed:?}");
         assert!(failed[0].contains(names), "{broken}: {failed:?}");
     }
+}
+
+/// The check `tandem policy` and `tandem webhook-config` run on what they
+/// print, and the install tests run on every shipped variant, flags the
+/// match condition the API server found.
+#[test]
+fn the_site_check_flags_the_old_companion_policy() {
+    let data = fixture("apiserver-v1.36/companion-verdicts.json");
+    let spec: ValidatingAdmissionPolicySpec =
+        serde_json::from_value(data["policy"].clone()).unwrap();
+    let problems = tandem::install::sites::check_validating_policy(&spec);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("matchCondition requests-injection reads namespaceObject"),
+        "{problems:?}"
+    );
 }

@@ -1350,7 +1350,15 @@ fn adding_a_template_to_an_injected_pod_adds_only_it() {
 #[test]
 fn invalid_status_is_a_warning_not_a_panic() {
     let ctx = Ctx::new(template_set(&[shipper()]));
-    for bad in ["{not json", "\"x\"", "{\"templates\": 3}", "null", "", "{}", "{\"containers\": [\"a\"]}"] {
+    for bad in [
+        "{not json",
+        "\"x\"",
+        "{\"templates\": 3}",
+        "null",
+        "",
+        "{}",
+        "{\"containers\": [\"a\"]}",
+    ] {
         let mut pod = simple_pod("shipper");
         annotate(&mut pod, STATUS_ANNOTATION, bad);
         let r = ctx.inject(&pod);

@@ -935,6 +935,8 @@ fn check_policy(
             "{source}: the policy's CEL never reads {annotation}"
         );
     }
+    let problems = tandem::install::sites::check_validating_policy(&spec);
+    assert!(problems.is_empty(), "{source}: {problems:?}");
     policy_agrees_with_the_engine(&spec, source);
     let bspec = binding.spec.clone();
     assert_eq!(
@@ -2789,7 +2791,10 @@ fn policy_agrees_with_the_engine(spec: &adm::ValidatingAdmissionPolicySpec, sour
                     }
                     if let Some(message) = &untouched {
                         assert!(message.contains("tandem.dev/inject"), "{case}: {message}");
-                        assert!(message.contains("no tandem.dev/status"), "{case}: {message}");
+                        assert!(
+                            message.contains("no tandem.dev/status"),
+                            "{case}: {message}"
+                        );
                     }
                     let after = verdict(&processed).unwrap_or_else(|e| panic!("{case}: {e}"));
                     assert!(
@@ -2866,7 +2871,11 @@ fn status_is_checked_as_the_engine_reads_it(
             verdict.is_none(),
             engine_accepts,
             "{case}: the policy {} it, the engine {} it",
-            if verdict.is_none() { "accepts" } else { "denies" },
+            if verdict.is_none() {
+                "accepts"
+            } else {
+                "denies"
+            },
             if engine_accepts { "accepts" } else { "rejects" }
         );
         if let Some(d) = verdict {

@@ -679,9 +679,17 @@ fn policy_mode_admits_a_pod_that_asks_for_nothing() {
 fn policy_mode_injects_a_namespace_default_and_admits_it() {
     let mode = PolicyMode::installed();
     let namespace = opted_in_namespace(&[(INJECT_ANNOTATION, "log-shipper")]);
-    for pod in [bare_pod(&[], &[]), bare_pod(&[(INJECT_ANNOTATION, "true")], &[])] {
-        let admitted = mode.admit(&pod, &namespace).unwrap_or_else(|d| panic!("{}", d.message));
-        assert!(annotation(&admitted, STATUS_ANNOTATION).is_some(), "{admitted}");
+    for pod in [
+        bare_pod(&[], &[]),
+        bare_pod(&[(INJECT_ANNOTATION, "true")], &[]),
+    ] {
+        let admitted = mode
+            .admit(&pod, &namespace)
+            .unwrap_or_else(|d| panic!("{}", d.message));
+        assert!(
+            annotation(&admitted, STATUS_ANNOTATION).is_some(),
+            "{admitted}"
+        );
         assert!(
             names(&admitted, "/spec/initContainers").contains(&"log-shipper".to_string()),
             "{admitted}"
@@ -702,7 +710,13 @@ fn policy_mode_denies_what_it_cannot_inject_and_says_why() {
             "(tandem.dev/inject=log-shipper,log-adapter) but Tandem did not process it (no tandem.dev/status annotation)",
         ),
         (
-            bare_pod(&[(INJECT_ANNOTATION, "log-shipper"), (STATUS_ANNOTATION, "done")], &[]),
+            bare_pod(
+                &[
+                    (INJECT_ANNOTATION, "log-shipper"),
+                    (STATUS_ANNOTATION, "done"),
+                ],
+                &[],
+            ),
             &plain,
             "its tandem.dev/status is not a record Tandem wrote",
         ),
@@ -742,13 +756,13 @@ fn a_failing_mutating_policy_leaves_the_explanation_to_the_companion() {
         let mut spec = p.policy.spec.clone().unwrap();
         assert_eq!(spec.failure_policy.as_deref(), Some("Ignore"));
         // A pod shape nobody foresaw, standing in for any evaluation error.
-        spec.variables
-            .as_mut()
-            .unwrap()
-            .insert(0, k8s_openapi::api::admissionregistration::v1::Variable {
+        spec.variables.as_mut().unwrap().insert(
+            0,
+            k8s_openapi::api::admissionregistration::v1::Variable {
                 name: "unforeseen".into(),
                 expression: "object.spec.unforeseen.field".into(),
-            });
+            },
+        );
         let selected = spec
             .variables
             .as_mut()
@@ -773,5 +787,8 @@ fn a_failing_mutating_policy_leaves_the_explanation_to_the_companion() {
         denial.message
     );
     // Asking for nothing is still admitted.
-    assert!(mode.admit(&bare_pod(&[], &[]), &opted_in_namespace(&[])).is_ok());
+    assert!(
+        mode.admit(&bare_pod(&[], &[]), &opted_in_namespace(&[]))
+            .is_ok()
+    );
 }

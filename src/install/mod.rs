@@ -7,4 +7,5 @@
 
 pub mod crd;
 pub mod policy;
+pub mod sites;
 pub mod webhook;

@@ -280,5 +280,6 @@ pub fn check_mutating(config: &MutatingWebhookConfiguration, own_namespace: &str
             }
         }
     }
+    problems.extend(super::sites::check_mutating_webhooks(config));
     problems
 }

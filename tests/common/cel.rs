@@ -82,7 +82,8 @@ fn go_text(e: &ExecutionError, expression: &str) -> String {
         // `namespaceObject` (match conditions), `oldObject` and `params`,
         // so the field is the one the expression selects of them.
         ExecutionError::NoSuchOverload(o)
-            if o.function() == "_._" && o.argument_types().first().is_some_and(|t| t == "null_type") =>
+            if o.function() == "_._"
+                && o.argument_types().first().is_some_and(|t| t == "null_type") =>
         {
             let field = ["namespaceObject.", "oldObject.", "params."]
                 .iter()
@@ -355,11 +356,7 @@ fn matches(
     failure.map_or(Ok(None), Err)
 }
 
-fn variables(
-    env: &Arc<cel::Env>,
-    declared: &[(String, Expr)],
-    request: &Request,
-) -> Variables {
+fn variables(env: &Arc<cel::Env>, declared: &[(String, Expr)], request: &Request) -> Variables {
     let mut vars = Variables::default();
     for (name, e) in declared {
         match eval(env, e, request, &vars) {
@@ -628,8 +625,7 @@ impl Mutating {
                 continue;
             }
             let patch: json_patch::Patch =
-                serde_json::from_value(Value::Array(ops.iter().map(operation).collect()))
-                    .unwrap();
+                serde_json::from_value(Value::Array(ops.iter().map(operation).collect())).unwrap();
             if let Err(e) = json_patch::patch(&mut object, &patch) {
                 return Run::Failed(Failure {
                     site: Site::Mutation,

@@ -117,6 +117,10 @@ pub enum PolicyError {
     /// The status annotation could not be encoded; a bug, never the input's fault.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A generated expression reads a variable the API server does not bind
+    /// where it runs; a bug, caught before it reaches a cluster.
+    #[error("policy for template {template}: {problems}")]
+    Site { template: String, problems: String },
 }
 
 /// The namespaces every binding selects: the webhook's scope, and the extra
@@ -240,6 +244,15 @@ fn compile_one(
             variables: Some(variables),
         }),
     };
+    if let Some(spec) = &policy.spec {
+        let problems = super::sites::check_mutating_policy(spec);
+        if !problems.is_empty() {
+            return Err(PolicyError::Site {
+                template: t.name.clone(),
+                problems: problems.join("; "),
+            });
+        }
+    }
     let binding = MutatingAdmissionPolicyBinding {
         metadata: meta(t),
         spec: Some(MutatingAdmissionPolicyBindingSpec {
