@@ -245,7 +245,7 @@ fn compile_one(
         }),
     };
     if let Some(spec) = &policy.spec {
-        let problems = super::sites::check_mutating_policy(spec);
+        let problems = crate::install::sites::check_mutating_policy(spec);
         if !problems.is_empty() {
             return Err(PolicyError::Site {
                 template: t.name.clone(),
