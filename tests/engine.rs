@@ -8,7 +8,7 @@ use common::*;
 use serde_json::{Value, json};
 use tandem::engine::Placement;
 use tandem::engine::Source;
-use tandem::engine::{Decision, EngineError, Outcome, Verdict};
+use tandem::engine::{Decision, EngineError, Outcome, SkipReason, Verdict};
 use tandem::facts::Quantity;
 use tandem::facts::{
     DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, OnMissing, STATUS_ANNOTATION,
@@ -310,7 +310,7 @@ fn every_fixture_classic_cluster_skips_the_native_only_ambassador() {
         assert_eq!(
             verdict(d, "db-ambassador"),
             &Verdict::Skipped {
-                reason: "native-unsupported"
+                reason: SkipReason::NativeUnsupported
             }
         );
         assert!(warned(d, "db-ambassador needs native sidecars"));
@@ -386,7 +386,9 @@ fn bench_pods_with_an_app_container_named_log_shipper_skip_the_example() {
         if clash {
             assert_eq!(
                 verdict(&d, "log-shipper"),
-                &Verdict::Skipped { reason: "conflict" },
+                &Verdict::Skipped {
+                    reason: SkipReason::Conflict
+                },
                 "{name}"
             );
             assert!(warned(
@@ -621,7 +623,7 @@ fn job_pod_without_native_sidecars_is_skipped_with_a_warning() {
             assert_eq!(
                 verdict(d, t),
                 &Verdict::Skipped {
-                    reason: "job-needs-native"
+                    reason: SkipReason::JobNeedsNative
                 },
                 "{restart} {t}"
             );
@@ -672,7 +674,9 @@ fn expect_conflict(tpl: String, name: &str, spec: Value, needles: &[&str]) -> De
     let d = r.decision;
     assert_eq!(
         verdict(&d, name),
-        &Verdict::Skipped { reason: "conflict" },
+        &Verdict::Skipped {
+            reason: SkipReason::Conflict
+        },
         "{:?}",
         d.templates
     );
@@ -802,7 +806,9 @@ fn classic_sidecar_port_does_not_meet_run_to_completion_init_containers() {
     let d = ctx.inject(&pod).decision;
     assert_eq!(
         verdict(&d, "shipper"),
-        &Verdict::Skipped { reason: "conflict" }
+        &Verdict::Skipped {
+            reason: SkipReason::Conflict
+        }
     );
 }
 
@@ -842,7 +848,9 @@ fn conflict_warning_names_the_users_side_for_the_shipped_log_shipper() {
     let d = Ctx::examples().inject(&pod).decision;
     assert_eq!(
         verdict(&d, "log-shipper"),
-        &Verdict::Skipped { reason: "conflict" }
+        &Verdict::Skipped {
+            reason: SkipReason::Conflict
+        }
     );
     assert!(
         warned(&d, "\"checkout\""),
@@ -968,7 +976,7 @@ fn pod_opt_out_beats_everything() {
         assert_eq!(
             r.decision.outcome,
             Outcome::Unchanged {
-                reason: "opted-out"
+                reason: SkipReason::OptedOut
             },
             "{value}"
         );
@@ -1023,14 +1031,14 @@ fn selector_and_namespace_selector_must_both_match() {
     assert_eq!(
         d.outcome,
         Outcome::Unchanged {
-            reason: "nothing-selected"
+            reason: SkipReason::NothingSelected
         }
     );
     let d = team_c.inject(&pod(json!({ "metrics": "on" }))).decision;
     assert_eq!(
         d.outcome,
         Outcome::Unchanged {
-            reason: "nothing-selected"
+            reason: SkipReason::NothingSelected
         }
     );
     // Selector-only injection: no status when nothing was injected and the pod did not ask.
@@ -1085,7 +1093,7 @@ fn namespace_opt_out_stops_selectors_but_not_an_explicit_pod_request() {
     assert_eq!(
         d.outcome,
         Outcome::Unchanged {
-            reason: "nothing-selected"
+            reason: SkipReason::NothingSelected
         }
     );
     // A pod that asks explicitly gets what it asks for, and (README, "Who gets
@@ -1105,7 +1113,7 @@ fn mirror_pods_are_skipped() {
     assert_eq!(
         d.outcome,
         Outcome::Unchanged {
-            reason: "mirror-pod"
+            reason: SkipReason::MirrorPod
         }
     );
     assert!(d.patch.is_empty());
@@ -1124,7 +1132,7 @@ fn excluded_namespaces_are_skipped() {
         assert_eq!(
             d.outcome,
             Outcome::Unchanged {
-                reason: "excluded-namespace"
+                reason: SkipReason::ExcludedNamespace
             },
             "{ns}"
         );
@@ -1139,7 +1147,7 @@ fn namespace_labelled_disabled_is_skipped() {
     assert_eq!(
         d.outcome,
         Outcome::Unchanged {
-            reason: "namespace-disabled"
+            reason: SkipReason::NamespaceDisabled
         }
     );
     assert!(d.patch.is_empty());
@@ -1308,7 +1316,12 @@ fn dry_run_selector_template_leaves_unrequested_pods_untouched() {
     let pod = json!({ "metadata": { "name": "p" }, "spec": { "containers": [{ "name": "app" }] } });
     let d = ctx.inject(&pod).decision;
     assert!(d.patch.is_empty());
-    assert_eq!(d.outcome, Outcome::Unchanged { reason: "dry-run" });
+    assert_eq!(
+        d.outcome,
+        Outcome::Unchanged {
+            reason: SkipReason::DryRun
+        }
+    );
     assert!(warned(&d, "dry run"));
 }
 
@@ -1323,7 +1336,7 @@ fn already_injected_pod_is_left_alone() {
     assert_eq!(
         d.outcome,
         Outcome::Unchanged {
-            reason: "already-injected"
+            reason: SkipReason::AlreadyInjected
         }
     );
     assert!(
@@ -1381,7 +1394,9 @@ fn invalid_status_on_an_injected_pod_does_not_inject_twice() {
     let r = ctx.inject(&pod);
     assert_eq!(
         verdict(&r.decision, "shipper"),
-        &Verdict::Skipped { reason: "conflict" }
+        &Verdict::Skipped {
+            reason: SkipReason::Conflict
+        }
     );
     assert_eq!(names(&r.pod, "/spec/initContainers"), ["shipper"]);
 }
@@ -1397,11 +1412,18 @@ fn changed_template_is_skipped_as_outdated() {
     let d = &r.decision;
     assert_eq!(
         verdict(d, "shipper"),
-        &Verdict::Skipped { reason: "outdated" }
+        &Verdict::Skipped {
+            reason: SkipReason::Outdated
+        }
     );
     assert!(warned(d, "older version"), "{:?}", d.warnings);
     assert!(d.patch.is_empty());
-    assert_eq!(d.outcome, Outcome::Unchanged { reason: "outdated" });
+    assert_eq!(
+        d.outcome,
+        Outcome::Unchanged {
+            reason: SkipReason::Outdated
+        }
+    );
 }
 
 // ------------------------------------------------------------ annotations
@@ -1600,7 +1622,12 @@ fn warnings_stay_under_120_characters() {
     let mut pod = simple_pod(&long);
     pod["spec"]["containers"][0]["name"] = json!(long.clone());
     let d = ctx.inject(&pod).decision;
-    assert_eq!(verdict(&d, &long), &Verdict::Skipped { reason: "conflict" });
+    assert_eq!(
+        verdict(&d, &long),
+        &Verdict::Skipped {
+            reason: SkipReason::Conflict
+        }
+    );
     for w in &d.warnings {
         assert!(w.chars().count() < 120, "{w}");
     }

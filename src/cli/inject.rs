@@ -151,8 +151,8 @@ fn what_was_done(d: &Decision) -> String {
     }
     if d.templates.is_empty() {
         let reason = match &d.outcome {
-            Outcome::Unchanged { reason } => reason.replace('-', " "),
-            _ => "nothing to do".into(),
+            Outcome::Unchanged { reason } => reason.prose(),
+            _ => "nothing to do",
         };
         return format!("skipped ({reason})");
     }

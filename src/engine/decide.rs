@@ -7,6 +7,7 @@ use super::pod::{PodView, name_of};
 use super::resources;
 use super::run::Run;
 use super::select::{self, Request, Source, parse_request};
+use super::skip::SkipReason;
 use super::status::Status;
 use super::{EngineError, Input};
 use crate::facts::{
@@ -128,7 +129,7 @@ fn not_a_mirror_pod(pod: &PodView<'_>, d: &mut Decision) -> Result<(), Stop> {
     if let Some(source) = pod.annotation(MIRROR_ANNOTATION) {
         return Err(Stop {
             gate: "mirror pod",
-            reason: "mirror-pod",
+            reason: SkipReason::MirrorPod,
             why: format!("mirror pod of a static manifest ({source}); the kubelet owns it"),
         });
     }
@@ -143,14 +144,14 @@ fn namespace_may_be_injected(input: &Input<'_>, d: &mut Decision) -> Result<(), 
     if input.policy.excluded_namespaces.contains(&ns.name) {
         return Err(Stop {
             gate: "namespace",
-            reason: "excluded-namespace",
+            reason: SkipReason::ExcludedNamespace,
             why: format!("namespace {} is excluded from injection", ns.name),
         });
     }
     if ns.labels.get(INJECTION_LABEL).map(String::as_str) == Some("disabled") {
         return Err(Stop {
             gate: "namespace",
-            reason: "namespace-disabled",
+            reason: SkipReason::NamespaceDisabled,
             why: format!(
                 "namespace {} is labelled {INJECTION_LABEL}=disabled",
                 ns.name
@@ -169,7 +170,7 @@ fn pod_does_not_opt_out(pod: &PodView<'_>, d: &mut Decision) -> Result<Option<Re
     if request == Some(Request::OptOut) {
         return Err(Stop {
             gate: "pod opt-out",
-            reason: "opted-out",
+            reason: SkipReason::OptedOut,
             why: format!("pod annotation {INJECT_ANNOTATION} opts out"),
         });
     }
@@ -232,7 +233,7 @@ fn selection(
     } else {
         return Err(Stop {
             gate: "selection",
-            reason: "nothing-selected",
+            reason: SkipReason::NothingSelected,
             why,
         });
     }

@@ -8,6 +8,7 @@ use super::patch::Patch;
 use super::placement::Placement;
 use super::resources::Requests;
 use super::select::Source;
+use super::skip::SkipReason;
 use super::status::Status;
 
 /// Kubernetes drops warnings past this length; ours stay under it.
@@ -17,7 +18,7 @@ pub const MAX_WARNING_CHARS: usize = 119;
 #[serde(tag = "result", rename_all = "camelCase")]
 pub enum Outcome {
     Patched,
-    Unchanged { reason: &'static str },
+    Unchanged { reason: SkipReason },
     Denied { message: String },
 }
 
@@ -44,7 +45,7 @@ pub enum Verdict {
     Injected { placement: Placement },
     DryRun { placement: Placement },
     AlreadyInjected,
-    Skipped { reason: &'static str },
+    Skipped { reason: SkipReason },
     Missing,
     Denied,
 }
@@ -53,10 +54,10 @@ impl Verdict {
     /// Why the template is not in the pod when it was wanted there: the
     /// reason of a skip, `missing` for a template that does not exist. The
     /// decision's outcome and the skip metrics both read it.
-    pub fn skip_reason(&self) -> Option<&'static str> {
+    pub fn skip_reason(&self) -> Option<SkipReason> {
         match self {
             Verdict::Skipped { reason } => Some(*reason),
-            Verdict::Missing => Some("missing"),
+            Verdict::Missing => Some(SkipReason::Missing),
             _ => None,
         }
     }
@@ -67,7 +68,7 @@ impl Verdict {
             Verdict::Injected { placement } => ("injected", placement.as_str()),
             Verdict::DryRun { placement } => ("dryRun", placement.as_str()),
             Verdict::AlreadyInjected => ("present", "unchanged"),
-            Verdict::Skipped { reason } => ("skipped", reason),
+            Verdict::Skipped { reason } => ("skipped", reason.as_str()),
             Verdict::Missing => ("missing", "not found"),
             Verdict::Denied => ("denied", "conflict"),
         }
@@ -122,7 +123,7 @@ pub struct Decision {
 /// Why a decision ended at a gate before any template was considered.
 pub(super) struct Stop {
     pub gate: &'static str,
-    pub reason: &'static str,
+    pub reason: SkipReason,
     pub why: String,
 }
 
@@ -131,7 +132,7 @@ impl Decision {
         Decision {
             pod,
             outcome: Outcome::Unchanged {
-                reason: "nothing-selected",
+                reason: SkipReason::NothingSelected,
             },
             gates: Vec::new(),
             templates: Vec::new(),
@@ -194,7 +195,7 @@ impl Decision {
         for t in &mut self.templates {
             if let Verdict::Injected { .. } = t.verdict {
                 t.verdict = Verdict::Skipped {
-                    reason: "pod-denied",
+                    reason: SkipReason::PodDenied,
                 };
                 t.why.push_str("; not applied: the pod is denied");
             }
@@ -215,17 +216,17 @@ impl Decision {
             .all(|t| t.verdict == Verdict::AlreadyInjected)
         {
             Outcome::Unchanged {
-                reason: "already-injected",
+                reason: SkipReason::AlreadyInjected,
             }
         } else {
             let reason = self
                 .templates
                 .iter()
                 .find_map(|t| match t.verdict {
-                    Verdict::DryRun { .. } => Some("dry-run"),
+                    Verdict::DryRun { .. } => Some(SkipReason::DryRun),
                     ref v => v.skip_reason(),
                 })
-                .unwrap_or("already-injected");
+                .unwrap_or(SkipReason::AlreadyInjected);
             Outcome::Unchanged { reason }
         };
     }
@@ -239,7 +240,7 @@ impl Decision {
             Outcome::Patched => out.push_str("patched"),
             Outcome::Unchanged { reason } => {
                 out.push_str("unchanged(");
-                out.push_str(reason);
+                out.push_str(reason.as_str());
                 out.push(')');
             }
             Outcome::Denied { .. } => out.push_str("denied"),
@@ -305,7 +306,12 @@ mod tests {
         let mut d = Decision::new("web".into(), false);
         let native = Placement::Native;
         for (name, verdict) in [
-            ("c", Verdict::Skipped { reason: "conflict" }),
+            (
+                "c",
+                Verdict::Skipped {
+                    reason: SkipReason::Conflict,
+                },
+            ),
             ("a", Verdict::Injected { placement: native }),
             ("m", Verdict::Missing),
             (
@@ -325,7 +331,9 @@ mod tests {
             "patched dryRun=r(native) injected=a(native),b(classic) missing=m(not found) \
              present=p(unchanged) skipped=c(conflict)"
         );
-        d.outcome = Outcome::Unchanged { reason: "dry-run" };
+        d.outcome = Outcome::Unchanged {
+            reason: SkipReason::DryRun,
+        };
         d.templates.truncate(1);
         assert_eq!(d.summary(), "unchanged(dry-run) skipped=c(conflict)");
         assert!(d.gates.is_empty(), "gates recorded while not explaining");

@@ -20,6 +20,7 @@ mod pod;
 mod resources;
 mod run;
 mod select;
+mod skip;
 mod status;
 
 use crate::facts::{Capabilities, Doc, Namespace, Policy};
@@ -36,6 +37,7 @@ pub use placement::Placement;
 pub use pod::POD_READS;
 pub use resources::Requests;
 pub use select::{Request, Source, parse_request, selector_matches};
+pub use skip::SkipReason;
 pub use status::{Injected, Status};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

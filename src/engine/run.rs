@@ -9,6 +9,7 @@ use super::patch::Plan;
 use super::placement::{Placement, Unplaceable, place};
 use super::pod::PodView;
 use super::select::glob;
+use super::skip::SkipReason;
 use super::status::Status;
 use crate::facts::{Capabilities, OnMissing};
 use crate::template::{Mode, OnConflict, Position, Template};
@@ -114,7 +115,7 @@ impl<'a> Run<'a> {
                     "lifecycle native, but native sidecars are unavailable ({})",
                     caps.source
                 );
-                let reason = "native-unsupported";
+                let reason = SkipReason::NativeUnsupported;
                 Err((Verdict::Skipped { reason }, why))
             }
             Err(Unplaceable::JobNeedsNative) => {
@@ -124,7 +125,7 @@ impl<'a> Run<'a> {
                 let why = format!(
                     "pod restartPolicy {policy} and no native sidecars: a classic sidecar never exits"
                 );
-                let reason = "job-needs-native";
+                let reason = SkipReason::JobNeedsNative;
                 Err((Verdict::Skipped { reason }, why))
             }
         }
@@ -163,7 +164,9 @@ impl<'a> Run<'a> {
         }
         d.warn(format!("{name} skipped: {first}"));
         Err((
-            Verdict::Skipped { reason: "conflict" },
+            Verdict::Skipped {
+                reason: SkipReason::Conflict,
+            },
             format!("conflict: {list}"),
         ))
     }
@@ -187,7 +190,12 @@ fn not_injected_before(t: &Template, status: &Status, d: &mut Decision) -> Resul
         "injected earlier with hash {}, now {}; not re-injected",
         prev.hash, t.hash
     );
-    Err((Verdict::Skipped { reason: "outdated" }, why))
+    Err((
+        Verdict::Skipped {
+            reason: SkipReason::Outdated,
+        },
+        why,
+    ))
 }
 
 /// The app containers a template changes: `app.containers` names or globs, all

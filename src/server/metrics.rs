@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::engine::SkipReason;
+
 /// A label whose value is fixed text: no allocation on the request path.
 type Fixed = [(&'static str, &'static str); 1];
 /// A label whose value is a name from the templates.
@@ -126,8 +128,10 @@ impl Metrics {
             .inc();
     }
 
-    pub fn skipped(&self, reason: &'static str) {
-        self.skips.get_or_create(&[("reason", reason)]).inc();
+    pub fn skipped(&self, reason: SkipReason) {
+        self.skips
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc();
     }
 
     pub fn template_reload(&self, ok: bool) {
