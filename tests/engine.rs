@@ -2126,7 +2126,7 @@ fn the_webhook_decides_on_the_fields_it_parses_as_the_cli_does_on_the_whole_pod(
                     ops(&whole.patch),
                     "{case}: the patches differ"
                 );
-                *seen.entry(answer.kind.as_str()).or_default() += 1;
+                *seen.entry(answer.outcome.as_str()).or_default() += 1;
             }
         }
     }

@@ -6,9 +6,10 @@ use super::notice::Notice;
 use crate::engine::Decision;
 use crate::facts::{Doc, Fields, display_name, write_json_string};
 
-/// How a review was answered, for metrics and logs.
+/// How a review was answered, for metrics and logs; derived from the reply
+/// alone ([`Reply::outcome`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum Outcome {
     Patched,
     Allowed,
     Denied,
@@ -17,14 +18,14 @@ pub enum Kind {
     Error,
 }
 
-impl Kind {
+impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Patched => "patched",
-            Kind::Allowed => "allowed",
-            Kind::Denied => "denied",
-            Kind::Invalid => "invalid",
-            Kind::Error => "error",
+            Outcome::Patched => "patched",
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::Invalid => "invalid",
+            Outcome::Error => "error",
         }
     }
 }
@@ -42,7 +43,7 @@ pub enum ReviewError {
 /// What the front-ends need to know about one answered review.
 pub struct Answer {
     pub body: Vec<u8>,
-    pub kind: Kind,
+    pub outcome: Outcome,
     pub uid: String,
     pub namespace: String,
     pub name: String,
@@ -57,11 +58,54 @@ pub struct Answer {
     pub notice: Option<Notice>,
 }
 
+/// The request as an endpoint sees it: the envelope fields every answer
+/// echoes, the request document and its object.
+pub(super) struct Incoming<'a> {
+    pub request: &'a Doc<'a>,
+    pub object: Option<&'a Doc<'a>>,
+    pub namespace: String,
+    pub name: String,
+    pub operation: String,
+    pub dry_run: bool,
+}
+
+/// An endpoint's whole answer to one request: the reply, the one-line note,
+/// and for a pod, its decision and the Event it calls for. The outcome is
+/// the reply's.
+pub(super) struct Response {
+    pub reply: Reply,
+    pub note: String,
+    pub decision: Option<Decision>,
+    pub notice: Option<Notice>,
+}
+
+impl Response {
+    pub(super) fn new(reply: Reply, note: impl Into<String>) -> Response {
+        Response {
+            reply,
+            note: note.into(),
+            decision: None,
+            notice: None,
+        }
+    }
+
+    /// The request's fault: 400, with why.
+    pub(super) fn invalid(message: &str) -> Response {
+        Response::new(Reply::refused(400, "BadRequest", message), message)
+    }
+
+    /// Tandem failed at its own work: refused (so `failurePolicy` and the
+    /// companion policy decide), logged and counted as an error.
+    pub(super) fn internal(message: &str) -> Response {
+        Response::new(Reply::refused(500, "InternalError", message), message)
+    }
+}
+
 /// Parses `body`, lets `respond` answer the request, and encodes the answer.
 pub(super) fn answer(
     body: &[u8],
     reads: ObjectReads,
-    respond: impl FnOnce(&Doc<'_>, Option<&Doc<'_>>, &mut Answer) -> Reply,
+    respond: impl FnOnce(&Incoming<'_>) -> Response,
 ) -> Result<Answer, ReviewError> {
     let doc = parse_review(body, reads)?;
     let request = doc.get("request").filter(|r| r.is_object());
@@ -92,10 +136,9 @@ pub(super) fn answer(
     let generate_name = object
         .and_then(|o| o.pointer("/metadata/generateName"))
         .and_then(Doc::as_str);
-    let mut answer = Answer {
-        body: Vec::new(),
-        kind: Kind::Allowed,
-        uid: uid.to_string(),
+    let incoming = Incoming {
+        request,
+        object,
         namespace: text("namespace").to_string(),
         name: display_name(Some(text("name")).filter(|n| !n.is_empty()), generate_name)
             .unwrap_or_default(),
@@ -104,16 +147,23 @@ pub(super) fn answer(
             .get("dryRun")
             .and_then(Doc::as_bool)
             .unwrap_or(false),
-        note: String::new(),
-        decision: None,
-        notice: None,
     };
-    let reply = match shape_error {
-        Some(why) => invalid(&mut answer, &why),
-        None => respond(request, object, &mut answer),
+    let response = match shape_error {
+        Some(why) => Response::invalid(&why),
+        None => respond(&incoming),
     };
-    answer.body = reply.encode(api_version, &answer.uid);
-    Ok(answer)
+    Ok(Answer {
+        body: response.reply.encode(api_version, uid),
+        outcome: response.reply.outcome(),
+        uid: uid.to_string(),
+        namespace: incoming.namespace,
+        name: incoming.name,
+        operation: incoming.operation,
+        dry_run: incoming.dry_run,
+        note: response.note,
+        decision: response.decision,
+        notice: response.notice,
+    })
 }
 
 /// The part of a response that depends on the request's content.
@@ -163,6 +213,17 @@ impl Reply {
     }
 
     /// Records the decision as the audit annotation `decision`.
+    /// The one place an answer's outcome comes from: what the reply says.
+    pub(super) fn outcome(&self) -> Outcome {
+        match (&self.status, &self.patch) {
+            (Some(s), _) if s.code == 400 => Outcome::Invalid,
+            (Some(s), _) if s.code >= 500 => Outcome::Error,
+            (Some(_), _) => Outcome::Denied,
+            (None, Some(_)) => Outcome::Patched,
+            (None, None) => Outcome::Allowed,
+        }
+    }
+
     pub(super) fn audit(&mut self, decision: String) {
         self.audit = Some(decision);
     }
@@ -221,12 +282,6 @@ impl Reply {
 }
 
 /// A request Tandem cannot decide on: refused with 400 and the reason.
-pub(super) fn invalid(answer: &mut Answer, message: &str) -> Reply {
-    answer.kind = Kind::Invalid;
-    answer.note = message.to_string();
-    Reply::refused(400, "BadRequest", message)
-}
-
 /// Which fields of `request.object` a front-end reads; the parse builds
 /// only those.
 #[derive(Clone, Copy)]

@@ -18,7 +18,7 @@ mod mutate;
 mod notice;
 mod validate;
 
-pub use codec::{Answer, Kind, ReviewError};
+pub use codec::{Answer, Outcome, ReviewError};
 pub use mutate::{Context, review};
 pub use notice::Notice;
 pub use validate::validate_template;

@@ -2,9 +2,9 @@
 //! answer: patched, allowed or denied, with warnings and the audit record.
 //! Other kinds, operations and sub-resources pass through unchanged.
 
-use super::codec::{Answer, Kind, ObjectReads, Reply, ReviewError, answer, invalid};
+use super::codec::{Answer, Incoming, ObjectReads, Reply, Response, ReviewError, answer};
 use super::notice::Notice;
-use crate::engine::{self, Decision, EngineError, Input, Outcome};
+use crate::engine::{self, EngineError, Input};
 use crate::facts::{Capabilities, Doc, Fields, Namespace, NamespaceFacts, Policy};
 use crate::template::TemplateSet;
 
@@ -33,29 +33,21 @@ const POD_READS: Fields = Fields::Only(&[(
 /// Answers one AdmissionReview body for `/mutate`.
 pub fn review(body: &[u8], ctx: &Context<'_>) -> Result<Answer, ReviewError> {
     let reads = ObjectReads::Either(engine::POD_READS, POD_READS);
-    answer(body, reads, |request, object, answer| {
-        respond(request, object, answer, ctx)
-    })
+    answer(body, reads, |incoming| respond(incoming, ctx))
 }
 
-fn respond(
-    request: &Doc<'_>,
-    object: Option<&Doc<'_>>,
-    answer: &mut Answer,
-    ctx: &Context<'_>,
-) -> Reply {
-    if let Some(why) = pass_through(request, &answer.operation) {
-        answer.note = why;
-        return Reply::allowed();
+fn respond(incoming: &Incoming<'_>, ctx: &Context<'_>) -> Response {
+    if let Some(why) = pass_through(incoming.request, &incoming.operation) {
+        return Response::new(Reply::allowed(), why);
     }
-    let Some(pod) = object else {
-        return invalid(answer, "request.object is missing");
+    let Some(pod) = incoming.object else {
+        return Response::invalid("request.object is missing");
     };
     let namespace = ctx
         .namespaces
-        .get(&answer.namespace)
+        .get(&incoming.namespace)
         .unwrap_or_else(|| Namespace {
-            name: answer.namespace.clone(),
+            name: incoming.namespace.clone(),
             ..Namespace::default()
         });
     let decided = engine::decide(&Input {
@@ -68,21 +60,30 @@ fn respond(
     let decision = match decided {
         Ok(d) => d,
         Err(EngineError::MalformedPod(m)) => {
-            return invalid(answer, &format!("malformed pod: {m}"));
+            return Response::invalid(&format!("malformed pod: {m}"));
         }
-        Err(e @ EngineError::Encode { .. }) => return internal(answer, &e.to_string()),
+        Err(e @ EngineError::Encode { .. }) => return Response::internal(&e.to_string()),
     };
-    let (kind, mut reply) = reply_for(&decision);
-    answer.kind = kind;
+    let mut reply = match &decision.outcome {
+        engine::Outcome::Denied { message } => Reply::refused(403, "Forbidden", message),
+        engine::Outcome::Patched => Reply::patched(decision.patch.to_json()),
+        engine::Outcome::Unchanged { .. } => Reply::allowed(),
+    };
     reply.warnings = bounded_warnings(&decision.warnings);
-    answer.note = decision.summary();
-    reply.audit(answer.note.clone());
+    let note = decision.summary();
+    reply.audit(note.clone());
     // Dry-run requests have no side effects, Events included.
-    if !answer.dry_run {
-        answer.notice = Notice::for_decision(&decision, pod, &answer.namespace, &answer.name);
+    let notice = if incoming.dry_run {
+        None
+    } else {
+        Notice::for_decision(&decision, pod, &incoming.namespace, &incoming.name)
+    };
+    Response {
+        reply,
+        note,
+        decision: Some(decision),
+        notice,
     }
-    answer.decision = Some(decision);
-    reply
 }
 
 /// Why a request is allowed unchanged without a decision: not a Pod, not a
@@ -110,23 +111,6 @@ fn pass_through(request: &Doc<'_>, operation: &str) -> Option<String> {
     }
 }
 
-/// The answer a decision calls for.
-fn reply_for(decision: &Decision) -> (Kind, Reply) {
-    match &decision.outcome {
-        Outcome::Denied { message } => (Kind::Denied, Reply::refused(403, "Forbidden", message)),
-        Outcome::Patched => (Kind::Patched, Reply::patched(decision.patch.to_json())),
-        Outcome::Unchanged { .. } => (Kind::Allowed, Reply::allowed()),
-    }
-}
-
-/// Tandem failed at its own work: refused (so `failurePolicy` and the
-/// companion policy decide), logged and counted as an error.
-fn internal(answer: &mut Answer, message: &str) -> Reply {
-    answer.kind = Kind::Error;
-    answer.note = message.to_string();
-    Reply::refused(500, "InternalError", message)
-}
-
 /// Keeps warnings within the API server's total limit, saying so when some
 /// had to go.
 fn bounded_warnings(warnings: &[String]) -> Vec<String> {
@@ -148,6 +132,7 @@ mod tests {
     use base64::Engine as _;
 
     use super::*;
+    use crate::admission::Outcome;
     use serde_json::{Value, json};
 
     /// The captured CREATE review, asking for `templates` and, with `env`,
@@ -184,7 +169,7 @@ mod tests {
     fn a_patched_answer_carries_a_patch_that_applies_and_the_summary() {
         let mut review = captured_review("log-shipper", None);
         let (answer, out) = answer_with_examples(&review);
-        assert_eq!(answer.kind, Kind::Patched);
+        assert_eq!(answer.outcome, Outcome::Patched);
         assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(out["kind"], "AdmissionReview");
         let r = &out["response"];
@@ -212,7 +197,7 @@ mod tests {
         );
 
         let (again, out) = answer_with_examples(&review);
-        assert_eq!(again.kind, Kind::Allowed, "{}", again.note);
+        assert_eq!(again.outcome, Outcome::Allowed, "{}", again.note);
         assert!(out["response"].get("patch").is_none(), "{out}");
     }
 
@@ -220,7 +205,7 @@ mod tests {
     fn a_denied_answer_is_403_forbidden_with_the_reason_and_no_patch() {
         let (answer, out) =
             answer_with_examples(&captured_review("db-ambassador", Some("DATABASE_URL")));
-        assert_eq!(answer.kind, Kind::Denied);
+        assert_eq!(answer.outcome, Outcome::Denied);
         let r = &out["response"];
         assert_eq!(r["allowed"], false);
         assert_eq!(r["status"]["code"], 403);

@@ -17,8 +17,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 
 use super::AppState;
-use crate::admission::{self, Context, Kind};
-use crate::engine::{Outcome, Verdict};
+use crate::admission::{self, Context};
+use crate::engine::{self, Verdict};
 
 /// A client that sends its body slower than this is cut off.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,9 +124,10 @@ async fn mutate(state: &AppState, req: Request<Incoming>) -> Response {
     let body = match read_body(state, req).await {
         Ok(b) => b,
         Err(response) => {
-            state
-                .metrics
-                .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
+            state.metrics.request(
+                admission::Outcome::Invalid.as_str(),
+                start.elapsed().as_secs_f64(),
+            );
             return response;
         }
     };
@@ -157,7 +158,7 @@ fn finish(
     match result {
         Ok(answer) => {
             let seconds = start.elapsed().as_secs_f64();
-            state.metrics.request(answer.kind.as_str(), seconds);
+            state.metrics.request(answer.outcome.as_str(), seconds);
             record(state, answer.decision.as_ref());
             log(&answer, seconds);
             if let (Some(events), Some(notice)) = (&state.events, answer.notice) {
@@ -167,9 +168,10 @@ fn finish(
             respond(StatusCode::OK, "application/json", answer.body)
         }
         Err(e) => {
-            state
-                .metrics
-                .request(Kind::Invalid.as_str(), start.elapsed().as_secs_f64());
+            state.metrics.request(
+                admission::Outcome::Invalid.as_str(),
+                start.elapsed().as_secs_f64(),
+            );
             tracing::warn!(error = %e, "rejected a request that is not an AdmissionReview");
             plain(StatusCode::BAD_REQUEST, e.to_string())
         }
@@ -189,7 +191,7 @@ fn record(state: &AppState, decision: Option<&crate::engine::Decision>) {
         }
     }
     // A pod stopped at a gate has no template verdicts: its reason is the skip.
-    if let Outcome::Unchanged { reason } = d.outcome
+    if let engine::Outcome::Unchanged { reason } = d.outcome
         && d.templates.is_empty()
     {
         state.metrics.skipped(reason);
@@ -204,7 +206,7 @@ fn log(answer: &admission::Answer, seconds: f64) {
         name = %answer.name,
         operation = %answer.operation,
         dry_run = answer.dry_run,
-        outcome = answer.kind.as_str(),
+        outcome = answer.outcome.as_str(),
         decision = %answer.note,
         duration_us = (seconds * 1e6) as u64,
         "admission"
