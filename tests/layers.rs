@@ -21,6 +21,67 @@ fn rank(layer: &str) -> Option<u8> {
     LAYERS.iter().find(|(l, _)| *l == layer).map(|(_, r)| *r)
 }
 
+/// What the pure layers may not touch: the engine and the facts decide from
+/// their inputs alone (no I/O, no clock, no client, no logging), and the
+/// templates too, but for the loader, which reads files.
+const IMPURE_CRATES: [&str; 4] = ["tokio", "tracing", "hyper", "axum"];
+const IMPURE_STD: [&str; 6] = ["fs", "net", "time", "env", "process", "thread"];
+const KUBE_CLIENT: [&str; 5] = ["Client", "Api", "api", "client", "runtime"];
+const IMPURE_MACROS: [&str; 4] = ["println!", "eprintln!", "print!", "eprint!"];
+
+/// The impure things `code` names, with the line of each.
+fn impurities(code: &str, may_read_files: bool) -> Vec<(usize, String)> {
+    let line_of = |at: usize| code[..at].matches('\n').count() + 1;
+    let mut found = Vec::new();
+    let words = code.match_indices(|c: char| c.is_alphanumeric() || c == '_');
+    let mut at = 0;
+    for (i, _) in words {
+        if i < at {
+            continue;
+        }
+        let word: String = code[i..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        at = i + word.len();
+        let starts_word = code[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        if starts_word && IMPURE_CRATES.contains(&word.as_str()) {
+            found.push((line_of(i), word.clone()));
+        }
+        if starts_word
+            && IMPURE_MACROS
+                .iter()
+                .any(|m| m.strip_suffix('!') == Some(word.as_str()))
+            && code[at..].starts_with('!')
+        {
+            found.push((line_of(i), format!("{word}!")));
+        }
+    }
+    for (i, module) in paths_under(code, "std") {
+        let allowed = may_read_files && module == "fs";
+        if IMPURE_STD.contains(&module.as_str()) && !allowed {
+            found.push((line_of(i), format!("std::{module}")));
+        }
+    }
+    for (i, item) in paths_under(code, "kube") {
+        if KUBE_CLIENT.contains(&item.as_str()) {
+            found.push((line_of(i), format!("kube::{item}")));
+        }
+    }
+    found
+}
+
+/// Comments stripped, lines kept, so offsets still give line numbers.
+fn code_of(text: &str) -> String {
+    text.lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -36,6 +97,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// byte offset of each: `crate::engine::decide` and every member of
 /// `crate::{engine, facts::Policy}`, groups spanning lines included.
 fn crate_paths(code: &str) -> Vec<(usize, String)> {
+    paths_under(code, "crate")
+}
+
+/// The first segments named under `root::` in `code` (`std::fs::read` and
+/// `std::{fs, io::Write}` give `fs`, `fs` and `io`), with byte offsets.
+fn paths_under(code: &str, root: &str) -> Vec<(usize, String)> {
+    let prefix = format!("{root}::");
     let ident = |s: &str| -> String {
         s.trim_start()
             .chars()
@@ -43,8 +111,13 @@ fn crate_paths(code: &str) -> Vec<(usize, String)> {
             .collect()
     };
     let mut out = Vec::new();
-    for (at, _) in code.match_indices("crate::") {
-        let after = &code[at + "crate::".len()..];
+    for (at, _) in code.match_indices(&prefix) {
+        // `root::` itself, not the end of a longer path (`kube_std::`).
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let after = &code[at + prefix.len()..];
         let Some(group) = after.strip_prefix('{') else {
             out.push((at, ident(after)));
             continue;
@@ -93,13 +166,7 @@ fn every_layer_imports_only_from_the_layers_below_it() {
             continue;
         };
         let is_layer_root = relative.file_name().is_some_and(|f| f == "mod.rs");
-        let text = std::fs::read_to_string(file).unwrap();
-        // Comments stripped, lines kept, so offsets still give line numbers.
-        let code: String = text
-            .lines()
-            .map(|l| l.split("//").next().unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let code = code_of(&std::fs::read_to_string(file).unwrap());
         let line_of = |at: usize| code[..at].matches('\n').count() + 1;
         for (n, line) in code.lines().enumerate() {
             // A layer's root reaching `super::` reaches the crate root.
@@ -169,4 +236,69 @@ fn the_checker_sees_what_it_must_refuse() {
     );
     assert!(rank("engine") > rank("template"));
     assert_eq!(rank("admission"), rank("install"));
+}
+
+/// The engine and the facts are pure, and the templates but for the loader:
+/// no I/O, no clock, no environment, no logging, no cluster client.
+#[test]
+fn the_pure_layers_touch_nothing_outside() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for layer in ["engine", "facts", "template"] {
+        let mut files = Vec::new();
+        rust_files(&src.join(layer), &mut files);
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap();
+            let loader = relative == Path::new("template/load.rs");
+            let code = code_of(&std::fs::read_to_string(&file).unwrap());
+            for (line, what) in impurities(&code, loader) {
+                wrong.push(format!("{}:{line}: uses {what}", relative.display()));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "{checked} files");
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_purity_check_sees_what_it_must_refuse() {
+    let found = |code: &str, files: bool| -> Vec<String> {
+        impurities(code, files)
+            .into_iter()
+            .map(|(_, w)| w)
+            .collect()
+    };
+    assert_eq!(
+        found(
+            "use std::{collections::BTreeMap, fs, time::Instant};",
+            false
+        ),
+        ["std::fs", "std::time"]
+    );
+    assert_eq!(
+        found("let t = std::time::SystemTime::now();", false),
+        ["std::time"]
+    );
+    assert_eq!(found("std::fs::read(p)", true), Vec::<String>::new());
+    assert_eq!(found("std::env::var(\"X\")", true), ["std::env"]);
+    assert_eq!(
+        found(
+            "tracing::info!(x); tokio::spawn(f); my_tokio_thing();",
+            false
+        ),
+        ["tracing", "tokio"]
+    );
+    assert_eq!(
+        found(
+            "use kube::{Client, CustomResource}; kube::api::Api::all(c)",
+            false
+        ),
+        ["kube::Client", "kube::api"]
+    );
+    assert_eq!(
+        found("println!(\"x\"); let println = 1;", false),
+        ["println!"]
+    );
 }

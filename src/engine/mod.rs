@@ -1,5 +1,6 @@
 //! The decision engine: pod + templates + namespace facts + cluster
-//! capabilities → decision, patch, warnings. Pure: no I/O, no clock, no client,
+//! capabilities → decision, patch, warnings. Pure (tests/layers.rs fails on
+//! any I/O, clock, environment, logging or client use here): no I/O, no clock, no client,
 //! so the webhook, the CLI and the tests get byte-identical answers.
 //!
 //! Start at [`decide`] (`decide.rs`; [`explain`] also keeps why each gate
