@@ -1,7 +1,7 @@
 //! The decision engine: pod + templates + namespace facts + cluster
-//! capabilities → decision, patch, warnings. Pure (tests/layers.rs fails on
-//! any I/O, clock, environment, logging or client use here): no I/O, no clock, no client,
-//! so the webhook, the CLI and the tests get byte-identical answers.
+//! capabilities → decision, patch, warnings. Pure: no I/O, no clock, no
+//! environment, no logging, no client (tests/layers.rs fails on any), so the
+//! webhook, the CLI and the tests get byte-identical answers.
 //!
 //! Start at [`decide`] (`decide.rs`; [`explain`] also keeps why each gate
 //! passed or stopped): the gates before any template, then one
