@@ -2,84 +2,28 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
+use common::run::{Run, repo_yaml, tandem_with, yaml_docs};
 use common::*;
 use json_patch::PatchOperation;
+use rstest::rstest;
 use serde_json::{Value, json};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn tandem(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(args)
-        .current_dir(manifest_dir())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tandem");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().expect("tandem finishes");
-    let run = Run {
-        code: out.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
-        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-    };
-    assert!(!run.stderr.contains("panicked"), "{run:?}");
-    run
-}
-
 fn ok(args: &[&str], stdin: Option<&str>) -> Run {
-    let run = tandem(args, stdin);
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = tandem_with(args, stdin, &manifest_dir());
+    assert_eq!(run.code, 0, "{run}");
     run
 }
 
 fn fails(args: &[&str], stdin: Option<&str>) -> Run {
-    let run = tandem(args, stdin);
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = tandem_with(args, stdin, &manifest_dir());
+    assert_eq!(run.code, 1, "{run}");
     assert!(
         run.stderr.starts_with("tandem: ") || run.stderr.contains("\ntandem: "),
-        "{run:?}"
+        "{run}"
     );
     run
-}
-
-fn yaml_docs(text: &str) -> Vec<Value> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).expect("output is YAML");
-    docs.into_iter().filter(|d| !d.is_null()).collect()
-}
-
-fn read_docs(relative: &str) -> Vec<Value> {
-    yaml_docs(&std::fs::read_to_string(manifest_dir().join(relative)).unwrap())
 }
 
 /// The pod-shaped object of a workload document.
@@ -108,8 +52,8 @@ const ALL: &str = "examples/workloads/all.yaml";
 #[test]
 fn inject_all_workloads_as_yaml() {
     let run = ok(&["inject", "-c", "examples/templates", "-f", ALL], None);
-    let input = read_docs(ALL);
-    let out = yaml_docs(&run.stdout);
+    let input = repo_yaml(ALL);
+    let out = yaml_docs(&run.stdout, "output");
     assert_eq!(out.len(), input.len());
     for (before, after) in input.iter().zip(&out) {
         assert_eq!(before["kind"], after["kind"]);
@@ -151,7 +95,7 @@ fn inject_all_workloads_as_yaml() {
     }
     assert!(
         run.stderr.contains("Warning: Deployment/checkout: tandem: pod request grows from cpu 250m, memory 256Mi to cpu 425m, memory 416Mi"),
-        "{run:?}"
+        "{run}"
     );
 }
 
@@ -162,7 +106,10 @@ fn inject_output_is_stable_when_run_again() {
         &["inject", "-c", "examples/templates", "-f", "-"],
         Some(&first.stdout),
     );
-    assert_eq!(yaml_docs(&first.stdout), yaml_docs(&second.stdout));
+    assert_eq!(
+        yaml_docs(&first.stdout, "output"),
+        yaml_docs(&second.stdout, "output")
+    );
     let patch = ok(
         &["inject", "-c", "examples/templates", "-f", "-", "--patch"],
         Some(&first.stdout),
@@ -186,7 +133,7 @@ fn inject_on_a_cluster_without_native_sidecars() {
         ],
         None,
     );
-    let out = yaml_docs(&run.stdout);
+    let out = yaml_docs(&run.stdout, "output");
     let by_kind = |k: &str| out.iter().find(|d| d["kind"] == k).unwrap();
     let job = pod_of(by_kind("Job"));
     assert_eq!(names(job, "/spec/containers"), ["report"]);
@@ -194,7 +141,7 @@ fn inject_on_a_cluster_without_native_sidecars() {
     assert!(
         run.stderr
             .contains("Job/nightly-report: tandem: log-shipper skipped"),
-        "{run:?}"
+        "{run}"
     );
     let deploy = pod_of(by_kind("Deployment"));
     assert_eq!(
@@ -204,7 +151,7 @@ fn inject_on_a_cluster_without_native_sidecars() {
     assert_eq!(names(deploy, "/spec/initContainers"), ["migrate"]);
     assert!(
         run.stderr.contains("db-ambassador needs native sidecars"),
-        "{run:?}"
+        "{run}"
     );
 }
 
@@ -214,8 +161,8 @@ fn inject_patch_applies_to_the_input() {
     let full = ok(&args, None);
     let patched = ok(&[&args[..], &["--patch"]].concat(), None);
     let patches = json_stream(&patched.stdout);
-    let input = read_docs(ALL);
-    let expected = yaml_docs(&full.stdout);
+    let input = repo_yaml(ALL);
+    let expected = yaml_docs(&full.stdout, "output");
     assert_eq!(patches.len(), input.len());
     for ((doc, patch), want) in input.iter().zip(&patches).zip(&expected) {
         let ops = patch_of(patch);
@@ -241,7 +188,7 @@ fn json_in_json_out() {
         ],
         None,
     );
-    assert!(run.stdout.trim_start().starts_with('{'), "{run:?}");
+    assert!(run.stdout.trim_start().starts_with('{'), "{run}");
     let out: Value = serde_json::from_str(&run.stdout).expect("JSON out");
     assert_eq!(names(&out, "/spec/initContainers"), ["log-shipper"]);
     assert_preserved(&pod, &out);
@@ -272,7 +219,7 @@ fn stdin_input() {
         &["inject", "-c", "examples/templates", "-f", "-"],
         Some(yaml),
     );
-    let out = yaml_docs(&run.stdout);
+    let out = yaml_docs(&run.stdout, "output");
     assert_eq!(out.len(), 1);
     assert_eq!(names(&out[0], "/spec/initContainers"), ["config-fetcher"]);
     assert_eq!(names(&out[0], "/spec/volumes"), ["app-config"]);
@@ -281,8 +228,8 @@ fn stdin_input() {
 #[test]
 fn built_in_templates_without_config() {
     let run = ok(&["inject", "-f", "examples/workloads/job.yaml"], None);
-    assert!(run.stderr.contains("built-in example templates"), "{run:?}");
-    let out = yaml_docs(&run.stdout);
+    assert!(run.stderr.contains("built-in example templates"), "{run}");
+    let out = yaml_docs(&run.stdout, "output");
     assert_eq!(
         names(pod_of(&out[0]), "/spec/initContainers"),
         ["log-shipper"]
@@ -304,7 +251,7 @@ fn namespace_flags() {
         ],
         Some(yaml),
     );
-    let out = yaml_docs(&run.stdout);
+    let out = yaml_docs(&run.stdout, "output");
     assert_eq!(
         names(&out[0], "/spec/initContainers"),
         ["config-fetcher", "log-shipper"]
@@ -323,8 +270,8 @@ fn namespace_flags() {
         ],
         Some(yaml),
     );
-    let out = yaml_docs(&run.stdout);
-    assert!(out[0]["spec"].get("initContainers").is_none(), "{run:?}");
+    let out = yaml_docs(&run.stdout, "output");
+    assert!(out[0]["spec"].get("initContainers").is_none(), "{run}");
 }
 
 #[test]
@@ -402,12 +349,9 @@ fn explain_text_names_every_gate() {
         &["explain", "-c", "examples/templates", "-f", "-"],
         Some(pod),
     );
-    assert!(run.stdout.contains("pod opt-out"), "{run:?}");
-    assert!(run.stdout.contains("stop"), "{run:?}");
-    assert!(
-        run.stdout.contains("result: unchanged: opted-out"),
-        "{run:?}"
-    );
+    assert!(run.stdout.contains("pod opt-out"), "{run}");
+    assert!(run.stdout.contains("stop"), "{run}");
+    assert!(run.stdout.contains("result: unchanged: opted-out"), "{run}");
 }
 
 #[test]
@@ -446,11 +390,11 @@ fn explain_json_parses() {
 #[test]
 fn check_accepts_the_examples() {
     let run = ok(&["check", "-c", "examples/templates"], None);
-    assert!(run.stdout.contains("5 template(s) valid"), "{run:?}");
+    assert!(run.stdout.contains("5 template(s) valid"), "{run}");
     let run = ok(&["check", "-c", "examples/golden/templates"], None);
     assert!(
         run.stdout.contains("3 template(s) valid, 0 warning(s)"),
-        "{run:?}"
+        "{run}"
     );
 }
 
@@ -478,14 +422,14 @@ fn check_reports_a_broken_template_and_fails() {
         .stdout
         .lines()
         .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("{run:?}"));
+        .unwrap_or_else(|| panic!("{run}"));
     assert!(line.contains("broken.yaml"), "{line}");
     assert!(line.contains("template \"broken-helper\""), "{line}");
     assert!(
         line.contains("spec.containers[0].imagePullPolicyy"),
         "{line}"
     );
-    assert!(run.stderr.contains("1 error(s)"), "{run:?}");
+    assert!(run.stderr.contains("1 error(s)"), "{run}");
 }
 
 #[test]
@@ -510,15 +454,15 @@ fn check_lints_without_failing() {
         "pinned tag",
         "spec.containers[0].name",
     ] {
-        assert!(run.stdout.contains(needle), "{needle}: {run:?}");
+        assert!(run.stdout.contains(needle), "{needle}: {run}");
     }
 }
 
 #[test]
 fn golden_examples_pass() {
     let run = ok(&["test", "examples/golden"], None);
-    assert!(run.stdout.contains(" passed, 0 failed"), "{run:?}");
-    assert!(!run.stdout.contains("FAIL"), "{run:?}");
+    assert!(run.stdout.contains(" passed, 0 failed"), "{run}");
+    assert!(!run.stdout.contains("FAIL"), "{run}");
     let cases = std::fs::read_dir(manifest_dir().join("examples/golden"))
         .unwrap()
         .filter(|e| {
@@ -530,7 +474,7 @@ fn golden_examples_pass() {
         })
         .count();
     assert!(cases >= 5);
-    assert!(run.stdout.contains(&format!("{cases} passed")), "{run:?}");
+    assert!(run.stdout.contains(&format!("{cases} passed")), "{run}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -556,12 +500,12 @@ fn golden_fails_on_a_tampered_expected_file() {
     assert_ne!(text, tampered);
     std::fs::write(&expected, tampered).unwrap();
     let run = fails(&["test", dir.path().to_str().unwrap()], None);
-    assert!(run.stdout.contains("FAIL namespace-default"), "{run:?}");
+    assert!(run.stdout.contains("FAIL namespace-default"), "{run}");
     assert!(
         run.stdout.contains("/var/log/other"),
-        "the difference is shown: {run:?}"
+        "the difference is shown: {run}"
     );
-    assert!(run.stdout.contains("ok   pod-annotation"), "{run:?}");
+    assert!(run.stdout.contains("ok   pod-annotation"), "{run}");
     // --update repairs it.
     ok(&["test", dir.path().to_str().unwrap(), "--update"], None);
     ok(&["test", dir.path().to_str().unwrap()], None);
@@ -575,8 +519,8 @@ fn golden_fails_when_the_templates_change() {
     let text = std::fs::read_to_string(&tpl).unwrap();
     std::fs::write(&tpl, text.replace("cpu: 50m", "cpu: 60m")).unwrap();
     let run = fails(&["test", dir.path().to_str().unwrap()], None);
-    assert!(run.stdout.contains("FAIL cronjob"), "{run:?}");
-    assert!(!run.stdout.contains("FAIL opt-out"), "{run:?}");
+    assert!(run.stdout.contains("FAIL cronjob"), "{run}");
+    assert!(!run.stdout.contains("FAIL opt-out"), "{run}");
 }
 
 #[test]
@@ -593,67 +537,43 @@ fn unreadable_file_is_a_readable_error() {
     );
     assert!(
         run.stderr.contains("does/not/exist.yaml: cannot read"),
-        "{run:?}"
+        "{run}"
     );
     let run = fails(
         &["inject", "-c", "examples/templates", "-f", "examples"],
         None,
     );
-    assert!(run.stderr.contains("examples: cannot read"), "{run:?}");
+    assert!(run.stderr.contains("examples: cannot read"), "{run}");
     let run = fails(&["check", "-c", "does/not/exist"], None);
-    assert!(
-        run.stdout.contains("does/not/exist: cannot read"),
-        "{run:?}"
-    );
+    assert!(run.stdout.contains("does/not/exist: cannot read"), "{run}");
 }
 
-#[test]
-fn bad_yaml_is_a_readable_error() {
+/// What `tandem inject -f -` says about input it cannot use: always exit 1,
+/// a `tandem: ` line, and the words below.
+#[rstest]
+#[case::unclosed_yaml("kind: Pod\nspec: [unclosed\n", &["-: not valid YAML", "line"])]
+#[case::truncated_json("{\"kind\": \"Pod\", ", &["not valid JSON"])]
+#[case::no_kind(
+    "apiVersion: v1\nmetadata:\n  name: x\nspec:\n  containers: []\n",
+    &["document 1: document has no kind"]
+)]
+#[case::not_a_workload("kind: ConfigMap\nmetadata:\n  name: x\n", &["no pod found"])]
+#[case::no_pod_template(
+    "kind: Deployment\nmetadata:\n  name: d\nspec: {}\n",
+    &["Deployment/d has no pod template"]
+)]
+#[case::malformed_pod(
+    "kind: Pod\nmetadata:\n  name: p\nspec:\n  containers: {}\n",
+    &["Pod/p: malformed pod"]
+)]
+fn unusable_input_is_a_readable_error(#[case] input: &str, #[case] says: &[&str]) {
     let run = fails(
         &["inject", "-c", "examples/templates", "-f", "-"],
-        Some("kind: Pod\nspec: [unclosed\n"),
+        Some(input),
     );
-    assert!(run.stderr.contains("-: not valid YAML"), "{run:?}");
-    assert!(run.stderr.contains("line"), "names the place: {run:?}");
-    let run = fails(
-        &["inject", "-c", "examples/templates", "-f", "-"],
-        Some("{\"kind\": \"Pod\", "),
-    );
-    assert!(run.stderr.contains("not valid JSON"), "{run:?}");
-}
-
-#[test]
-fn document_without_kind_is_a_readable_error() {
-    let run = fails(
-        &["inject", "-c", "examples/templates", "-f", "-"],
-        Some("apiVersion: v1\nmetadata:\n  name: x\nspec:\n  containers: []\n"),
-    );
-    assert!(
-        run.stderr.contains("document 1: document has no kind"),
-        "{run:?}"
-    );
-    let run = fails(
-        &["inject", "-c", "examples/templates", "-f", "-"],
-        Some("kind: ConfigMap\nmetadata:\n  name: x\n"),
-    );
-    assert!(run.stderr.contains("no pod found"), "{run:?}");
-    let run = fails(
-        &["inject", "-c", "examples/templates", "-f", "-"],
-        Some("kind: Deployment\nmetadata:\n  name: d\nspec: {}\n"),
-    );
-    assert!(
-        run.stderr.contains("Deployment/d has no pod template"),
-        "{run:?}"
-    );
-}
-
-#[test]
-fn malformed_pod_is_a_readable_error() {
-    let run = fails(
-        &["inject", "-c", "examples/templates", "-f", "-"],
-        Some("kind: Pod\nmetadata:\n  name: p\nspec:\n  containers: {}\n"),
-    );
-    assert!(run.stderr.contains("Pod/p: malformed pod"), "{run:?}");
+    for words in says {
+        assert!(run.stderr.contains(words), "{words:?}: {run}");
+    }
 }
 
 const CRONJOB: &str = "apiVersion: batch/v1
@@ -681,7 +601,7 @@ fn cronjob_is_handled() {
         &["inject", "-c", "examples/templates", "-f", "-"],
         Some(CRONJOB),
     );
-    let out = yaml_docs(&run.stdout);
+    let out = yaml_docs(&run.stdout, "output");
     let pod = pod_of(&out[0]);
     assert_eq!(names(pod, "/spec/containers"), ["job"]);
     // The classic adapter becomes native in a Job pod, at the default
@@ -691,7 +611,7 @@ fn cronjob_is_handled() {
         ["log-adapter", "log-shipper"]
     );
     assert_eq!(pod["spec"]["initContainers"][0]["restartPolicy"], "Always");
-    assert!(run.stderr.contains("injected as native"), "{run:?}");
+    assert!(run.stderr.contains("injected as native"), "{run}");
     // On an old cluster both are skipped rather than block the Job.
     let run = ok(
         &[
@@ -705,15 +625,15 @@ fn cronjob_is_handled() {
         ],
         Some(CRONJOB),
     );
-    let out = yaml_docs(&run.stdout);
+    let out = yaml_docs(&run.stdout, "output");
     assert_eq!(names(pod_of(&out[0]), "/spec/containers"), ["job"]);
     assert!(pod_of(&out[0])["spec"].get("initContainers").is_none());
 }
 
 #[test]
 fn list_is_handled() {
-    let pod = read_docs("examples/workloads/pod.yaml").remove(0);
-    let cron: Value = yaml_docs(CRONJOB).remove(0);
+    let pod = repo_yaml("examples/workloads/pod.yaml").remove(0);
+    let cron: Value = yaml_docs(CRONJOB, "output").remove(0);
     let list = json!({ "apiVersion": "v1", "kind": "List", "items": [pod, cron] });
     let text = serde_json::to_string(&list).unwrap();
     let run = ok(
@@ -760,12 +680,12 @@ fn documents_without_pods_pass_through() {
         &["inject", "-c", "examples/templates", "-f", "-"],
         Some(&input),
     );
-    let out = yaml_docs(&run.stdout);
+    let out = yaml_docs(&run.stdout, "output");
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0], yaml_docs(&input)[0]);
+    assert_eq!(out[0], yaml_docs(&input, "output")[0]);
     assert!(
         run.stderr.contains("document 1 (ConfigMap) holds no pod"),
-        "{run:?}"
+        "{run}"
     );
 }
 
@@ -832,7 +752,7 @@ fn yaml_output_keeps_ambiguous_strings_strings() {
             );
         }
     }
-    let out = yaml_docs(&run.stdout).remove(0);
+    let out = yaml_docs(&run.stdout, "output").remove(0);
     assert_eq!(out["metadata"]["labels"], pod["metadata"]["labels"]);
     assert_eq!(out["spec"]["containers"][0]["args"], json!(values));
     assert_eq!(out["metadata"]["annotations"]["multi"], "line1\nline2\n");
@@ -863,13 +783,13 @@ fn check_fails_on_a_template_defined_twice() {
 fn golden_needs_templates_and_cases() {
     let dir = tempfile::tempdir().unwrap();
     let run = fails(&["test", dir.path().to_str().unwrap()], None);
-    assert!(run.stderr.contains("no templates"), "{run:?}");
+    assert!(run.stderr.contains("no templates"), "{run}");
     copy_dir(
         &manifest_dir().join("examples/golden/templates"),
         &dir.path().join("templates"),
     );
     let run = fails(&["test", dir.path().to_str().unwrap()], None);
-    assert!(run.stderr.contains("no *.input.yaml cases"), "{run:?}");
+    assert!(run.stderr.contains("no *.input.yaml cases"), "{run}");
     // An input without its expected file is a failing case, not a crash.
     std::fs::copy(
         manifest_dir().join("examples/golden/cronjob.input.yaml"),
@@ -877,7 +797,7 @@ fn golden_needs_templates_and_cases() {
     )
     .unwrap();
     let run = fails(&["test", dir.path().to_str().unwrap()], None);
-    assert!(run.stdout.contains("FAIL new"), "{run:?}");
+    assert!(run.stdout.contains("FAIL new"), "{run}");
 }
 
 // ------------------------------------------------------- what inject says
@@ -891,7 +811,7 @@ fn inject_says_what_it_did_to_each_resource() {
         run.stderr.contains(
             "Deployment/checkout: injected log-shipper, db-ambassador, metrics-exporter\n"
         ),
-        "{run:?}"
+        "{run}"
     );
 
     // A mirror pod passes through, and says so; a conflict names the template.
@@ -924,11 +844,11 @@ spec:
         .lines()
         .filter(|l| !l.starts_with("Warning: "))
         .collect();
-    assert_eq!(lines[0], "Pod/etcd-node-1: skipped (mirror pod)", "{run:?}");
+    assert_eq!(lines[0], "Pod/etcd-node-1: skipped (mirror pod)", "{run}");
     assert!(
         lines[1]
             .starts_with("Job/x: log-shipper skipped (conflict: container name \"log-shipper\""),
-        "{run:?}"
+        "{run}"
     );
     let quiet = ok(
         &["inject", "-q", "-c", "examples/templates", "-f", "-"],
@@ -1067,5 +987,5 @@ fn inject_keeps_the_users_field_order() {
     let before: Node = serde_json::from_str(json).unwrap();
     let after: Node = serde_json::from_str(&run.stdout).unwrap();
     same_order(&before, &after, "json");
-    assert!(run.stdout.starts_with("{\n  \"kind\": \"Pod\""), "{run:?}");
+    assert!(run.stdout.starts_with("{\n  \"kind\": \"Pod\""), "{run}");
 }

@@ -2,6 +2,8 @@
 //! reflector stores the server uses, and the CRD schema is checked against
 //! the example templates.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -419,12 +421,7 @@ fn the_crd_schema_accepts_every_example_and_rejects_broken_templates() {
 fn skipped_injections_make_an_event_but_never_for_dry_runs() {
     use tandem::admission::{Context, review};
     use tandem::facts::NoNamespaces;
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/admission-v1.36/deployment.json"
-    );
-    let mut request: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let mut request = common::fixture("admission-v1.36/deployment.json");
     request["request"]["object"]["metadata"]["annotations"] =
         json!({"tandem.dev/inject": "does-not-exist"});
     let templates = TemplateSet::default();

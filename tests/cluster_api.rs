@@ -2,6 +2,7 @@
 //! loopback (plain HTTP, a kubeconfig pointing at it): what an operator
 //! meets when the CRD is missing, and where skipped injections are reported.
 
+mod common;
 mod harness;
 
 use std::convert::Infallible;
@@ -9,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{Options, Server, admin_get, fixture};
+use common::fixture_text;
+use common::run::wait_until;
+use harness::{Options, Server, admin_get};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -128,14 +131,6 @@ fn no_templates() -> String {
     .to_string()
 }
 
-async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_crd_is_explained_with_backoff_and_keeps_admission_serving() {
     let api = FakeApi::start(Arc::new(|method: &str, path: &str, _: &str| {
@@ -155,7 +150,7 @@ async fn a_missing_crd_is_explained_with_backoff_and_keeps_admission_serving() {
         ..Options::default()
     });
     let started = Instant::now();
-    wait_for("/readyz to name the CRD", async || {
+    wait_until("/readyz to name the CRD", async || {
         matches!(admin_get(server.admin, "/readyz").await,
             Ok((503, body)) if body.contains("sidecartemplates.tandem.dev"))
     })
@@ -168,7 +163,7 @@ async fn a_missing_crd_is_explained_with_backoff_and_keeps_admission_serving() {
 
     // Admission keeps working on the file templates while the CRD is missing.
     let mut conn = server.client().connect().await.unwrap();
-    let review = fixture("admission-v1.36/create.json").replace(
+    let review = fixture_text("admission-v1.36/create.json").replace(
         "\"labels\": {",
         "\"annotations\": {\"tandem.dev/inject\": \"log-shipper\"}, \"labels\": {",
     );
@@ -242,7 +237,7 @@ async fn skipped_injections_are_reported_on_the_deployment() {
     server.ready().await;
 
     let mut review: Value =
-        serde_json::from_str(&fixture("admission-v1.36/deployment.json")).unwrap();
+        serde_json::from_str(&fixture_text("admission-v1.36/deployment.json")).unwrap();
     review["request"]["object"]["metadata"]["annotations"] =
         json!({ "tandem.dev/inject": "does-not-exist" });
     let mut conn = server.client().connect().await.unwrap();
@@ -255,7 +250,7 @@ async fn skipped_injections_are_reported_on_the_deployment() {
     );
 
     let events = "/apis/events.k8s.io/v1/namespaces/probe-inject/events";
-    wait_for("the Event", async || !api.seen("POST", events).is_empty()).await;
+    wait_until("the Event", async || !api.seen("POST", events).is_empty()).await;
     let event: Value = serde_json::from_str(&api.seen("POST", events)[0].2).unwrap();
     assert_eq!(event["regarding"]["kind"], "Deployment", "{event}");
     assert_eq!(event["regarding"]["name"], "probe-deploy", "{event}");
@@ -269,7 +264,7 @@ async fn skipped_injections_are_reported_on_the_deployment() {
     review["request"]["uid"] = json!("second");
     review["request"]["object"]["metadata"]["ownerReferences"][0]["name"] = json!("other-rs");
     conn.review(&review.to_string()).await;
-    wait_for("the second Event", async || {
+    wait_until("the second Event", async || {
         api.seen("POST", events).len() >= 2
     })
     .await;

@@ -4,9 +4,9 @@
 
 mod common;
 
+use common::run::{Run, assert_grants_exactly_what_tandem_calls, tandem};
 use common::strict;
 use std::path::Path;
-use std::process::Command;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use serde_json::Value;
@@ -14,21 +14,13 @@ use tandem::install::webhook::check_mutating;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn tandem(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn committed_crds_equal_tandem_crd() {
-    let (ok, generated, _) = tandem(&["crd"]);
+    let Run {
+        ok,
+        stdout: generated,
+        ..
+    } = tandem(&["crd"]);
     assert!(ok);
     for path in ["deploy/base/crd.yaml", "charts/tandem/crds/crd.yaml"] {
         let committed = std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap();
@@ -64,25 +56,7 @@ fn base_objects_are_valid_kubernetes_objects() {
                 "Service" => drop(strict::<core::Service>(&doc, file)),
                 "ClusterRole" => {
                     let role: rbac::ClusterRole = strict(&doc, file);
-                    let mut granted: Vec<(String, String, Vec<String>)> = Vec::new();
-                    for rule in role.rules.unwrap_or_default() {
-                        for group in rule.api_groups.clone().unwrap_or_default() {
-                            for resource in rule.resources.clone().unwrap_or_default() {
-                                granted.push((group.clone(), resource, rule.verbs.clone()));
-                            }
-                        }
-                    }
-                    let wanted: Vec<(String, String, Vec<String>)> = tandem::cluster::RBAC
-                        .iter()
-                        .map(|(g, r, v)| {
-                            (
-                                g.to_string(),
-                                r.to_string(),
-                                v.iter().map(|s| s.to_string()).collect(),
-                            )
-                        })
-                        .collect();
-                    assert_eq!(granted, wanted, "{file}: exactly the calls Tandem makes");
+                    assert_grants_exactly_what_tandem_calls(&role, file);
                 }
                 "ClusterRoleBinding" => drop(strict::<rbac::ClusterRoleBinding>(&doc, file)),
                 "Role" => drop(strict::<rbac::Role>(&doc, file)),
@@ -136,7 +110,12 @@ fn base_objects_are_valid_kubernetes_objects() {
 #[test]
 fn webhook_config_output_is_valid_and_unsafe_configurations_are_refused() {
     for mode in ["opt-in", "cluster-wide"] {
-        let (ok, out, err) = tandem(&[
+        let Run {
+            ok,
+            stdout: out,
+            stderr: err,
+            ..
+        } = tandem(&[
             "webhook-config",
             "--mode",
             mode,
@@ -150,11 +129,13 @@ fn webhook_config_output_is_valid_and_unsafe_configurations_are_refused() {
         let _: k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration =
             strict(&docs[1], "webhook-config");
     }
-    let (ok, _, err) = tandem(&["webhook-config", "--timeout-seconds", "30"]);
+    let Run {
+        ok, stderr: err, ..
+    } = tandem(&["webhook-config", "--timeout-seconds", "30"]);
     assert!(!ok && err.contains("timeoutSeconds"), "{err}");
 
     // A configuration that would send Tandem's own namespace through Tandem.
-    let (_, out, _) = tandem(&["webhook-config", "--namespace", "tandem-system"]);
+    let Run { stdout: out, .. } = tandem(&["webhook-config", "--namespace", "tandem-system"]);
     let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
     let mut m: MutatingWebhookConfiguration = serde_json::from_value(docs[0].clone()).unwrap();
     let webhooks = m.webhooks.as_mut().unwrap();
@@ -175,7 +156,12 @@ fn webhook_config_url_is_a_base_or_the_mutate_url_never_doubled() {
     let urls = |args: &[&str]| -> (String, String) {
         let mut all = vec!["webhook-config"];
         all.extend_from_slice(args);
-        let (ok, out, err) = tandem(&all);
+        let Run {
+            ok,
+            stdout: out,
+            stderr: err,
+            ..
+        } = tandem(&all);
         assert!(ok, "{args:?}: {err}");
         let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
         let m: MutatingWebhookConfiguration = strict(&docs[0], "webhook-config");
@@ -213,7 +199,12 @@ fn webhook_config_url_is_a_base_or_the_mutate_url_never_doubled() {
         "https:///mutate",
         "tandem.example:8443",
     ] {
-        let (ok, out, err) = tandem(&["webhook-config", "--url", bad]);
+        let Run {
+            ok,
+            stdout: out,
+            stderr: err,
+            ..
+        } = tandem(&["webhook-config", "--url", bad]);
         assert!(!ok && out.is_empty(), "{bad} was accepted: {out}");
         assert!(err.contains("--url"), "{bad}: {err}");
     }

@@ -22,11 +22,14 @@
 
 mod common;
 
+use common::run::{
+    Run, assert_grants_exactly_what_tandem_calls, read_repo, repo_path, tandem_at, yaml_docs,
+};
 use common::{cel, strict};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -70,20 +73,6 @@ const POLICY_OVERLAY: &str = "deploy/overlays/policy";
 // Small helpers
 // ---------------------------------------------------------------------------
 
-fn path(rel: &str) -> PathBuf {
-    Path::new(ROOT).join(rel)
-}
-
-fn read(rel: &str) -> String {
-    fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-fn yaml_docs(text: &str, what: &str) -> Vec<Value> {
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(text).unwrap_or_else(|e| panic!("{what}: {e}"));
-    docs.into_iter().filter(|d| !d.is_null()).collect()
-}
-
 fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
@@ -103,25 +92,6 @@ fn id(o: &Value) -> String {
 /// even when the test passes.
 fn notice(message: &str) {
     let _ = writeln!(std::io::stderr(), "\n{message}\n");
-}
-
-fn tandem(args: &[&str], cwd: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !stderr.contains("unrecognized subcommand"),
-        "`tandem {}` is not wired into src/cli/mod.rs: {stderr}",
-        args.join(" ")
-    );
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
 }
 
 // ---------------------------------------------------------------------------
@@ -361,7 +331,7 @@ fn calls_a_service(v: &Value) -> bool {
 /// The namespaceSelector of deploy/base's MutatingWebhookConfiguration: the
 /// opt-in scope every webhook-free install must cover too.
 fn base_webhook_scope() -> Option<LabelSelector> {
-    let base = kustomize(&path("deploy/base"));
+    let base = kustomize(&repo_path("deploy/base"));
     let mwc: adm::MutatingWebhookConfiguration = strict(
         one(&base, "MutatingWebhookConfiguration", "deploy/base"),
         "deploy/base",
@@ -568,25 +538,7 @@ fn check_install(objects: &[Value], source: &str, v: Variant) {
 
     // --- RBAC: exactly the calls Tandem makes, bound to the pods' account.
     let role: rbac::ClusterRole = strict(one(objects, "ClusterRole", source), source);
-    let mut granted: Vec<(String, String, Vec<String>)> = Vec::new();
-    for rule in role.rules.clone().unwrap_or_default() {
-        for group in rule.api_groups.clone().unwrap_or_default() {
-            for resource in rule.resources.clone().unwrap_or_default() {
-                granted.push((group.clone(), resource, rule.verbs.clone()));
-            }
-        }
-    }
-    let wanted: Vec<(String, String, Vec<String>)> = tandem::cluster::RBAC
-        .iter()
-        .map(|(g, r, verbs)| {
-            (
-                g.to_string(),
-                r.to_string(),
-                verbs.iter().map(|s| s.to_string()).collect(),
-            )
-        })
-        .collect();
-    assert_eq!(granted, wanted, "{source}: exactly the calls Tandem makes");
+    assert_grants_exactly_what_tandem_calls(&role, source);
     let binding: rbac::ClusterRoleBinding =
         strict(one(objects, "ClusterRoleBinding", source), source);
     assert_eq!(binding.role_ref.kind, "ClusterRole");
@@ -1019,7 +971,7 @@ fn handshake(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8], name: &str) -> Resu
 
 #[test]
 fn every_overlay_is_checked() {
-    let mut overlays: Vec<String> = fs::read_dir(path("deploy/overlays"))
+    let mut overlays: Vec<String> = fs::read_dir(repo_path("deploy/overlays"))
         .unwrap()
         .map(|e| {
             format!(
@@ -1045,9 +997,9 @@ fn every_overlay_is_checked() {
 
 #[test]
 fn kustomize_variants_pass_the_install_checks() {
-    let crd = yaml_docs(&read("deploy/base/crd.yaml"), "crd.yaml").remove(0);
+    let crd = yaml_docs(&read_repo("deploy/base/crd.yaml"), "crd.yaml").remove(0);
     for (dir, variant) in KUSTOMIZE_VARIANTS {
-        let objects = kustomize(&path(dir));
+        let objects = kustomize(&repo_path(dir));
         check_install(&objects, dir, variant);
         // kustomize installs the namespace and the CRD too.
         let ns: core::Namespace = strict(one(&objects, "Namespace", dir), dir);
@@ -1075,13 +1027,13 @@ fn kustomize_variants_pass_the_install_checks() {
 
 #[test]
 fn overlays_change_only_what_they_say() {
-    let base = kustomize(&path("deploy/base"));
+    let base = kustomize(&repo_path("deploy/base"));
     let by_id = |objects: &[Value]| -> BTreeMap<String, Value> {
         objects.iter().map(|o| (id(o), o.clone())).collect()
     };
     let base = by_id(&base);
 
-    let wide = by_id(&kustomize(&path("deploy/overlays/cluster-wide")));
+    let wide = by_id(&kustomize(&repo_path("deploy/overlays/cluster-wide")));
     assert_eq!(
         wide.keys().collect::<Vec<_>>(),
         base.keys().collect::<Vec<_>>()
@@ -1099,7 +1051,7 @@ fn overlays_change_only_what_they_say() {
         ]
     );
 
-    let signed = by_id(&kustomize(&path("deploy/overlays/self-signed")));
+    let signed = by_id(&kustomize(&repo_path("deploy/overlays/self-signed")));
     let removed: Vec<&String> = base.keys().filter(|k| !signed.contains_key(*k)).collect();
     let cert_manager: Vec<&String> = base
         .keys()
@@ -1124,8 +1076,8 @@ fn overlays_change_only_what_they_say() {
         );
     }
 
-    let hybrid = by_id(&kustomize(&path("deploy/overlays/hybrid")));
-    let compiled = by_id(&yaml_docs(&read(POLICIES_FILE), POLICIES_FILE));
+    let hybrid = by_id(&kustomize(&repo_path("deploy/overlays/hybrid")));
+    let compiled = by_id(&yaml_docs(&read_repo(POLICIES_FILE), POLICIES_FILE));
     let mut expected = base.clone();
     expected.extend(compiled.clone());
     assert_eq!(
@@ -1151,7 +1103,7 @@ fn resolver_agrees_with_kubectl_kustomize() {
     let dirs = KUSTOMIZE_VARIANTS.map(|(d, _)| d);
     for dir in dirs.iter().chain(&[POLICIES, POLICY_OVERLAY]) {
         let out = Command::new("kubectl")
-            .args(["kustomize", &path(dir).display().to_string()])
+            .args(["kustomize", &repo_path(dir).display().to_string()])
             .output()
             .unwrap();
         assert!(
@@ -1160,7 +1112,7 @@ fn resolver_agrees_with_kubectl_kustomize() {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut real = yaml_docs(&String::from_utf8_lossy(&out.stdout), dir);
-        let mut ours = kustomize(&path(dir));
+        let mut ours = kustomize(&repo_path(dir));
         real.sort_by_key(id);
         ours.sort_by_key(id);
         assert_eq!(
@@ -1177,12 +1129,14 @@ fn resolver_agrees_with_kubectl_kustomize() {
 /// deploy/policies is what the compiler prints, so it cannot drift from it.
 #[test]
 fn policies_are_the_output_of_tandem_policy() {
-    let (ok, stdout, stderr) = tandem(
+    let Run {
+        ok, stdout, stderr, ..
+    } = tandem_at(
         &["policy", "--config", "examples/templates"],
         Path::new(ROOT),
     );
     assert!(ok, "tandem policy --config examples/templates: {stderr}");
-    let file = read(POLICIES_FILE);
+    let file = read_repo(POLICIES_FILE);
     if file != stdout {
         let line = common::first_difference(&file, &stdout);
         panic!(
@@ -1192,7 +1146,7 @@ fn policies_are_the_output_of_tandem_policy() {
             line + 1
         );
     }
-    let header = read(&format!("{POLICIES}/kustomization.yaml"));
+    let header = read_repo(&format!("{POLICIES}/kustomization.yaml"));
     for hint in [
         "tandem policy --config <your templates> > deploy/policies/policies.yaml",
         "--mode cluster-wide",
@@ -1202,7 +1156,7 @@ fn policies_are_the_output_of_tandem_policy() {
             "{POLICIES}/kustomization.yaml does not say how to regenerate the policies: {hint}"
         );
     }
-    let objects = kustomize(&path(POLICIES));
+    let objects = kustomize(&repo_path(POLICIES));
     check_types(&objects, POLICIES);
     assert!(
         objects.iter().all(is_compiled),
@@ -1218,10 +1172,10 @@ fn policies_are_the_output_of_tandem_policy() {
 #[test]
 fn policy_overlay_installs_only_what_the_api_server_runs() {
     let source = POLICY_OVERLAY;
-    let objects = kustomize(&path(source));
+    let objects = kustomize(&repo_path(source));
     check_types(&objects, source);
-    let base = kustomize(&path("deploy/base"));
-    let compiled = yaml_docs(&read(POLICIES_FILE), POLICIES_FILE);
+    let base = kustomize(&repo_path("deploy/base"));
+    let compiled = yaml_docs(&read_repo(POLICIES_FILE), POLICIES_FILE);
     let kept = [
         "Namespace",
         "CustomResourceDefinition",
@@ -1311,7 +1265,7 @@ fn renderer() -> Option<Renderer> {
     }
     if let Ok(py) = std::env::var("TANDEM_HELM_PYTHON") {
         let py = if Path::new(&py).is_relative() && py.contains('/') {
-            path(&py).display().to_string()
+            repo_path(&py).display().to_string()
         } else {
             py
         };
@@ -1352,7 +1306,7 @@ struct Rendered {
 }
 
 fn render(r: &Renderer, values: &Value) -> Result<Rendered, String> {
-    let chart = path(CHART).display().to_string();
+    let chart = repo_path(CHART).display().to_string();
     match r {
         Renderer::Helm(helm) => {
             let dir = tempfile::tempdir().unwrap();
@@ -1453,7 +1407,7 @@ fn chart_cases() -> Vec<ChartCase> {
         },
         ChartCase {
             name: "injector.mode=hybrid",
-            values: json!({"injector": {"mode": "hybrid", "policies": read(POLICIES_FILE)}}),
+            values: json!({"injector": {"mode": "hybrid", "policies": read_repo(POLICIES_FILE)}}),
             variant: OPT_IN,
             same_as: Some("deploy/overlays/hybrid"),
         },
@@ -1548,7 +1502,7 @@ fn chart_renders_and_passes_the_install_checks() {
         if hybrid {
             assert_eq!(
                 compiled,
-                objects_by_id(&yaml_docs(&read(POLICIES_FILE), POLICIES_FILE)),
+                objects_by_id(&yaml_docs(&read_repo(POLICIES_FILE), POLICIES_FILE)),
                 "{source}: injector.policies, verbatim"
             );
         } else {
@@ -1572,7 +1526,7 @@ fn chart_renders_and_passes_the_install_checks() {
         }
         if let Some(dir) = case.same_as {
             same_objects(
-                &kustomize(&path(dir)),
+                &kustomize(&repo_path(dir)),
                 objects,
                 &format!("{source} vs {dir}"),
             );
@@ -1661,9 +1615,9 @@ fn chart_policy_mode_installs_only_the_policies() {
     let Some(renderer) = renderer_or_skip("chart_policy_mode_installs_only_the_policies") else {
         return;
     };
-    let policies = read(POLICIES_FILE);
+    let policies = read_repo(POLICIES_FILE);
     let compiled = objects_by_id(&yaml_docs(&policies, POLICIES_FILE));
-    let overlay = kustomize(&path(POLICY_OVERLAY));
+    let overlay = kustomize(&repo_path(POLICY_OVERLAY));
     let selector = base_webhook_scope();
     let injector = json!({"mode": "policy", "policies": policies});
     for (name, values, validating) in [
@@ -1779,7 +1733,7 @@ fn chart_refuses_policy_modes_without_their_policies() {
     else {
         return;
     };
-    let policies = read(POLICIES_FILE);
+    let policies = read_repo(POLICIES_FILE);
     let templates = json!({"log-shipper": {
         "pattern": "sidecar",
         "containers": [{"name": "log-shipper", "image": "fluent/fluent-bit:3.2.4"}],
@@ -1797,7 +1751,7 @@ fn chart_refuses_policy_modes_without_their_policies() {
         ),
         (
             "policy mode, the webhook manifest as policies",
-            json!({"injector": {"mode": "policy", "policies": read("deploy/base/mutatingwebhook.yaml")}}),
+            json!({"injector": {"mode": "policy", "policies": read_repo("deploy/base/mutatingwebhook.yaml")}}),
             "injector.policies holds no MutatingAdmissionPolicy",
         ),
         (
@@ -1876,7 +1830,7 @@ fn chart_schema_refuses_bad_values() {
 /// What can be checked without a renderer.
 #[test]
 fn chart_files_are_consistent() {
-    let chart: Value = serde_saphyr::from_str(&read("charts/tandem/Chart.yaml")).unwrap();
+    let chart: Value = serde_saphyr::from_str(&read_repo("charts/tandem/Chart.yaml")).unwrap();
     assert_eq!(chart["apiVersion"], "v2");
     assert_eq!(chart["name"], "tandem");
     assert_eq!(
@@ -1895,15 +1849,16 @@ fn chart_files_are_consistent() {
     );
 
     assert_eq!(
-        read("charts/tandem/crds/crd.yaml"),
-        read("deploy/base/crd.yaml"),
+        read_repo("charts/tandem/crds/crd.yaml"),
+        read_repo("deploy/base/crd.yaml"),
         "the chart's CRD is the same file"
     );
 
     // values.yaml against values.schema.json (the draft-07 subset it uses),
     // and the schema against a few bad values.
-    let schema: Value = serde_json::from_str(&read("charts/tandem/values.schema.json")).unwrap();
-    let values: Value = serde_saphyr::from_str(&read("charts/tandem/values.yaml")).unwrap();
+    let schema: Value =
+        serde_json::from_str(&read_repo("charts/tandem/values.schema.json")).unwrap();
+    let values: Value = serde_saphyr::from_str(&read_repo("charts/tandem/values.yaml")).unwrap();
     let errors = validate(&schema, &values, "values");
     assert!(
         errors.is_empty(),
@@ -1937,7 +1892,7 @@ fn chart_files_are_consistent() {
 
     // Templates: balanced actions and blocks.
     let mut all_templates = String::new();
-    for entry in fs::read_dir(path("charts/tandem/templates")).unwrap() {
+    for entry in fs::read_dir(repo_path("charts/tandem/templates")).unwrap() {
         let p = entry.unwrap().path();
         let t = fs::read_to_string(&p).unwrap();
         let name = p.display().to_string();
@@ -1968,7 +1923,7 @@ fn chart_files_are_consistent() {
     }
     // Every kind the kustomize base installs has a template (Namespace: helm
     // --create-namespace; CRD: crds/).
-    for o in kustomize(&path("deploy/base")) {
+    for o in kustomize(&repo_path("deploy/base")) {
         let kind = text(&o, "/kind");
         if kind != "Namespace" && kind != "CustomResourceDefinition" {
             assert!(
@@ -2142,7 +2097,7 @@ fn pinned(image: &str) -> bool {
 
 #[test]
 fn dockerfile_builds_locked_and_runs_non_root() {
-    let text = read("Dockerfile");
+    let text = read_repo("Dockerfile");
     if let Some(syntax) = text
         .lines()
         .next()
@@ -2183,7 +2138,7 @@ fn dockerfile_builds_locked_and_runs_non_root() {
     }
 
     // The builder uses the toolchain the repository pins, and Cargo.lock.
-    let channel = toml_channel(&read("rust-toolchain.toml"));
+    let channel = toml_channel(&read_repo("rust-toolchain.toml"));
     let channel = channel.as_str();
     let builder = &instructions[froms[0]].1;
     assert!(
@@ -2209,7 +2164,7 @@ fn dockerfile_builds_locked_and_runs_non_root() {
         "the image takes bench/pgo.sh's binary: {}",
         build.1
     );
-    let pgo = read("bench/pgo.sh");
+    let pgo = read_repo("bench/pgo.sh");
     let cargo_build = pgo
         .lines()
         .rev()
@@ -2268,7 +2223,7 @@ fn dockerfile_builds_locked_and_runs_non_root() {
             );
         }
     }
-    let container = &kustomize(&path("deploy/base"))
+    let container = &kustomize(&repo_path("deploy/base"))
         .into_iter()
         .find(|o| o["kind"] == "Deployment")
         .unwrap()["spec"]["template"]["spec"]["containers"][0];
@@ -2338,7 +2293,7 @@ fn docker_ignored(patterns: &str, file: &str) -> bool {
 
 #[test]
 fn dockerignore_keeps_build_outputs_and_keys_out() {
-    let patterns = read(".dockerignore");
+    let patterns = read_repo(".dockerignore");
     for out in [
         "target/debug/tandem",
         "target/release/tandem",
@@ -2389,7 +2344,9 @@ fn certs_writes_a_ca_and_a_serving_certificate_that_verify() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("certs");
     let out = out_dir.display().to_string();
-    let (ok, stdout, stderr) = tandem(&["certs", "--out-dir", &out, "--days", "30"], dir.path());
+    let Run {
+        ok, stdout, stderr, ..
+    } = tandem_at(&["certs", "--out-dir", &out, "--days", "30"], dir.path());
     assert!(ok, "{stderr}");
     for f in ["ca.crt", "tls.crt", "tls.key"] {
         assert!(out_dir.join(f).is_file(), "{f} missing");
@@ -2441,7 +2398,7 @@ fn certs_writes_a_ca_and_a_serving_certificate_that_verify() {
         "the certificate must not be valid for another namespace"
     );
     let other = tempfile::tempdir().unwrap();
-    let (ok, _, _) = tandem(&["certs", "--out-dir", "x"], other.path());
+    let Run { ok, .. } = tandem_at(&["certs", "--out-dir", "x"], other.path());
     assert!(ok);
     let other_ca = fs::read(other.path().join("x/ca.crt")).unwrap();
     assert!(
@@ -2511,7 +2468,12 @@ fn certs_writes_a_ca_and_a_serving_certificate_that_verify() {
     );
 
     // A second run refuses to overwrite; --force replaces everything.
-    let (ok, stdout2, stderr2) = tandem(&["certs", "--out-dir", &out], dir.path());
+    let Run {
+        ok,
+        stdout: stdout2,
+        stderr: stderr2,
+        ..
+    } = tandem_at(&["certs", "--out-dir", &out], dir.path());
     assert!(!ok && stdout2.is_empty(), "a second run must refuse");
     assert!(
         stderr2.contains("--force") && stderr2.contains("ca.crt"),
@@ -2523,12 +2485,21 @@ fn certs_writes_a_ca_and_a_serving_certificate_that_verify() {
         "refused, yet ca.crt changed"
     );
     fs::remove_file(out_dir.join("ca.crt")).unwrap();
-    let (ok, _, stderr3) = tandem(&["certs", "--out-dir", &out], dir.path());
+    let Run {
+        ok,
+        stderr: stderr3,
+        ..
+    } = tandem_at(&["certs", "--out-dir", &out], dir.path());
     assert!(
         !ok && stderr3.contains("tls.key"),
         "any one existing file blocks: {stderr3}"
     );
-    let (ok, stdout4, stderr4) = tandem(
+    let Run {
+        ok,
+        stdout: stdout4,
+        stderr: stderr4,
+        ..
+    } = tandem_at(
         &[
             "certs",
             "--out-dir",
@@ -2570,7 +2541,7 @@ fn certs_writes_a_ca_and_a_serving_certificate_that_verify() {
         &["certs", "--out-dir", "y", "--service", "Bad_Name"][..],
         &["certs"][..],
     ] {
-        let (ok, _, _) = tandem(args, dir.path());
+        let Run { ok, .. } = tandem_at(args, dir.path());
         assert!(!ok, "{args:?} must fail");
     }
 }
@@ -2579,7 +2550,7 @@ fn certs_writes_a_ca_and_a_serving_certificate_that_verify() {
 /// command line works as written, and the files the next steps read exist.
 #[test]
 fn documented_self_signed_steps_match_tandem_certs() {
-    let deployment = kustomize(&path("deploy/overlays/self-signed"))
+    let deployment = kustomize(&repo_path("deploy/overlays/self-signed"))
         .into_iter()
         .find(|o| o["kind"] == "Deployment")
         .unwrap();
@@ -2588,14 +2559,16 @@ fn documented_self_signed_steps_match_tandem_certs() {
         .unwrap()
         .to_string();
     for doc in ["docs/install.md", "deploy/overlays/self-signed/README.md"] {
-        let text = read(doc);
+        let text = read_repo(doc);
         let command = text
             .lines()
             .find(|l| l.starts_with("tandem certs "))
             .unwrap_or_else(|| panic!("{doc}: no `tandem certs` line"));
         let dir = tempfile::tempdir().unwrap();
         let args: Vec<&str> = command.split_whitespace().skip(1).collect();
-        let (ok, stdout, stderr) = tandem(&args, dir.path());
+        let Run {
+            ok, stdout, stderr, ..
+        } = tandem_at(&args, dir.path());
         assert!(ok, "{doc}: `{command}` fails: {stderr}");
         let secret_line = text
             .lines()

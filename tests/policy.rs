@@ -10,9 +10,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 
+use common::run::{Run, tandem};
 use common::*;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, MutatingAdmissionPolicySpec,
@@ -385,19 +385,6 @@ fn a_pod_the_webhook_injected_is_left_alone() {
 
 // ------------------------------------------------------------ the output
 
-fn tandem(args: &[&str]) -> (String, String, bool) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(args)
-        .current_dir(manifest_dir())
-        .output()
-        .unwrap();
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-        out.status.success(),
-    )
-}
-
 /// The documents of `tandem policy` output, checked to be exactly the
 /// `k8s-openapi` v1 types: a field the types do not know would be lost in
 /// the round trip.
@@ -434,7 +421,9 @@ fn typed_documents(
 
 #[test]
 fn the_example_output_is_typed_and_parses() {
-    let (stdout, stderr, ok) = tandem(&["policy", "--config", "examples/templates"]);
+    let Run {
+        stdout, stderr, ok, ..
+    } = tandem(&["policy", "--config", "examples/templates"]);
     assert!(ok, "{stderr}");
     // The golden file is deploy/policies/policies.yaml, which the kustomize
     // overlays install; tests/install.rs holds it to this output.
@@ -499,7 +488,9 @@ fn what_does_not_compile_is_reported_never_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.yaml");
     std::fs::write(&path, TRICKY).unwrap();
-    let (stdout, stderr, ok) = tandem(&["policy", "--config", path.to_str().unwrap()]);
+    let Run {
+        stdout, stderr, ok, ..
+    } = tandem(&["policy", "--config", path.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     let (policies, _) = typed_documents(&stdout);
     let names: Vec<_> = policies
@@ -516,13 +507,15 @@ fn what_does_not_compile_is_reported_never_dropped() {
     let only = dir.path().join("only.yaml");
     let strict = TRICKY.split("---").last().unwrap();
     std::fs::write(&only, strict).unwrap();
-    let (_, stderr, ok) = tandem(&["policy", "--config", only.to_str().unwrap()]);
+    let Run { stderr, ok, .. } = tandem(&["policy", "--config", only.to_str().unwrap()]);
     assert!(!ok && stderr.contains("no template compiles"), "{stderr}");
 }
 
 #[test]
 fn cluster_wide_and_extra_namespace_labels_reach_the_bindings() {
-    let (stdout, stderr, ok) = tandem(&[
+    let Run {
+        stdout, stderr, ok, ..
+    } = tandem(&[
         "policy",
         "--mode",
         "cluster-wide",
@@ -547,7 +540,7 @@ fn cluster_wide_and_extra_namespace_labels_reach_the_bindings() {
         );
         assert!(text.contains("disabled"), "{text}");
     }
-    let (_, stderr, ok) = tandem(&[
+    let Run { stderr, ok, .. } = tandem(&[
         "policy",
         "--namespace-selector",
         "tandem.dev/injection=disabled",
@@ -557,7 +550,9 @@ fn cluster_wide_and_extra_namespace_labels_reach_the_bindings() {
 
 #[test]
 fn check_says_which_templates_compile() {
-    let (stdout, stderr, ok) = tandem(&["check", "-c", "examples/templates"]);
+    let Run {
+        stdout, stderr, ok, ..
+    } = tandem(&["check", "-c", "examples/templates"]);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("template \"log-shipper\": policy: compiles to a MutatingAdmissionPolicy"),

@@ -1,17 +1,20 @@
 //! The bad-input battery: whatever a client sends, or fails to send, it gets
 //! a clear answer or is cut off, and a well-formed request right after works.
 
+mod common;
 mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{Conn, Options, Server, apply_response, fixture};
+use common::fixture_text;
+use common::run::wait_for;
+use harness::{Conn, Options, Server, apply_response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn good_request_succeeds(server: &Server) {
-    let body = fixture("admission-v1.36/create.json");
+    let body = fixture_text("admission-v1.36/create.json");
     let mut conn = server
         .client()
         .connect()
@@ -73,7 +76,8 @@ async fn begin_headers<S: AsyncWrite + Unpin>(mut stream: S) -> S {
 /// Reviews the captured pod, waits `pause` on the same connection, then sends
 /// the patched pod back: it is answered, with nothing more to patch.
 async fn patch_then_reinvoke_after(conn: &mut Conn, pause: Duration) {
-    let request: Value = serde_json::from_str(&fixture("admission-v1.36/create.json")).unwrap();
+    let request: Value =
+        serde_json::from_str(&fixture_text("admission-v1.36/create.json")).unwrap();
     let first = conn.review(&request.to_string()).await;
     assert_eq!(first.status, 200, "{}", first.text());
     let pod = apply_response(&request, &first.json());
@@ -129,9 +133,10 @@ async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> String {
 async fn odd_bodies_get_clear_answers() {
     let server = Server::start(Options::default());
     server.ready().await;
-    let request: Value = serde_json::from_str(&fixture("admission-v1.36/create.json")).unwrap();
+    let request: Value =
+        serde_json::from_str(&fixture_text("admission-v1.36/create.json")).unwrap();
     let uid = request["request"]["uid"].clone();
-    let mut truncated = fixture("admission-v1.36/create.json");
+    let mut truncated = fixture_text("admission-v1.36/create.json");
     truncated.truncate(truncated.len() / 2);
     let mut no_uid = request.clone();
     no_uid["request"].as_object_mut().unwrap().remove("uid");
@@ -183,7 +188,7 @@ async fn odd_bodies_get_clear_answers() {
     // Wrong paths and methods are answered on the same connection, which
     // goes on serving reviews.
     let mut conn = server.client().connect().await.unwrap();
-    let review = fixture("admission-v1.36/create.json");
+    let review = fixture_text("admission-v1.36/create.json");
     for (method, path, status) in [
         (hyper::Method::GET, "/mutate", 405),
         (hyper::Method::PUT, "/validate", 405),
@@ -360,7 +365,7 @@ async fn a_connection_flood_beyond_the_limit_is_refused_and_existing_connections
         ..Options::default()
     });
     server.ready().await;
-    let body = fixture("admission-v1.36/create.json");
+    let body = fixture_text("admission-v1.36/create.json");
     let mut established = server.client().connect().await.unwrap();
 
     let mut flood = Vec::new();
@@ -392,21 +397,13 @@ async fn a_connection_flood_beyond_the_limit_is_refused_and_existing_connections
     assert_eq!(established.review(&body).await.status, 200);
     drop(flood);
     // Once the flood is gone, new connections are served again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut c) = server.client().connect().await
-            && c.post("application/json", body.clone())
-                .await
-                .is_ok_and(|r| r.status == 200)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server never recovered from the flood"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let recovered = wait_for(Duration::from_secs(10), async || {
+        let mut c = server.client().connect().await.ok()?;
+        let r = c.post("application/json", body.clone()).await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    assert!(recovered.is_some(), "server never recovered from the flood");
 }
 
 #[tokio::test]
@@ -416,7 +413,7 @@ async fn sigterm_under_load_keeps_serving_while_unready_then_drains() {
         ..Options::default()
     });
     server.ready().await;
-    let body = fixture("bench/medium.json");
+    let body = fixture_text("bench/medium.json");
     let client = server.client();
     let mut workers = Vec::new();
     for _ in 0..8 {

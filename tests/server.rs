@@ -1,11 +1,14 @@
 //! `tandem serve` end to end: the real binary, real TLS on loopback, the
 //! AdmissionReview bodies a real kube-apiserver v1.36 sent.
 
+mod common;
 mod harness;
 
 use std::time::Duration;
 
-use harness::{Options, Server, apply_response, fixture, write_secret_volume};
+use common::fixture_text;
+use common::run::wait_for;
+use harness::{Options, Server, apply_response, write_secret_volume};
 use serde_json::{Value, json};
 
 const FIXTURES: &[&str] = &[
@@ -91,7 +94,7 @@ async fn every_fixture_is_answered_and_its_patch_applies_once() {
     let mut conn = server.client().connect().await.unwrap();
     let mut patches = Vec::new();
     for name in FIXTURES {
-        let body = fixture(&format!("admission-v1.36/{name}.json"));
+        let body = fixture_text(&format!("admission-v1.36/{name}.json"));
         let request: Value = serde_json::from_str(&body).unwrap();
         let reply = conn.review(&body).await;
         assert_eq!(reply.status, 200, "{name}: {}", reply.text());
@@ -149,7 +152,7 @@ async fn every_fixture_is_answered_and_its_patch_applies_once() {
 async fn many_keep_alive_connections_get_their_own_answers() {
     let server = Server::start(Options::default());
     server.ready().await;
-    let body: Value = serde_json::from_str(&fixture("bench/medium.json")).unwrap();
+    let body: Value = serde_json::from_str(&fixture_text("bench/medium.json")).unwrap();
     let client = server.client();
     let mut tasks = Vec::new();
     for c in 0..16 {
@@ -187,7 +190,7 @@ async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
         ..Options::default()
     });
     server.ready().await;
-    let good = fixture("admission-v1.36/create.json");
+    let good = fixture_text("admission-v1.36/create.json");
     let request: Value = serde_json::from_str(&good).unwrap();
     let uid = request["request"]["uid"].as_str().unwrap().to_string();
     let with = |f: &dyn Fn(&mut Value)| {
@@ -313,7 +316,8 @@ async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
 async fn what_is_not_a_pod_create_passes_untouched() {
     let server = Server::start(Options::default());
     server.ready().await;
-    let request: Value = serde_json::from_str(&fixture("admission-v1.36/create.json")).unwrap();
+    let request: Value =
+        serde_json::from_str(&fixture_text("admission-v1.36/create.json")).unwrap();
     type Change = fn(&mut Value);
     let variants: Vec<(&str, Change)> = vec![
         ("DELETE", |v| v["request"]["operation"] = json!("DELETE")),
@@ -360,7 +364,7 @@ async fn certificate_rotation_serves_the_new_pair_without_failures() {
     let server = Server::start(Options::default());
     server.ready().await;
     let client = server.client();
-    let body = fixture("admission-v1.36/create.json");
+    let body = fixture_text("admission-v1.36/create.json");
     let mut kept = client.connect().await.unwrap();
     assert_eq!(kept.peer_cert, server.leaf_der);
 
@@ -387,19 +391,15 @@ async fn certificate_rotation_serves_the_new_pair_without_failures() {
     let (cert, key, der) = server.pki.leaf();
     tokio::time::sleep(Duration::from_millis(300)).await;
     write_secret_volume(&server.tls_dir(), 2, &cert, &key);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let c = client.connect().await.unwrap();
-        if c.peer_cert == der {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "new certificate never served:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = wait_for(Duration::from_secs(10), async || {
+        (client.connect().await.unwrap().peer_cert == der).then_some(())
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "new certificate never served:\n{}",
+        server.log()
+    );
     assert_eq!(
         load.await.unwrap(),
         0,
@@ -411,7 +411,16 @@ async fn certificate_rotation_serves_the_new_pair_without_failures() {
     // A broken pair (key of another certificate) is rejected; the good one stays.
     let (other_cert, _, _) = server.pki.leaf();
     write_secret_volume(&server.tls_dir(), 3, &other_cert, &key);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let rejected = "tandem_certificate_reloads_total{result=\"failure\"} 1";
+    let seen = wait_for(Duration::from_secs(10), async || {
+        server.metrics().await.contains(rejected).then_some(())
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the broken pair was never rejected:\n{}",
+        server.log()
+    );
     let c = client.connect().await.unwrap();
     assert_eq!(c.peer_cert, der, "the last good certificate is kept");
     let metrics = server.metrics().await;
@@ -426,7 +435,8 @@ async fn certificate_rotation_serves_the_new_pair_without_failures() {
 async fn templates_reload_and_a_broken_file_keeps_the_last_good_ones() {
     let server = Server::start(Options::default());
     server.ready().await;
-    let request: Value = serde_json::from_str(&fixture("admission-v1.36/create.json")).unwrap();
+    let request: Value =
+        serde_json::from_str(&fixture_text("admission-v1.36/create.json")).unwrap();
     let mut conn = server.client().connect().await.unwrap();
     let first = conn.review(&request.to_string()).await.json();
     assert!(
@@ -437,19 +447,13 @@ async fn templates_reload_and_a_broken_file_keeps_the_last_good_ones() {
     let renamed = harness::TEMPLATES.replace("name: probe-helper\n", "name: probe-helper-v2\n");
     assert_ne!(renamed, harness::TEMPLATES);
     std::fs::write(server.templates_dir().join("templates.yaml"), &renamed).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let took_effect = wait_for(Duration::from_secs(10), async || {
         let r = conn.review(&request.to_string()).await.json();
         let pod = apply_response(&request, &r);
-        if pod["spec"]["initContainers"][0]["name"] == "probe-helper-v2" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "new templates never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (pod["spec"]["initContainers"][0]["name"] == "probe-helper-v2").then_some(())
+    })
+    .await;
+    assert!(took_effect.is_some(), "new templates never took effect");
 
     // Garbage: rejected, reported, and the last good templates stay in force.
     std::fs::write(
@@ -457,7 +461,16 @@ async fn templates_reload_and_a_broken_file_keeps_the_last_good_ones() {
         "spec: [unclosed",
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let rejected = "tandem_template_reloads_total{result=\"failure\"} 1";
+    let seen = wait_for(Duration::from_secs(10), async || {
+        server.metrics().await.contains(rejected).then_some(())
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "the broken file was never rejected:\n{}",
+        server.log()
+    );
     let r = conn.review(&request.to_string()).await.json();
     assert_eq!(
         apply_response(&request, &r)["spec"]["initContainers"][0]["name"],
@@ -477,21 +490,13 @@ async fn readiness_waits_for_the_certificate_and_metrics_report() {
         no_certificate: true,
         ..Options::default()
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match harness::admin_get(server.admin, "/readyz").await {
-            Ok((code, body)) => {
-                assert_eq!(code, 503);
-                assert!(body.contains("certificate"), "{body}");
-                break;
-            }
-            Err(_) => assert!(
-                std::time::Instant::now() < deadline,
-                "admin port never opened"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (code, body) = wait_for(Duration::from_secs(10), async || {
+        harness::admin_get(server.admin, "/readyz").await.ok()
+    })
+    .await
+    .expect("admin port never opened");
+    assert_eq!(code, 503);
+    assert!(body.contains("certificate"), "{body}");
     assert_eq!(
         harness::admin_get(server.admin, "/livez").await.unwrap().0,
         200
@@ -501,7 +506,8 @@ async fn readiness_waits_for_the_certificate_and_metrics_report() {
     server.ready().await;
 
     let mut conn = server.client().connect().await.unwrap();
-    conn.review(&fixture("admission-v1.36/create.json")).await;
+    conn.review(&fixture_text("admission-v1.36/create.json"))
+        .await;
     let metrics = server.metrics().await;
     for needle in [
         "tandem_admission_requests_total{outcome=\"patched\"} 1",
@@ -520,7 +526,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut server = Server::start(Options::default());
     server.ready().await;
-    let body = fixture("admission-v1.36/create.json");
+    let body = fixture_text("admission-v1.36/create.json");
     let mut tls = server.client().tls().await.unwrap();
     let head = format!(
         "POST /mutate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cel;
+pub mod run;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -29,12 +30,16 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
 }
 
-/// Reads a JSON file under `tests/fixtures` (e.g. `admission-v1.36/create.json`).
-pub fn fixture(relative: &str) -> Value {
+/// The text of a file under `tests/fixtures` (e.g. `admission-v1.36/create.json`).
+pub fn fixture_text(relative: &str) -> String {
     let path = fixtures_dir().join(relative);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// A JSON file under `tests/fixtures`, parsed.
+pub fn fixture(relative: &str) -> Value {
+    serde_json::from_str(&fixture_text(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
 /// The pod (`request.object`) and namespace (`request.namespace`) of an

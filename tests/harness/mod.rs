@@ -1,13 +1,14 @@
 //! Starts the real `tandem` binary on loopback with real TLS, and talks to it
 //! the way the API server does: HTTPS, HTTP/1.1, keep-alive (and HTTP/2,
-//! which the server also offers).
+//! which the server also offers). A test crate using it declares `mod common;`
+//! too: fixtures and polling come from there.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -21,10 +22,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-pub fn fixture(path: &str) -> String {
-    let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
+use crate::common::run::wait_for;
 
 /// A certificate authority for one test.
 pub struct Pki {
@@ -204,18 +202,15 @@ impl Server {
 
     /// Waits until /readyz answers 200.
     pub async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = admin_get(self.admin, "/readyz").await {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server never became ready:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let ready = wait_for(Duration::from_secs(20), async || {
+            matches!(admin_get(self.admin, "/readyz").await, Ok((200, _))).then_some(())
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "server never became ready:\n{}",
+            self.log()
+        );
     }
 
     pub fn client(&self) -> Client {
