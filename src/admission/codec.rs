@@ -1,9 +1,9 @@
 //! The AdmissionReview wire format: a lean parse of the request and the typed
 //! answer written back. Shared by `/mutate` and `/validate`.
 
-use super::json;
 use super::notice::Notice;
 use crate::engine::Decision;
+use crate::facts::json::{self, Keep};
 use crate::facts::{Doc, Fields, display_name, write_json_string};
 
 /// How a review was answered, for metrics and logs; derived from the reply
@@ -327,7 +327,7 @@ const REQUEST_READS: [&str; 7] = [
     "subResource",
 ];
 
-impl json::Keep for Shape {
+impl Keep for Shape {
     fn child(self, key: &str) -> Option<Shape> {
         let whole = Shape::All {
             metadata: key == "metadata",

@@ -6,14 +6,11 @@
 //!
 //! - `codec.rs`: parsing a review (lean: only the fields Tandem reads are
 //!   built) and encoding the answer, for both endpoints;
-//! - `json.rs`: the strict JSON reader that parse uses, building only what it
-//!   is asked to keep;
 //! - `mutate.rs`: `/mutate`, a pod through the engine;
 //! - `validate.rs`: `/validate`, a SidecarTemplate through the loader;
 //! - `notice.rs`: the Warning Event for a skipped or denied injection.
 
 mod codec;
-mod json;
 mod mutate;
 mod notice;
 mod validate;

@@ -1,20 +1,19 @@
 //! The bottom layer: the facts and names every other layer shares. What Tandem
 //! knows of a namespace and of the cluster, the operator's policy, the
 //! annotation and label keys of the product contract, exact quantities, and
-//! the JSON document pods and templates are read as.
+//! the JSON pods and templates are read as (`json/`: the document and its
+//! strict reader).
 //! It imports nothing from the crate.
 
 mod capabilities;
-mod doc;
-mod fields;
+pub mod json;
 mod keys;
 mod namespace;
 mod policy;
 mod quantity;
 
 pub use capabilities::{Capabilities, NativeSidecars, parse_version};
-pub use doc::{Doc, plain_len, write_json_string};
-pub use fields::Fields;
+pub use json::{Doc, Fields, write_json_string};
 pub use keys::*;
 pub use namespace::{Namespace, NamespaceFacts, NoNamespaces};
 pub use policy::{OnMissing, Policy};

@@ -197,7 +197,7 @@ impl<'a> From<&'a Value> for Doc<'a> {
 /// time: most keys and values end within the first sixteen, so the loop's
 /// exit is predictable. The reader scans with it, the writers copy by it.
 #[inline(always)]
-pub fn plain_len(bytes: &[u8]) -> usize {
+pub(super) fn plain_len(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // The high bit of each byte below `n` (n <= 0x80). Bits above the

@@ -14,14 +14,14 @@ use std::borrow::Cow;
 
 use serde_json::Number;
 
-use crate::facts::{Doc, plain_len};
+use super::doc::{Doc, plain_len};
 
 /// serde_json's own nesting limit (127 levels are read, 128 are refused):
 /// the reader's recursion stays bounded.
 const MAX_DEPTH: u32 = 128;
 
 /// What to build below one value.
-pub(super) trait Keep: Copy {
+pub trait Keep: Copy {
     /// What is kept below `key` of an object, `None` to skip its value.
     fn child(self, key: &str) -> Option<Self>;
 }
@@ -29,13 +29,13 @@ pub(super) trait Keep: Copy {
 /// Why a body is not JSON, and where.
 #[derive(Debug, thiserror::Error)]
 #[error("{what} at byte {at}")]
-pub(super) struct JsonError {
+pub struct JsonError {
     what: &'static str,
     at: usize,
 }
 
 /// Parses `text` as one JSON value, building what `keep` keeps.
-pub(super) fn parse<K: Keep>(text: &str, keep: K) -> Result<Doc<'_>, JsonError> {
+pub fn parse<K: Keep>(text: &str, keep: K) -> Result<Doc<'_>, JsonError> {
     let mut r = Reader {
         text,
         b: text.as_bytes(),
