@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tandem::engine::Input;
 use tandem::facts::{Doc, INJECT_ANNOTATION, Namespace, Policy, STATUS_ANNOTATION};
 use tandem::install::policy::{self, Compiled, Reach};
-use tandem::install::webhook::Scope;
+use tandem::install::webhook::NamespaceScope;
 use tandem::template::TemplateSet;
 
 // ------------------------------------------------------------ the CEL runtime
@@ -49,7 +49,7 @@ enum Effect {
 fn compile_policies(set: &TemplateSet, env: &Arc<::cel::Env>) -> Vec<Runnable> {
     let reach = Reach {
         namespace: "tandem-system".into(),
-        scope: Scope::ClusterWide,
+        scope: NamespaceScope::ClusterWide,
         excluded_namespaces: Vec::new(),
         extra_labels: BTreeMap::new(),
     };
@@ -741,7 +741,7 @@ fn a_failing_mutating_policy_leaves_the_explanation_to_the_companion() {
     let set = example_templates();
     let reach = Reach {
         namespace: "tandem-system".into(),
-        scope: Scope::OptIn,
+        scope: NamespaceScope::OptIn,
         excluded_namespaces: Vec::new(),
         extra_labels: BTreeMap::new(),
     };

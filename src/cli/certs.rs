@@ -20,6 +20,7 @@ use rcgen::{
 };
 
 use super::CliError;
+use crate::facts::is_dns_label;
 
 /// Longest validity `--days` accepts.
 pub(super) const MAX_DAYS: u32 = 3650;
@@ -48,14 +49,7 @@ pub struct CertsArgs {
 
 /// A Kubernetes DNS-1123 label: what Service and Namespace names are.
 fn check_label(what: &str, value: &str) -> Result<(), CliError> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
+    if is_dns_label(value) {
         Ok(())
     } else {
         Err(CliError::Usage(format!(

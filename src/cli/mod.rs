@@ -22,7 +22,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::facts::{Capabilities, Namespace, NativeSidecars, OnMissing, Policy};
-use crate::install::webhook::Scope;
+use crate::install::webhook::NamespaceScope;
 use crate::template::{self, TemplateSet};
 
 #[derive(Parser, Debug)]
@@ -89,20 +89,27 @@ pub struct ScopeArgs {
     /// Tandem's own namespace (never injected).
     #[arg(long, default_value = "tandem-system")]
     pub namespace: String,
-    /// opt-in (namespaces labelled tandem.dev/injection=enabled) or cluster-wide.
-    #[arg(long, default_value = "opt-in", value_parser = ["opt-in", "cluster-wide"])]
-    pub mode: String,
+    /// Which namespaces are in scope.
+    #[arg(long, value_enum, default_value_t = Mode::OptIn)]
+    pub mode: Mode,
     /// More namespaces to exclude (repeatable).
     #[arg(long = "exclude-namespace", value_name = "NAME")]
     pub exclude_namespaces: Vec<String>,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Namespaces labelled tandem.dev/injection=enabled.
+    OptIn,
+    /// Every namespace but the system ones, Tandem's own and those labelled disabled.
+    ClusterWide,
+}
+
 impl ScopeArgs {
-    pub fn scope(&self) -> Scope {
-        if self.mode == "cluster-wide" {
-            Scope::ClusterWide
-        } else {
-            Scope::OptIn
+    pub fn scope(&self) -> NamespaceScope {
+        match self.mode {
+            Mode::OptIn => NamespaceScope::OptIn,
+            Mode::ClusterWide => NamespaceScope::ClusterWide,
         }
     }
 }

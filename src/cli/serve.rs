@@ -3,11 +3,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::CliError;
 use crate::facts::{NativeSidecars, OnMissing};
 use crate::server::{self, Config};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -39,12 +46,16 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish once the listener is closed.
     #[arg(long, default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
-    /// Log format: plain or json.
-    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
-    pub log_format: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
     /// Tandem's own namespace: never injected.
     #[arg(long, env = "POD_NAMESPACE", default_value = "tandem-system")]
     pub namespace: String,
+    /// This pod's name, from the downward API: the Events Tandem publishes
+    /// name it as their reporting instance.
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
     /// A requested template that does not exist: warn, or deny the pod.
     #[arg(long, default_value = "warn", value_name = "warn|deny")]
     pub on_missing: OnMissing,
@@ -80,14 +91,14 @@ impl ServeArgs {
             kubernetes_version: self.kubernetes_version,
             kubeconfig: self.kubeconfig,
             no_cluster: self.no_cluster,
-            pod_name: std::env::var("POD_NAME").ok(),
+            pod_name: self.pod_name,
         }
     }
 }
 
 pub(super) fn run(args: ServeArgs) -> Result<(), CliError> {
     server::install_provider();
-    server::init_logging(args.log_format == "json");
+    server::init_logging(args.log_format == LogFormat::Json);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| CliError::Failed(format!("cannot start the runtime: {e}")))?;
     runtime

@@ -116,11 +116,11 @@ pub(super) struct PodIndex<'a> {
     /// Every container port, so a port is checked against each phase using it.
     ports: Map<PortKey<'a>, (Phase, Owner<'a>)>,
     host_ports: Map<PortKey<'a>, Owner<'a>>,
-    pub apps: Vec<AppState<'a>>,
+    pub apps: Vec<AppContainer<'a>>,
 }
 
 /// An app container: what it had, plus what earlier templates added.
-pub(super) struct AppState<'a> {
+pub(super) struct AppContainer<'a> {
     pub index: usize,
     pub name: &'a str,
     container: &'a Doc<'a>,
@@ -129,7 +129,7 @@ pub(super) struct AppState<'a> {
     added_env_from: Vec<&'a Doc<'a>>,
 }
 
-impl<'a> AppState<'a> {
+impl<'a> AppContainer<'a> {
     fn all<'s>(
         &'s self,
         field: &str,
@@ -201,7 +201,7 @@ impl<'a> PodIndex<'a> {
         }
         for (i, c) in pod.containers.iter().enumerate() {
             index.add_container(c, Owner::Container(name_of(c)), Phase::App);
-            index.apps.push(AppState {
+            index.apps.push(AppContainer {
                 index: i,
                 name: name_of(c),
                 container: c,
@@ -327,7 +327,7 @@ impl<'a> PodIndex<'a> {
     fn check_app(
         &self,
         t: &'a Template,
-        app: &AppState<'a>,
+        app: &AppContainer<'a>,
         conflicts: &mut Vec<Conflict>,
     ) -> Option<(usize, AppAdditions<'a>)> {
         let tname = &t.name;

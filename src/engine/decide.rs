@@ -6,7 +6,7 @@ use super::patch::{self, Plan};
 use super::pod::{PodView, name_of};
 use super::resources;
 use super::run::Run;
-use super::select::{self, Request, Source, parse_request};
+use super::select::{self, InjectRequest, Source, parse_request};
 use super::skip::SkipReason;
 use super::status::Status;
 use super::{EngineError, Input};
@@ -18,8 +18,8 @@ use crate::facts::{
 /// What the gates let through: the requests of the pod and of its
 /// namespace, what the pod already carries, and the templates selected for it.
 struct Admitted<'a> {
-    pod_request: Option<Request>,
-    ns_request: Option<Request>,
+    pod_request: Option<InjectRequest>,
+    ns_request: Option<InjectRequest>,
     raw_status: Option<&'a str>,
     existing: Option<Status>,
     selected: Vec<(String, Source)>,
@@ -108,8 +108,10 @@ impl Admitted<'_> {
     /// default list: what the companion ValidatingAdmissionPolicy checks for,
     /// so such a pod always leaves with `tandem.dev/status`.
     fn asked_by_name(&self) -> bool {
-        self.pod_request.as_ref().is_some_and(Request::is_explicit)
-            || matches!(self.ns_request, Some(Request::Names(_)))
+        self.pod_request
+            .as_ref()
+            .is_some_and(InjectRequest::is_explicit)
+            || matches!(self.ns_request, Some(InjectRequest::Names(_)))
     }
 }
 
@@ -165,9 +167,12 @@ fn namespace_may_be_injected(input: &Input<'_>, d: &mut Decision) -> Result<(), 
 }
 
 /// The pod's own `tandem.dev/inject`, parsed once for every later step.
-fn pod_does_not_opt_out(pod: &PodView<'_>, d: &mut Decision) -> Result<Option<Request>, Stop> {
+fn pod_does_not_opt_out(
+    pod: &PodView<'_>,
+    d: &mut Decision,
+) -> Result<Option<InjectRequest>, Stop> {
     let request = pod.annotation(INJECT_ANNOTATION).map(parse_request);
-    if request == Some(Request::OptOut) {
+    if request == Some(InjectRequest::OptOut) {
         return Err(Stop {
             gate: "pod opt-out",
             reason: SkipReason::OptedOut,

@@ -37,7 +37,7 @@ pub use patch::Patch;
 pub use placement::Placement;
 pub use pod::POD_READS;
 pub use resources::Requests;
-pub use select::{Request, Source, parse_request, selector_matches};
+pub use select::{InjectRequest, Source, parse_request, selector_matches};
 pub use skip::SkipReason;
 pub use status::{Injected, Status};
 

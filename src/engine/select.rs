@@ -19,26 +19,26 @@ pub enum Source {
 
 /// What a `tandem.dev/inject` value asks for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Request {
+pub enum InjectRequest {
     OptOut,
     /// `"true"`: whatever the namespace and selectors give.
     Defaults,
     Names(Vec<String>),
 }
 
-impl Request {
+impl InjectRequest {
     /// Whether the pod asks for injection itself (names, or `"true"`).
     pub fn is_explicit(&self) -> bool {
-        matches!(self, Request::Names(_) | Request::Defaults)
+        matches!(self, InjectRequest::Names(_) | InjectRequest::Defaults)
     }
 }
 
-pub fn parse_request(value: &str) -> Request {
+pub fn parse_request(value: &str) -> InjectRequest {
     let v = value.trim();
     let keyword = v.to_ascii_lowercase();
     match keyword.as_str() {
-        k if INJECT_OPT_OUT.contains(&k) => Request::OptOut,
-        k if INJECT_DEFAULTS.contains(&k) => Request::Defaults,
+        k if INJECT_OPT_OUT.contains(&k) => InjectRequest::OptOut,
+        k if INJECT_DEFAULTS.contains(&k) => InjectRequest::Defaults,
         _ => {
             let mut names: Vec<String> = Vec::new();
             for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -46,7 +46,7 @@ pub fn parse_request(value: &str) -> Request {
                     names.push(n.to_string());
                 }
             }
-            Request::Names(names)
+            InjectRequest::Names(names)
         }
     }
 }
@@ -56,19 +56,19 @@ pub fn parse_request(value: &str) -> Request {
 /// so a platform team's automatic template survives an app team's request.
 pub(super) fn select(
     pod: &PodView<'_>,
-    pod_request: Option<&Request>,
-    ns_request: Option<&Request>,
+    pod_request: Option<&InjectRequest>,
+    ns_request: Option<&InjectRequest>,
     namespace: &Namespace,
     templates: &TemplateSet,
 ) -> (Vec<(String, Source)>, String) {
     let mut chosen: Vec<(String, Source)> = Vec::new();
     let mut why = Vec::new();
     match (pod_request, ns_request) {
-        (Some(Request::Names(names)), _) => {
+        (Some(InjectRequest::Names(names)), _) => {
             chosen.extend(names.iter().map(|n| (n.clone(), Source::PodAnnotation)));
             why.push(format!("pod requests {}", names.join(",")));
         }
-        (_, Some(Request::Names(names))) => {
+        (_, Some(InjectRequest::Names(names))) => {
             chosen.extend(
                 names
                     .iter()
@@ -78,8 +78,8 @@ pub(super) fn select(
         }
         _ => {}
     }
-    let explicit_pod = pod_request.is_some_and(Request::is_explicit);
-    if ns_request == Some(&Request::OptOut) && !explicit_pod {
+    let explicit_pod = pod_request.is_some_and(InjectRequest::is_explicit);
+    if ns_request == Some(&InjectRequest::OptOut) && !explicit_pod {
         why.push("namespace annotation turns automatic injection off".into());
     } else {
         let pod_labels = pod.labels;
@@ -181,12 +181,12 @@ mod tests {
 
     #[test]
     fn request_values() {
-        assert_eq!(parse_request("none"), Request::OptOut);
-        assert_eq!(parse_request(" False "), Request::OptOut);
-        assert_eq!(parse_request("true"), Request::Defaults);
+        assert_eq!(parse_request("none"), InjectRequest::OptOut);
+        assert_eq!(parse_request(" False "), InjectRequest::OptOut);
+        assert_eq!(parse_request("true"), InjectRequest::Defaults);
         assert_eq!(
             parse_request("a, b,,a"),
-            Request::Names(vec!["a".into(), "b".into()])
+            InjectRequest::Names(vec!["a".into(), "b".into()])
         );
     }
 }

@@ -24,7 +24,7 @@ pub(super) fn mirror_condition() -> String {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
+pub enum NamespaceScope {
     /// Namespaces labelled `tandem.dev/injection=enabled`.
     OptIn,
     /// Every namespace but the system ones, Tandem's own and those labelled disabled.
@@ -76,7 +76,7 @@ pub struct Params {
     pub ca_bundle: Option<Vec<u8>>,
     /// Tandem's own namespace: never sent through Tandem.
     pub namespace: String,
-    pub scope: Scope,
+    pub scope: NamespaceScope,
     pub failure_policy: String,
     pub timeout_seconds: i32,
     pub excluded_namespaces: Vec<String>,
@@ -120,7 +120,11 @@ fn excluded(own: &str, more: &[String]) -> Vec<String> {
 
 /// The namespaces Tandem reaches in `scope`, never the system ones, its own
 /// (`own`) or the `more` excluded; the policies' bindings reach the same.
-pub(super) fn namespace_selector(scope: Scope, own: &str, more: &[String]) -> LabelSelector {
+pub(super) fn namespace_selector(
+    scope: NamespaceScope,
+    own: &str,
+    more: &[String],
+) -> LabelSelector {
     let not_in = |key: &str, values: Vec<String>| LabelSelectorRequirement {
         key: key.to_string(),
         operator: "NotIn".into(),
@@ -130,11 +134,11 @@ pub(super) fn namespace_selector(scope: Scope, own: &str, more: &[String]) -> La
     // namespace by mistake must not make its pods wait for themselves.
     let mut expressions = vec![not_in(NAMESPACE_NAME_LABEL, excluded(own, more))];
     let match_labels = match scope {
-        Scope::OptIn => Some(BTreeMap::from([(
+        NamespaceScope::OptIn => Some(BTreeMap::from([(
             INJECTION_LABEL.to_string(),
             "enabled".to_string(),
         )])),
-        Scope::ClusterWide => {
+        NamespaceScope::ClusterWide => {
             expressions.push(not_in(INJECTION_LABEL, vec!["disabled".into()]));
             None
         }

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
 use super::{Pattern, SidecarTemplateSpec};
-use crate::facts::Quantity;
+use crate::facts::{Quantity, is_dns_label};
 
 /// One problem in a template, with the path of the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,12 +292,7 @@ fn collect_unknown(raw: &Value, typed: &Value, path: &str, out: &mut Vec<String>
 
 /// A DNS-1123 label: what Kubernetes requires of container and volume names.
 pub(super) fn dns_label(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if name.is_empty() || name.len() > 63 || !ok_chars || !ok_ends {
+    if !is_dns_label(name) {
         Err(format!(
             "{name:?} is not a DNS-1123 label (lower-case letters, digits and '-', at most 63)"
         ))

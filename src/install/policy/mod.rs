@@ -24,7 +24,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::engine::{EngineError, Status};
-use crate::install::webhook::{Scope, namespace_selector};
+use crate::install::webhook::{NamespaceScope, namespace_selector};
 use crate::template::{Lifecycle, Mode, OnConflict, Scope as TemplateScope, Template, TemplateSet};
 
 /// Which namespaces the bindings reach: the webhook's scope, narrowed by
@@ -32,14 +32,14 @@ use crate::template::{Lifecycle, Mode, OnConflict, Scope as TemplateScope, Templ
 pub struct Reach {
     /// Tandem's own namespace: never injected.
     pub namespace: String,
-    pub scope: Scope,
+    pub scope: NamespaceScope,
     pub excluded_namespaces: Vec<String>,
     pub extra_labels: BTreeMap<String, String>,
 }
 
 /// What became of one template.
 pub enum Compiled {
-    Policy(Box<Policy>),
+    Policy(Box<CompiledPolicy>),
     /// The reasons, each a sentence: what the webhook does that no policy can.
     NeedsWebhook {
         template: String,
@@ -47,7 +47,7 @@ pub enum Compiled {
     },
 }
 
-pub struct Policy {
+pub struct CompiledPolicy {
     pub template: String,
     pub policy: MutatingAdmissionPolicy,
     pub binding: MutatingAdmissionPolicyBinding,
@@ -193,7 +193,7 @@ fn compile_one(
     t: &Template,
     set: &TemplateSet,
     selector: &LabelSelector,
-) -> Result<Policy, PolicyError> {
+) -> Result<CompiledPolicy, PolicyError> {
     let mut status = Status::default();
     status.record(t);
     let status = status.to_annotation()?;
@@ -264,7 +264,7 @@ fn compile_one(
             param_ref: None,
         }),
     };
-    Ok(Policy {
+    Ok(CompiledPolicy {
         template: t.name.clone(),
         policy,
         binding,
