@@ -1859,7 +1859,7 @@ fn multi_document_files_and_lists() {
     );
     // Defined twice: the set names both sources.
     let twice = parse_templates(&format!("{}\n---\n{}", shipper(), shipper()));
-    let err = TemplateSet::new(twice).unwrap_err();
+    let err = TemplateSet::new(twice).unwrap_err().to_string();
     assert!(err.contains("\"shipper\" is defined twice"), "{err}");
 }
 

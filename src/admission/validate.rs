@@ -24,7 +24,10 @@ pub fn validate_template(body: &[u8]) -> Result<Answer, ReviewError> {
         let scope = Scope::Namespace(incoming.namespace.clone());
         match template::template_from_object(&object.to_value(), &incoming.namespace, scope) {
             Ok(_) => Response::new(Reply::allowed(), ""),
-            Err(message) => Response::new(Reply::refused(422, "Invalid", &message), message),
+            Err(e) => {
+                let message = e.to_string();
+                Response::new(Reply::refused(422, "Invalid", &message), message)
+            }
         }
     })
 }

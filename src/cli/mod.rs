@@ -79,7 +79,7 @@ impl TemplateArgs {
             .map_err(|errs| CliError::Templates(errs.iter().map(ToString::to_string).collect()))?;
         TemplateSet::new(templates)
             .map(Arc::new)
-            .map_err(|e| CliError::Templates(vec![e]))
+            .map_err(|e| CliError::Templates(vec![e.to_string()]))
     }
 }
 
@@ -215,7 +215,7 @@ pub fn run(command: Command) -> i32 {
         Command::Policy(args) => policy::run(&args),
         Command::Crd => crate::install::crd::yaml()
             .map(|crd| print!("{crd}"))
-            .map_err(CliError::Failed),
+            .map_err(|e| CliError::Failed(e.to_string())),
     };
     match result {
         Ok(()) => 0,

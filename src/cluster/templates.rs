@@ -6,7 +6,23 @@ use std::sync::Arc;
 
 use kube::api::DynamicObject;
 
-use crate::template::{Scope, SidecarTemplateStatus, Template, TemplateSet, template_from_object};
+use crate::template::{
+    DuplicateTemplate, ObjectError, Scope, SidecarTemplateStatus, Template, TemplateSet,
+    template_from_object,
+};
+
+/// Why an object is not in force; its status message.
+#[derive(Debug, thiserror::Error)]
+enum Rejected {
+    #[error("cannot read the object: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    #[error(transparent)]
+    Invalid(#[from] ObjectError),
+    /// A template of the same name and scope is already in force: objects
+    /// are merged after the files, so it is always a `--config` file's.
+    #[error("a template named {} already comes from the --config file {}", .0.name, .0.first)]
+    Duplicate(#[from] DuplicateTemplate),
+}
 
 /// The status an object should carry, when it differs from what it carries.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,13 +67,12 @@ pub fn merge(
             Scope::Namespace(namespace.clone())
         };
         let result = serde_json::to_value(obj.as_ref())
-            .map_err(|e| format!("cannot read the object: {e}"))
-            .and_then(|doc| template_from_object(&doc, &namespace, scope))
+            .map_err(Rejected::Unreadable)
+            .and_then(|doc| Ok(template_from_object(&doc, &namespace, scope)?))
             .and_then(|t| {
                 let t = Arc::new(t);
-                set.insert(t.clone()).map(|()| t).map_err(|_| {
-                    format!("a template named {name} already comes from the --config files")
-                })
+                set.insert(t.clone())?;
+                Ok(t)
             });
         let status = match result {
             Ok(t) => SidecarTemplateStatus {
@@ -66,7 +81,8 @@ pub fn merge(
                 hash: Some(t.hash.clone()),
                 observed_generation: obj.metadata.generation,
             },
-            Err(message) => {
+            Err(rejected) => {
+                let message = rejected.to_string();
                 tracing::warn!(%namespace, %name, %message, "SidecarTemplate rejected");
                 SidecarTemplateStatus {
                     valid: false,

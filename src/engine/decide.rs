@@ -204,7 +204,7 @@ fn earlier_injection(raw_status: Option<&str>, d: &mut Decision) -> Option<Statu
             Some(s)
         }
         Some(Err(e)) => {
-            d.warn(&e);
+            d.warn(e.to_string());
             d.gate("status", GateVerdict::Info, || {
                 format!("{e}; treated as not injected")
             });

@@ -39,7 +39,7 @@ pub use pod::POD_READS;
 pub use resources::Requests;
 pub use select::{InjectRequest, Source, parse_request, selector_matches};
 pub use skip::SkipReason;
-pub use status::{Injected, Status};
+pub use status::{Injected, InvalidStatus, Status};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {

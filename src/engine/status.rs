@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use super::EngineError;
 use crate::template::Template;
 
+/// A `tandem.dev/status` that is not a record Tandem wrote.
+#[derive(Debug, thiserror::Error)]
+#[error("tandem.dev/status is not valid: {0}")]
+pub struct InvalidStatus(#[source] serde_json::Error);
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
@@ -32,8 +37,8 @@ impl Status {
     /// Reads the annotation. `Err` carries the reason when it is present but
     /// not a status Tandem wrote; the engine then warns and treats the pod as
     /// not injected (conflict checks still stop a double injection).
-    pub fn parse(value: &str) -> Result<Status, String> {
-        serde_json::from_str(value).map_err(|e| format!("tandem.dev/status is not valid: {e}"))
+    pub fn parse(value: &str) -> Result<Status, InvalidStatus> {
+        serde_json::from_str(value).map_err(InvalidStatus)
     }
 
     pub fn template(&self, name: &str) -> Option<&Injected> {

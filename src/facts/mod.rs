@@ -17,7 +17,7 @@ pub use json::{Doc, Fields, write_json_string};
 pub use keys::*;
 pub use namespace::{Namespace, NamespaceFacts, NoNamespaces};
 pub use policy::{OnMissing, Policy};
-pub use quantity::{Cpu, Memory, Quantity};
+pub use quantity::{Cpu, InvalidQuantity, Memory, Quantity};
 
 /// How an object is named in messages and logs: `name`, or `generateName*`
 /// for objects a controller creates (the API server names them after

@@ -7,9 +7,14 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Quantity(pub i128);
 
+/// Text that is not a Kubernetes quantity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid quantity")]
+pub struct InvalidQuantity(pub String);
+
 impl Quantity {
-    pub fn parse(s: &str) -> Result<Quantity, String> {
-        let bad = || format!("{s:?} is not a valid quantity");
+    pub fn parse(s: &str) -> Result<Quantity, InvalidQuantity> {
+        let bad = || InvalidQuantity(s.to_string());
         let s = s.trim();
         let (sign, body) = match s.as_bytes().first() {
             Some(b'-') => (-1, &s[1..]),

@@ -43,7 +43,7 @@ pub(super) fn load_templates(state: &AppState, path: &Path) -> bool {
                 .collect::<Vec<_>>()
                 .join("; ")
         })
-        .and_then(TemplateSet::new);
+        .and_then(|templates| TemplateSet::new(templates).map_err(|e| e.to_string()));
     match result {
         Ok(set) => {
             tracing::info!(path = %path.display(), templates = set.len(), "templates loaded");

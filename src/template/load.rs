@@ -190,23 +190,37 @@ fn spec_from_value(raw: &Value) -> Result<SidecarTemplateSpec, FieldError> {
     })
 }
 
+/// Why a SidecarTemplate object from the cluster is not a template: its
+/// shape, or the fields that do not validate (all of them, one message).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("{0}")]
+    Shape(String),
+    #[error("{}", join(.0))]
+    Fields(Vec<FieldError>),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Loads a SidecarTemplate read from the cluster.
 pub fn template_from_object(
     doc: &Value,
     namespace: &str,
     scope: Scope,
-) -> Result<Template, String> {
+) -> Result<Template, ObjectError> {
     let name = doc
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("?");
     let source = format!("cluster:{namespace}/{name}");
     template_from_document(doc, &source, scope).map_err(|e| match e {
-        DocError::Shape(m) => m,
-        DocError::Fields(_, errs) => errs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "),
+        DocError::Shape(m) => ObjectError::Shape(m),
+        DocError::Fields(_, errs) => ObjectError::Fields(errs),
     })
 }

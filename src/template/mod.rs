@@ -22,12 +22,12 @@ use crate::facts::Doc;
 
 pub use examples::examples;
 pub use lint::{Lint, lint};
-pub use load::{LoadError, load_path, parse_documents, template_from_object};
+pub use load::{LoadError, ObjectError, load_path, parse_documents, template_from_object};
 pub use model::{
     API_VERSION, AppSpec, KIND, Lifecycle, Mode, OnConflict, Pattern, Position, SidecarTemplate,
     SidecarTemplateSpec, SidecarTemplateStatus,
 };
-pub use set::TemplateSet;
+pub use set::{DuplicateTemplate, TemplateSet};
 pub use validate::{FieldError, unknown_fields};
 
 /// Which pods a template may reach.

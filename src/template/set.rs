@@ -5,6 +5,16 @@ use std::sync::Arc;
 
 use super::{Scope, Template};
 
+/// Two templates with one name in one scope.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("template \"{name}\" is defined twice: in {first} and in {second}")]
+pub struct DuplicateTemplate {
+    pub name: String,
+    /// Where the one already in the set came from.
+    pub first: String,
+    pub second: String,
+}
+
 /// The templates in force, indexed by scope. Cheap to share: the server swaps a
 /// whole `Arc<TemplateSet>` on reload.
 #[derive(Debug, Default)]
@@ -16,7 +26,9 @@ pub struct TemplateSet {
 impl TemplateSet {
     /// Builds a set; a second template with the same name and scope is an error
     /// naming both sources.
-    pub fn new(templates: impl IntoIterator<Item = Template>) -> Result<TemplateSet, String> {
+    pub fn new(
+        templates: impl IntoIterator<Item = Template>,
+    ) -> Result<TemplateSet, DuplicateTemplate> {
         let mut set = TemplateSet::default();
         for t in templates {
             set.insert(Arc::new(t))?;
@@ -26,16 +38,17 @@ impl TemplateSet {
 
     /// Adds a template; one with the same name and scope already in the set
     /// is an error naming both sources, and leaves the set as it was.
-    pub fn insert(&mut self, t: Arc<Template>) -> Result<(), String> {
+    pub fn insert(&mut self, t: Arc<Template>) -> Result<(), DuplicateTemplate> {
         let map = match &t.scope {
             Scope::Cluster => &mut self.cluster,
             Scope::Namespace(ns) => self.namespaced.entry(ns.clone()).or_default(),
         };
         if let Some(prev) = map.get(&t.name) {
-            return Err(format!(
-                "template \"{}\" is defined twice: in {} and in {}",
-                t.name, prev.source, t.source
-            ));
+            return Err(DuplicateTemplate {
+                name: t.name.clone(),
+                first: prev.source.clone(),
+                second: t.source.clone(),
+            });
         }
         map.insert(t.name.clone(), t);
         Ok(())

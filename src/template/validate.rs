@@ -124,7 +124,7 @@ fn volumes<'s>(spec: &'s SidecarTemplateSpec, errs: &mut Errors) -> HashSet<&'s 
         if let Some(limit) = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref())
             && let Err(m) = Quantity::parse(&limit.0)
         {
-            errs.push(format!("{field}.emptyDir.sizeLimit"), m);
+            errs.push(format!("{field}.emptyDir.sizeLimit"), m.to_string());
         }
     }
     volumes
@@ -234,7 +234,7 @@ fn resources(field: &str, r: &ResourceRequirements, errs: &mut Errors) {
     for (kind, list) in [("requests", &r.requests), ("limits", &r.limits)] {
         for (name, q) in list.iter().flatten() {
             if let Err(m) = Quantity::parse(&q.0) {
-                errs.push(format!("{field}.{kind}.{name}"), m);
+                errs.push(format!("{field}.{kind}.{name}"), m.to_string());
             }
         }
     }
