@@ -15,7 +15,7 @@
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tandem::admission::{self, Answer, Context, Kind, ReviewError};
+use tandem::admission::{self, Answer, Context, Outcome, ReviewError};
 use tandem::facts::{Capabilities, NoNamespaces, Policy};
 
 fuzz_target!(|data: &[u8]| {
@@ -85,8 +85,8 @@ fn check(
         }
     };
     assert_ne!(
-        answer.kind,
-        Kind::Error,
+        answer.outcome,
+        Outcome::Error,
         "{what}: Tandem failed to encode its own answer: {}",
         answer.note
     );

@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let set = match TemplateSet::new(templates) {
         Ok(set) => set,
         Err(e) => {
-            assert!(!e.is_empty());
+            assert!(!e.to_string().is_empty());
             return;
         }
     };
