@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::run::{Run, repo_yaml, tandem_with, yaml_docs};
+use common::run::{Run, read_repo, repo_yaml, tandem_with, yaml_docs};
 use common::*;
 use json_patch::PatchOperation;
 use rstest::rstest;
@@ -988,4 +988,70 @@ fn inject_keeps_the_users_field_order() {
     let after: Node = serde_json::from_str(&run.stdout).unwrap();
     same_order(&before, &after, "json");
     assert!(run.stdout.starts_with("{\n  \"kind\": \"Pod\""), "{run}");
+}
+
+/// The keys of the YAML map that starts at the list item `- name: NAME`, in
+/// the order the text has them.
+fn keys_of_item(yaml: &str, name: &str) -> Vec<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_start() == format!("- name: {name}"))
+        .unwrap_or_else(|| panic!("no item {name}"));
+    let dash = lines[start].len() - lines[start].trim_start().len();
+    let indent = dash + 2;
+    let mut keys = vec!["name".to_string()];
+    for line in &lines[start + 1..] {
+        let at = line.len() - line.trim_start().len();
+        if line.trim().is_empty() || at > indent {
+            continue;
+        }
+        if at < indent {
+            break;
+        }
+        // A list item at the key's own indent (`args:` then `- a`) belongs
+        // to the value above.
+        if line.trim_start().starts_with("- ") {
+            continue;
+        }
+        keys.push(line.trim_start().split(':').next().unwrap().to_string());
+    }
+    keys
+}
+
+/// What Tandem injects reads like its template: `name` first, then the
+/// template's fields in the template's order (a native sidecar's
+/// `restartPolicy` last), not the alphabetical order of a typed round trip.
+#[test]
+fn injected_containers_keep_the_templates_field_order() {
+    let run = ok(
+        &[
+            "inject",
+            "-c",
+            "examples/templates",
+            "-f",
+            "examples/workloads/pod.yaml",
+        ],
+        None,
+    );
+    let template = read_repo("examples/templates/log-adapter.yaml");
+    let written = keys_of_item(&template, "log-adapter");
+    assert_ne!(
+        written[1], "args",
+        "the example is not alphabetical: {written:?}"
+    );
+    assert_eq!(keys_of_item(&run.stdout, "log-adapter"), written, "{run}");
+    let template = read_repo("examples/templates/config-init.yaml");
+    let written = keys_of_item(&template, "config-fetcher");
+    assert_eq!(
+        keys_of_item(&run.stdout, "config-fetcher"),
+        written,
+        "{run}"
+    );
+    // The user's own objects keep theirs; what Tandem adds to them comes after.
+    let input = read_repo("examples/workloads/pod.yaml");
+    let theirs = keys_of_item(&input, "shell");
+    let now = keys_of_item(&run.stdout, "shell");
+    assert_eq!(now[..theirs.len()], theirs[..], "{now:?}");
+    assert_eq!(now[theirs.len()..], ["volumeMounts"], "{now:?}");
 }

@@ -115,7 +115,7 @@ fn run_case(
     let expected_path = dir.join(format!("{name}.expected.yaml"));
     if update {
         // Written in the input's field order, so it reads like the input.
-        let actual = manifest::render_in_order(Format::Yaml, &first.docs, &m.order)
+        let actual = manifest::render_in_order(Format::Yaml, &first.docs, &m.order, templates)
             .map_err(|e| e.to_string())?;
         return std::fs::write(&expected_path, &actual).map_err(|e| format!("cannot write: {e}"));
     }

@@ -137,7 +137,7 @@ pub(super) fn run(args: &InjectArgs) -> Result<(), CliError> {
     } else {
         print!(
             "{}",
-            manifest::render_in_order(m.format, &result.docs, &m.order)?
+            manifest::render_in_order(m.format, &result.docs, &m.order, &templates)?
         );
     }
     Ok(())

@@ -5,7 +5,9 @@ use std::io::Read;
 use serde_json::Value;
 
 use super::CliError;
-use super::order::{Order, Ordered};
+use super::order::{Added, Ordered};
+use crate::facts::json::Order;
+use crate::template::TemplateSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -94,19 +96,19 @@ pub fn render(format: Format, docs: &[impl serde::Serialize]) -> Result<String, 
 }
 
 /// Renders `docs` in `format` with the field order of `order` (the
-/// documents they were made from, as written).
+/// documents they were made from, as written); what `templates` added, in
+/// the order of the templates as written.
 pub fn render_in_order(
     format: Format,
     docs: &[Value],
     order: &[Order],
+    templates: &TemplateSet,
 ) -> Result<String, CliError> {
+    let added = Added::of(templates);
     let ordered: Vec<Ordered<'_>> = docs
         .iter()
         .enumerate()
-        .map(|(i, value)| Ordered {
-            value,
-            order: order.get(i),
-        })
+        .map(|(i, value)| Ordered::new(value, order.get(i), &added))
         .collect();
     render(format, &ordered)
 }

@@ -1,104 +1,97 @@
-//! The field order of the manifests a user gave, so `inject` writes them
-//! back in that order and a rendered manifest diffs against its source only
-//! where Tandem added something.
-//!
-//! The documents themselves are `serde_json::Value`s, whose maps are sorted:
-//! keeping insertion order there would put a hash in every map the webhook
-//! parses, and cost the admission path about a seventh of its instructions on
-//! small pods. So the order is read separately, from the same text, and
-//! applied on output.
+//! Writing documents in the field order they were written in, so `inject`
+//! gives back a manifest that diffs against its source only where Tandem
+//! added something, and what it added reads like the template it came from:
+//! `name` first, then the template's fields in the template's order. The
+//! orders themselves are read beside the values (`facts::json::Order`).
 
-use std::fmt;
+use std::collections::HashMap;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
-/// The shape of a document as written: map keys in order, list items, and
-/// the `name` of each map (lists of containers, volumes, env are matched by
-/// name, so an item Tandem inserted in front does not shift the rest).
-#[derive(Debug, Default)]
-pub enum Order {
-    Map {
-        keys: Vec<(String, Order)>,
-    },
-    List(Vec<Order>),
-    Text(String),
-    #[default]
-    Other,
+use crate::facts::json::Order;
+use crate::template::TemplateSet;
+
+/// The written order of every named object the templates add, by the group
+/// of pod lists it lands in and its name.
+#[derive(Default)]
+pub(super) struct Added<'a> {
+    items: HashMap<(&'static str, &'a str), &'a Order>,
 }
 
-impl Order {
-    fn name(&self) -> Option<&str> {
-        match self {
-            Order::Map { keys } => keys.iter().find_map(|(k, v)| match (k.as_str(), v) {
-                ("name", Order::Text(n)) => Some(n.as_str()),
-                _ => None,
-            }),
-            _ => None,
-        }
+/// The pod list an item lands in, grouped: a template container may become
+/// a native sidecar among the init containers.
+fn group(list: &str) -> Option<&'static str> {
+    match list {
+        "containers" | "initContainers" => Some("containers"),
+        "volumes" => Some("volumes"),
+        "volumeMounts" => Some("volumeMounts"),
+        "env" => Some("env"),
+        _ => None,
     }
 }
 
-impl<'de> Deserialize<'de> for Order {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Order, D::Error> {
-        d.deserialize_any(OrderVisitor)
-    }
-}
-
-struct OrderVisitor;
-
-impl<'de> Visitor<'de> for OrderVisitor {
-    type Value = Order;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML or JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Order, E> {
-        Ok(Order::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Order, E> {
-        Ok(Order::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Order, E> {
-        Ok(Order::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Order, E> {
-        Ok(Order::Other)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Order, E> {
-        Ok(Order::Text(v.to_string()))
-    }
-    fn visit_unit<E>(self) -> Result<Order, E> {
-        Ok(Order::Other)
-    }
-    fn visit_none<E>(self) -> Result<Order, E> {
-        Ok(Order::Other)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Order, D::Error> {
-        Order::deserialize(d)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Order, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
+impl<'a> Added<'a> {
+    pub(super) fn of(templates: &'a TemplateSet) -> Added<'a> {
+        let mut items = HashMap::new();
+        for t in templates.all() {
+            let spec = &t.written;
+            let app = spec.get("app");
+            let lists = [
+                ("containers", spec.get("containers")),
+                ("containers", spec.get("initContainers")),
+                ("volumes", spec.get("volumes")),
+                ("volumeMounts", app.and_then(|a| a.get("volumeMounts"))),
+                ("env", app.and_then(|a| a.get("env"))),
+            ];
+            for (group, list) in lists {
+                for item in list.map(Order::items).unwrap_or_default() {
+                    if let Some(name) = item.name() {
+                        items.entry((group, name)).or_insert(item);
+                    }
+                }
+            }
         }
-        Ok(Order::List(items))
+        Added { items }
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Order, A::Error> {
-        let mut keys = Vec::new();
-        while let Some((k, v)) = map.next_entry::<String, Order>()? {
-            keys.push((k, v));
-        }
-        Ok(Order::Map { keys })
+
+    fn find(&self, list: &str, name: &str) -> Option<&'a Order> {
+        self.items.get(&(group(list)?, name)).copied()
     }
 }
 
 /// `value`, serialized with its maps' keys in `order`: the keys the user
-/// wrote first, in their order, then the ones Tandem added.
+/// wrote first, in their order, then the ones Tandem added. An item Tandem
+/// added to a list is written in its template's order, `name` first.
 pub(super) struct Ordered<'a> {
     pub(super) value: &'a Value,
     pub(super) order: Option<&'a Order>,
+    pub(super) added: &'a Added<'a>,
+    /// The key this value sits under, when it is a list.
+    list: Option<&'a str>,
+    name_first: bool,
+}
+
+impl<'a> Ordered<'a> {
+    pub(super) fn new(value: &'a Value, order: Option<&'a Order>, added: &'a Added<'a>) -> Self {
+        Ordered {
+            value,
+            order,
+            added,
+            list: None,
+            name_first: false,
+        }
+    }
+
+    fn child(&self, value: &'a Value, order: Option<&'a Order>, list: Option<&'a str>) -> Self {
+        Ordered {
+            value,
+            order,
+            added: self.added,
+            list,
+            name_first: false,
+        }
+    }
 }
 
 impl Serialize for Ordered<'_> {
@@ -110,32 +103,47 @@ impl Serialize for Ordered<'_> {
                     _ => &[],
                 };
                 let mut out = s.serialize_map(Some(map.len()))?;
-                let written = keys.iter().filter_map(|(k, order)| {
-                    let value = map.get(k)?;
-                    Some((k, value, Some(order)))
-                });
+                let name = map
+                    .get_key_value("name")
+                    .filter(|_| self.name_first)
+                    .map(|(k, v)| (k, v, keys.iter().find(|(k, _)| k == "name").map(|(_, o)| o)));
+                let written = keys
+                    .iter()
+                    .filter(|(k, _)| !(self.name_first && k == "name"))
+                    .filter_map(|(k, order)| {
+                        let (k, value) = map.get_key_value(k)?;
+                        Some((k, value, Some(order)))
+                    });
                 let added = map
                     .iter()
                     .filter(|(k, _)| !keys.iter().any(|(known, _)| known == *k))
+                    .filter(|(k, _)| !(self.name_first && *k == "name"))
                     .map(|(k, value)| (k, value, None));
-                for (k, value, order) in written.chain(added) {
-                    out.serialize_entry(k, &Ordered { value, order })?;
+                for (k, value, order) in name.into_iter().chain(written).chain(added) {
+                    let list = value.is_array().then_some(k.as_str());
+                    out.serialize_entry(k, &self.child(value, order, list))?;
                 }
                 out.end()
             }
             (Value::Array(items), order) => {
-                let originals = match order {
-                    Some(Order::List(o)) => o.as_slice(),
-                    _ => &[],
-                };
+                let originals = order.map(Order::items).unwrap_or_default();
                 let mut out = s.serialize_seq(Some(items.len()))?;
                 for (i, item) in items.iter().enumerate() {
                     let name = item.get("name").and_then(Value::as_str);
-                    let order = match name {
-                        Some(n) => originals.iter().find(|o| o.name() == Some(n)),
-                        None => originals.get(i),
+                    let mut child = match name {
+                        Some(n) => match originals.iter().find(|o| o.name() == Some(n)) {
+                            Some(o) => self.child(item, Some(o), None),
+                            // Not the user's: one of the template's, if known.
+                            None => {
+                                let template = self.list.and_then(|l| self.added.find(l, n));
+                                self.child(item, template, None)
+                            }
+                        },
+                        None => self.child(item, originals.get(i), None),
                     };
-                    out.serialize_element(&Ordered { value: item, order })?;
+                    child.name_first =
+                        name.is_some() && !originals.iter().any(|o| o.name() == name);
+                    out.serialize_element(&child)?;
                 }
                 out.end()
             }

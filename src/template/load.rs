@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::validate::FieldError;
 use super::{API_VERSION, KIND, Scope, SidecarTemplateSpec, Template};
+use crate::facts::json::Order;
 
 /// A template that could not be loaded, naming the file, the template and the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -103,22 +104,38 @@ pub fn parse_documents(path: &str, text: &str) -> Result<Vec<Template>, Vec<Load
             message: e.to_string(),
         }]
     })?;
+    // The same text once more for its field order; a text that parsed as
+    // values parses as orders too, and an order is only ever a nicety.
+    let mut orders: Vec<Order> = serde_saphyr::from_multiple(text).unwrap_or_default();
+    orders.resize_with(documents.len(), Order::default);
     let mut templates = Vec::new();
     let mut errors = Vec::new();
     let mut items = Vec::new();
-    for (i, doc) in documents.into_iter().enumerate() {
+    for (i, (doc, order)) in documents.into_iter().zip(orders).enumerate() {
         match doc {
             Value::Null => {}
             Value::Object(ref o) if o.get("kind").and_then(Value::as_str) == Some("List") => {
                 if let Some(Value::Array(list)) = o.get("items") {
-                    items.extend(list.iter().cloned().map(|item| (i + 1, item)));
+                    let mut item_orders = match order {
+                        Order::Map { keys } => {
+                            keys.into_iter().find(|(k, _)| k == "items").map(|(_, o)| o)
+                        }
+                        _ => None,
+                    }
+                    .map(|o| match o {
+                        Order::List(items) => items,
+                        _ => Vec::new(),
+                    })
+                    .unwrap_or_default();
+                    item_orders.resize_with(list.len(), Order::default);
+                    items.extend(list.iter().cloned().zip(item_orders).map(|it| (i + 1, it)));
                 }
             }
-            other => items.push((i + 1, other)),
+            other => items.push((i + 1, (other, order))),
         }
     }
-    for (document, doc) in items {
-        match template_from_document(&doc, path, Scope::Cluster) {
+    for (document, (doc, order)) in items {
+        match template_from_document(&doc, path, Scope::Cluster, spec_order(order)) {
             Ok(t) => templates.push(t),
             Err(DocError::Shape(message)) => errors.push(LoadError::Document {
                 path: path.to_string(),
@@ -146,9 +163,26 @@ enum DocError {
     Fields(String, Vec<FieldError>),
 }
 
+/// The order of a document's `spec`.
+fn spec_order(document: Order) -> Order {
+    match document {
+        Order::Map { keys } => keys
+            .into_iter()
+            .find(|(k, _)| k == "spec")
+            .map(|(_, o)| o)
+            .unwrap_or_default(),
+        _ => Order::Other,
+    }
+}
+
 /// Turns one SidecarTemplate object (from a file or the cluster) into a
 /// validated template.
-fn template_from_document(doc: &Value, source: &str, scope: Scope) -> Result<Template, DocError> {
+fn template_from_document(
+    doc: &Value,
+    source: &str,
+    scope: Scope,
+    written: Order,
+) -> Result<Template, DocError> {
     let Value::Object(obj) = doc else {
         return Err(DocError::Shape("expected a SidecarTemplate object".into()));
     };
@@ -171,8 +205,15 @@ fn template_from_document(doc: &Value, source: &str, scope: Scope) -> Result<Tem
         return Err(field_err("spec".into(), "is missing".into()));
     };
     let spec = spec_from_value(raw_spec).map_err(|e| field_err(e.field, e.message))?;
-    Template::new(name, scope, source.to_string(), spec, Some(raw_spec))
-        .map_err(|errs| DocError::Fields(name.to_string(), errs))
+    Template::new(
+        name,
+        scope,
+        source.to_string(),
+        spec,
+        Some(raw_spec),
+        written,
+    )
+    .map_err(|errs| DocError::Fields(name.to_string(), errs))
 }
 
 /// Deserialises a spec, naming the field that does not fit.
@@ -219,7 +260,7 @@ pub fn template_from_object(
         .and_then(Value::as_str)
         .unwrap_or("?");
     let source = format!("cluster:{namespace}/{name}");
-    template_from_document(doc, &source, scope).map_err(|e| match e {
+    template_from_document(doc, &source, scope, Order::Other).map_err(|e| match e {
         DocError::Shape(m) => ObjectError::Shape(m),
         DocError::Fields(_, errs) => ObjectError::Fields(errs),
     })

@@ -19,6 +19,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::facts::Doc;
+use crate::facts::json::Order;
 
 pub use examples::examples;
 pub use lint::{Lint, lint};
@@ -51,6 +52,9 @@ pub struct Template {
     /// Content hash recorded in `tandem.dev/status`.
     pub hash: String,
     pub rendered: Rendered,
+    /// The spec's field order as written (nothing for a cluster object):
+    /// `tandem inject` writes what the template adds in that order.
+    pub written: Order,
 }
 
 /// The template's objects as raw JSON, ready to be placed in a patch.
@@ -115,6 +119,7 @@ impl Template {
         source: String,
         spec: SidecarTemplateSpec,
         raw_spec: Option<&Value>,
+        written: Order,
     ) -> Result<Template, Vec<FieldError>> {
         validate::validate(name, &spec, raw_spec)?;
         let unencodable = |e: serde_json::Error| {
@@ -145,6 +150,7 @@ impl Template {
             spec,
             hash,
             rendered,
+            written,
         })
     }
 
