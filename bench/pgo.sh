@@ -12,8 +12,12 @@
 # Writes target/pgo/tandem (the optimised binary; its path is the last line on
 # stdout). Needs llvm-profdata from the same or an older-but-compatible LLVM:
 # `rustup component add llvm-tools`, or set LLVM_PROFDATA (Debian's llvm-19
-# reads what Rust 1.95's LLVM 22 writes). Environment: LLVM_PROFDATA,
-# TRAIN_SECONDS (per training run, default 2), TANDEM_PORT, TANDEM_ADMIN_PORT.
+# reads what Rust 1.95's LLVM 22 writes). Before building anything, it checks
+# that llvm-profdata reads what this compiler writes (a throwaway instrumented
+# program, run and merged); when none does, it exits with status 3 and says
+# why, and bench/lib.sh falls back to a plain release build.
+# Environment: LLVM_PROFDATA, TRAIN_SECONDS (per training run, default 2),
+# TANDEM_PORT, TANDEM_ADMIN_PORT.
 set -euo pipefail
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
@@ -53,12 +57,36 @@ find_profdata() {
         return
     fi
     candidate="$(ls -d /usr/lib/llvm-*/bin/llvm-profdata 2>/dev/null | sort -V | tail -n 1)"
-    [[ -n "$candidate" ]] || die "llvm-profdata not found: run 'rustup component add llvm-tools', install an LLVM (Debian: llvm-19), or set LLVM_PROFDATA"
     printf '%s\n' "$candidate"
 }
+
+# No usable llvm-profdata: status 3, which bench/lib.sh turns into a plain
+# release build.
+unusable() {
+    printf 'error: %s\n' "$*" >&2
+    printf "note: a profile-guided build needs an llvm-profdata as new as rustc's LLVM (%s): 'rustup component add llvm-tools', or an LLVM from your distribution, or LLVM_PROFDATA\n" \
+        "$(rustc -vV | awk '/^LLVM version:/ { print $3 }')" >&2
+    exit 3
+}
+
+# Whether $PROFDATA merges a raw profile this rustc writes: a one-line
+# program, instrumented, run and merged, in a second or two.
+profdata_reads_rustc() {
+    local dir
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/tandem-pgo-probe.XXXXXX")"
+    printf 'fn main() {}\n' >"$dir/probe.rs"
+    local ok=0
+    (cd "$dir" && rustc -O -Cprofile-generate="$dir/raw" probe.rs -o probe >/dev/null 2>&1 &&
+        ./probe && "$PROFDATA" merge -o probe.profdata raw >/dev/null 2>&1) || ok=1
+    rm -rf "$dir"
+    return "$ok"
+}
+
 PROFDATA="$(find_profdata)"
-[[ -x "$PROFDATA" ]] || die "LLVM_PROFDATA=$PROFDATA is not an executable"
-log "llvm-profdata: $PROFDATA ($("$PROFDATA" --version 2>&1 | awk '/version/ { print $NF; exit }'))"
+[[ -n "$PROFDATA" ]] || unusable "llvm-profdata not found"
+[[ -x "$PROFDATA" ]] || unusable "LLVM_PROFDATA=$PROFDATA is not an executable"
+profdata_reads_rustc || unusable "$PROFDATA ($("$PROFDATA" merge --version 2>&1 | awk '/version/ { print $NF; exit }')) cannot merge the profiles this rustc writes"
+log "llvm-profdata: $PROFDATA ($("$PROFDATA" merge --version 2>&1 | awk '/version/ { print $NF; exit }'))"
 
 PGO_DIR="$ROOT_DIR/target/pgo"
 PROFILES="$PGO_DIR/profiles"

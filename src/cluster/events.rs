@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::admission::Notice;
 
@@ -30,21 +31,24 @@ pub(super) fn start(client: Client, instance: Option<String>) -> mpsc::Sender<No
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let mut owners = OwnerCache::new(ApiOwners(client));
-    tokio::spawn(async move {
-        while let Some(n) = rx.recv().await {
-            let regarding = owners.top(n.regarding).await;
-            let event = Event {
-                type_: EventType::Warning,
-                reason: n.reason.into(),
-                note: Some(n.note.chars().take(1000).collect()),
-                action: "Inject".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&event, &regarding).await {
-                tracing::warn!(error = %e, "could not publish an event");
+    tokio::spawn(
+        async move {
+            while let Some(n) = rx.recv().await {
+                let regarding = owners.top(n.regarding).await;
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: n.reason.into(),
+                    note: Some(n.note.chars().take(1000).collect()),
+                    action: "Inject".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, &regarding).await {
+                    tracing::warn!(error = %e, "could not publish an event");
+                }
             }
         }
-    });
+        .instrument(tracing::info_span!("events")),
+    );
     tx
 }
 

@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Namespace as NamespaceObject;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -98,14 +100,17 @@ impl Cluster {
             watch_version(self.client, sink.clone(), mode);
         }
         let namespaces = self.namespaces;
-        tokio::spawn(async move {
-            let synced = namespaces.wait_until_ready().await.is_ok()
-                && templates.wait_until_ready().await.is_ok();
-            if synced {
-                tracing::info!("cluster caches synced");
-                sink.synced();
+        tokio::spawn(
+            async move {
+                let synced = namespaces.wait_until_ready().await.is_ok()
+                    && templates.wait_until_ready().await.is_ok();
+                if synced {
+                    tracing::info!("cluster caches synced");
+                    sink.synced();
+                }
             }
-        });
+            .instrument(tracing::info_span!("cluster-sync")),
+        );
     }
 }
 
@@ -162,17 +167,20 @@ fn watch_namespaces(
         watcher(api, watcher::Config::default()).backoff(CappedBackoff::new()),
     );
     let mut health = Health::new(Watched::Namespaces, sink);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                // Yielded before every list, failing or not.
-                Ok(watcher::Event::Init) => {}
-                Ok(_) => health.ok(),
-                Err(e) => health.failed(&e),
+    tokio::spawn(
+        async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    // Yielded before every list, failing or not.
+                    Ok(watcher::Event::Init) => {}
+                    Ok(_) => health.ok(),
+                    Err(e) => health.failed(&e),
+                }
             }
         }
-    });
+        .instrument(tracing::info_span!("watch", resource = "namespaces")),
+    );
 }
 
 /// Starts the SidecarTemplate cache: every change hands the objects to the
@@ -188,22 +196,27 @@ fn watch_templates(client: Client, sink: Arc<dyn Sink>) -> Store<DynamicObject> 
     );
     let reader = store.clone();
     let mut health = Health::new(Watched::SidecarTemplates, sink.clone());
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                // Yielded before every list, failing or not.
-                Ok(watcher::Event::Init) => {}
-                Ok(_) => {
-                    health.ok();
-                    for u in sink.templates(reader.state()) {
-                        tokio::spawn(write_status(client.clone(), resource.clone(), u));
+    tokio::spawn(
+        async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    // Yielded before every list, failing or not.
+                    Ok(watcher::Event::Init) => {}
+                    Ok(_) => {
+                        health.ok();
+                        for u in sink.templates(reader.state()) {
+                            tokio::spawn(
+                                write_status(client.clone(), resource.clone(), u).in_current_span(),
+                            );
+                        }
                     }
+                    Err(e) => health.failed(&e),
                 }
-                Err(e) => health.failed(&e),
             }
         }
-    });
+        .instrument(tracing::info_span!("watch", resource = "sidecartemplates")),
+    );
     store
 }
 
@@ -220,7 +233,8 @@ async fn write_status(client: Client, resource: ApiResource, u: StatusUpdate) {
 
 /// Asks the API server's version now and every `VERSION_INTERVAL`.
 fn watch_version(client: Client, sink: Arc<dyn Sink>, mode: NativeSidecars) {
-    tokio::spawn(async move {
+    tokio::spawn(
+        async move {
         loop {
             match client.apiserver_version().await {
                 Ok(info) => sink.capabilities(Capabilities::detect(Some(&info.git_version), mode)),
@@ -230,5 +244,7 @@ fn watch_version(client: Client, sink: Arc<dyn Sink>, mode: NativeSidecars) {
             }
             tokio::time::sleep(VERSION_INTERVAL).await;
         }
-    });
+        }
+        .instrument(tracing::info_span!("watch", resource = "version")),
+    );
 }

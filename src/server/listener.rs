@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use super::deadline::{Clock, Timed, Watched};
 
@@ -72,7 +73,10 @@ pub(super) async fn serve_tls<S, B>(
         let acceptor = acceptor.clone();
         let service = service.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        // Debug level: at the default info, a connection costs no span.
+        let span = tracing::debug_span!("connection", %peer);
+        tokio::spawn(
+            async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
@@ -110,7 +114,9 @@ pub(super) async fn serve_tls<S, B>(
                 }
                 why = clock.expired() => tracing::debug!(%peer, ?why, "deadline passed; connection closed"),
             }
-        });
+        }
+            .instrument(span),
+        );
     }
     drop(listener);
     // Every connection task holds a permit until it ends, including those

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::facts::NoNamespaces;
@@ -58,14 +59,17 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_router = routes::admin(state.clone());
     let mut admin_stop = stop_rx.clone();
-    let admin_task = tokio::spawn(async move {
-        let stop = async move {
-            let _ = admin_stop.wait_for(|s| *s).await;
-        };
-        axum::serve(admin_listener, admin_router)
-            .with_graceful_shutdown(stop)
-            .await
-    });
+    let admin_task = tokio::spawn(
+        async move {
+            let stop = async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            };
+            axum::serve(admin_listener, admin_router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        .instrument(tracing::info_span!("admin", addr = %config.admin_listen)),
+    );
     let limits = listener::Limits {
         max_connections: config.max_connections,
         grace: Duration::from_secs(config.shutdown_grace_seconds),
@@ -75,9 +79,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         let state = state.clone();
         hyper::service::service_fn(move |req| routes::webhook(state.clone(), req))
     };
-    let serving = tokio::spawn(listener::serve_tls(
-        listener, acceptor, webhook, limits, refused, stop_rx,
-    ));
+    let serving = tokio::spawn(
+        listener::serve_tls(listener, acceptor, webhook, limits, refused, stop_rx)
+            .instrument(tracing::info_span!("listener", addr = %config.listen)),
+    );
 
     shutdown_signal().await;
     state.shutting_down.store(true, Ordering::Release);
@@ -134,14 +139,20 @@ async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListe
 fn start_reloads(config: &Config, state: &Arc<AppState>) {
     let (cert, key) = (config.tls_cert.clone(), config.tls_key.clone());
     let s = state.clone();
-    tokio::spawn(reload::watch(vec![cert.clone(), key.clone()], move || {
-        reload::load_certificate(&s, &cert, &key)
-    }));
+    tokio::spawn(
+        reload::watch(vec![cert.clone(), key.clone()], move || {
+            reload::load_certificate(&s, &cert, &key)
+        })
+        .instrument(tracing::info_span!("reload", what = "certificate")),
+    );
     if let Some(path) = config.config.clone() {
         let s = state.clone();
-        tokio::spawn(reload::watch(vec![path.clone()], move || {
-            reload::load_templates(&s, &path)
-        }));
+        tokio::spawn(
+            reload::watch(vec![path.clone()], move || {
+                reload::load_templates(&s, &path)
+            })
+            .instrument(tracing::info_span!("reload", what = "templates")),
+        );
     }
 }
 
