@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// PEM private key; re-read when it changes.
     #[arg(long, default_value = "/etc/tandem/tls/tls.key")]
     pub tls_key: PathBuf,
+    /// PEM CA bundle: the webhook port then requires a client certificate
+    /// signed by it (the API server's, from its AdmissionConfiguration); the
+    /// admin port is unaffected. Re-read when it changes.
+    #[arg(long, value_name = "PATH")]
+    pub client_ca_file: Option<PathBuf>,
     /// SidecarTemplate file or directory; re-read when it changes.
     #[arg(long, short = 'c', value_name = "PATH")]
     pub config: Option<PathBuf>,
@@ -92,6 +97,7 @@ impl ServeArgs {
             kubeconfig: self.kubeconfig,
             no_cluster: self.no_cluster,
             pod_name: self.pod_name,
+            client_ca_file: self.client_ca_file,
         }
     }
 }

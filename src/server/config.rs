@@ -37,4 +37,7 @@ pub struct Config {
     pub no_cluster: bool,
     /// This replica's name, for the Events it publishes.
     pub pod_name: Option<String>,
+    /// PEM CA bundle a webhook client's certificate must chain to; none:
+    /// no client certificate asked for. Re-read when it changes.
+    pub client_ca_file: Option<PathBuf>,
 }

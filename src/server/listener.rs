@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use super::deadline::{Clock, Timed, Watched};
+use super::tls;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -25,8 +26,16 @@ pub(super) struct Limits {
     pub grace: Duration,
 }
 
-/// Counts connections closed on arrival because of `max_connections`.
-pub(super) type Refused = prometheus_client::metrics::counter::Counter;
+/// What refused connections are counted in.
+pub(super) struct Refusals {
+    /// Closed on arrival because `max_connections` were open.
+    pub over_limit: prometheus_client::metrics::counter::Counter,
+    /// Handshakes failed over the client certificate, by reason.
+    pub client_auth: prometheus_client::metrics::family::Family<
+        [(&'static str, &'static str); 1],
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
 
 /// Serves `service` over TLS until `shutdown` turns true, then waits up to
 /// `limits.grace` for in-flight requests to finish.
@@ -35,7 +44,7 @@ pub(super) async fn serve_tls<S, B>(
     acceptor: TlsAcceptor,
     service: S,
     limits: Limits,
-    refused: Refused,
+    refused: Refusals,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -63,7 +72,7 @@ pub(super) async fn serve_tls<S, B>(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             // Counted, not logged at warn: a flood would flood the log too.
-            refused.inc();
+            refused.over_limit.inc();
             tracing::debug!(%peer, max = limits.max_connections, "connection limit reached; closing new connection");
             drop(stream);
             continue;
@@ -73,6 +82,7 @@ pub(super) async fn serve_tls<S, B>(
         let acceptor = acceptor.clone();
         let service = service.clone();
         let watcher = graceful.watcher();
+        let client_auth = refused.client_auth.clone();
         // Debug level: at the default info, a connection costs no span.
         let span = tracing::debug_span!("connection", %peer);
         tokio::spawn(
@@ -81,7 +91,12 @@ pub(super) async fn serve_tls<S, B>(
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    if let Some(reason) = tls::client_auth_failure(&e) {
+                        client_auth.get_or_create(&[("reason", reason)]).inc();
+                        tracing::warn!(%peer, reason, error = %e, "client certificate refused");
+                    } else {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
                     return;
                 }
                 Err(_) => {

@@ -23,6 +23,8 @@ pub struct Metrics {
     duration: Histogram,
     template_reloads: Family<Fixed, Counter>,
     certificate_reloads: Family<Fixed, Counter>,
+    client_ca_reloads: Family<Fixed, Counter>,
+    pub client_auth_failures: Family<Fixed, Counter>,
     watch_errors: Family<[(&'static str, &'static str); 2], Counter>,
     pub connections_refused: Counter,
     pub certificate_expiry: Gauge,
@@ -40,6 +42,8 @@ impl Metrics {
         let skips = Family::<Fixed, Counter>::default();
         let template_reloads = Family::<Fixed, Counter>::default();
         let certificate_reloads = Family::<Fixed, Counter>::default();
+        let client_ca_reloads = Family::<Fixed, Counter>::default();
+        let client_auth_failures = Family::<Fixed, Counter>::default();
         let watch_errors = Family::<[(&'static str, &'static str); 2], Counter>::default();
         let connections_refused = Counter::default();
         // Sub-millisecond buckets: the engine answers in microseconds, and
@@ -86,6 +90,16 @@ impl Metrics {
             certificate_expiry.clone(),
         );
         registry.register(
+            "client_ca_reloads",
+            "--client-ca-file (re)loads, by result (success, failure)",
+            client_ca_reloads.clone(),
+        );
+        registry.register(
+            "client_auth_failures",
+            "Webhook handshakes refused over the client certificate, by reason (no-certificate, unknown-issuer, expired, invalid-certificate)",
+            client_auth_failures.clone(),
+        );
+        registry.register(
             "watch_errors",
             "Errors of the cluster watches, by resource and reason (not-found, forbidden, other); each is retried with backoff",
             watch_errors.clone(),
@@ -109,6 +123,8 @@ impl Metrics {
             duration,
             template_reloads,
             certificate_reloads,
+            client_ca_reloads,
+            client_auth_failures,
             watch_errors,
             connections_refused,
             certificate_expiry,
@@ -144,6 +160,13 @@ impl Metrics {
     pub fn certificate_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.certificate_reloads
+            .get_or_create(&[("result", result)])
+            .inc();
+    }
+
+    pub fn client_ca_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.client_ca_reloads
             .get_or_create(&[("result", result)])
             .inc();
     }

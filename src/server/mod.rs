@@ -34,6 +34,8 @@ pub enum ServeError {
     Cluster(#[from] ClusterError),
     #[error("building the TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("--client-ca-file {0}")]
+    ClientCa(String),
     #[error("binding the {what} port {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -44,8 +46,15 @@ pub enum ServeError {
 
 /// Runs the server until SIGTERM or Ctrl-C, then drains and returns.
 pub async fn run(config: Config) -> Result<(), ServeError> {
+    // A CA that does not load at start is an error, not an open door.
+    let client_ca = match &config.client_ca_file {
+        Some(path) => Some(Arc::new(tls::ClientCaStore::new(
+            reload::read_client_ca(path).map_err(ServeError::ClientCa)?,
+        ))),
+        None => None,
+    };
     let state = start_state(&config).await?;
-    let tls_config = tls::server_config(state.certs.clone())?;
+    let tls_config = tls::server_config(state.certs.clone(), client_ca.clone())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
     let listener = bind("webhook", config.listen).await?;
     let admin_listener = bind("admin", config.admin_listen).await?;
@@ -54,7 +63,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         admin = %admin_listener.local_addr().unwrap_or(config.admin_listen),
         "tandem serving"
     );
-    start_reloads(&config, &state);
+    start_reloads(&config, &state, client_ca);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_router = routes::admin(state.clone());
@@ -74,7 +83,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         max_connections: config.max_connections,
         grace: Duration::from_secs(config.shutdown_grace_seconds),
     };
-    let refused = state.metrics.connections_refused.clone();
+    let refused = listener::Refusals {
+        over_limit: state.metrics.connections_refused.clone(),
+        client_auth: state.metrics.client_auth_failures.clone(),
+    };
     let webhook = {
         let state = state.clone();
         hyper::service::service_fn(move |req| routes::webhook(state.clone(), req))
@@ -135,8 +147,13 @@ async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListe
         .map_err(|source| ServeError::Bind { what, addr, source })
 }
 
-/// Re-reads the certificate and the `--config` templates when they change.
-fn start_reloads(config: &Config, state: &Arc<AppState>) {
+/// Re-reads the certificate, the client CA and the `--config` templates
+/// when they change.
+fn start_reloads(
+    config: &Config,
+    state: &Arc<AppState>,
+    client_ca: Option<Arc<tls::ClientCaStore>>,
+) {
     let (cert, key) = (config.tls_cert.clone(), config.tls_key.clone());
     let s = state.clone();
     tokio::spawn(
@@ -145,6 +162,15 @@ fn start_reloads(config: &Config, state: &Arc<AppState>) {
         })
         .instrument(tracing::info_span!("reload", what = "certificate")),
     );
+    if let (Some(store), Some(path)) = (client_ca, config.client_ca_file.clone()) {
+        let s = state.clone();
+        tokio::spawn(
+            reload::watch(vec![path.clone()], move || {
+                reload::load_client_ca(&s, &store, &path)
+            })
+            .instrument(tracing::info_span!("reload", what = "client-ca")),
+        );
+    }
     if let Some(path) = config.config.clone() {
         let s = state.clone();
         tokio::spawn(

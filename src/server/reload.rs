@@ -4,6 +4,7 @@
 //! volumes. A bad new version is rejected and the last good one stays.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -78,6 +79,32 @@ pub(super) fn load_certificate(state: &AppState, cert: &Path, key: &Path) -> boo
         Err(e) => {
             tracing::error!(cert = %cert.display(), error = %e, "certificate rejected; keeping the current one");
             state.metrics.certificate_reload(false);
+            false
+        }
+    }
+}
+
+/// Reads and parses the client CA bundle at `path`.
+pub(super) fn read_client_ca(
+    path: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tls::load_client_ca(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Re-reads the client CA into `store`. Returns whether it loaded; a bad
+/// file keeps the CA in force.
+pub(super) fn load_client_ca(state: &AppState, store: &tls::ClientCaStore, path: &Path) -> bool {
+    match read_client_ca(path) {
+        Ok(verifier) => {
+            tracing::info!(path = %path.display(), "client CA loaded");
+            store.set(verifier);
+            state.metrics.client_ca_reload(true);
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "client CA rejected; keeping the current one");
+            state.metrics.client_ca_reload(false);
             false
         }
     }

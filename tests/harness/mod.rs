@@ -44,6 +44,27 @@ impl Pki {
         self.ca.der().clone()
     }
 
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// A client certificate, as the API server presents to a webhook:
+    /// (cert PEM, key PEM). `expired` dates it in 2020.
+    pub fn client(&self, name: &str, expired: bool) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A serving certificate for `localhost`: (cert PEM, key PEM, cert DER).
     pub fn leaf(&self) -> (String, String, Vec<u8>) {
         let key = KeyPair::generate().unwrap();
@@ -265,6 +286,18 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: SocketAddr, roots: &[CertificateDer<'static>]) -> Client {
+        Client::with_identity(addr, roots, None)
+    }
+
+    /// A client presenting `identity` (cert PEM, key PEM) when the server
+    /// asks for a certificate.
+    pub fn with_identity(
+        addr: SocketAddr,
+        roots: &[CertificateDer<'static>],
+        identity: Option<(&str, &str)>,
+    ) -> Client {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
         let _ = rustls::crypto::CryptoProvider::install_default(
             rustls::crypto::ring::default_provider(),
         );
@@ -272,9 +305,18 @@ impl Client {
         for r in roots {
             store.add(r.clone()).unwrap();
         }
-        let mut config = rustls::ClientConfig::builder()
-            .with_root_certificates(store)
-            .with_no_client_auth();
+        let builder = rustls::ClientConfig::builder().with_root_certificates(store);
+        let mut config = match identity {
+            Some((cert, key)) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(cert.as_bytes())
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
         // What the API server's webhook client offers.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         // Resumed sessions report the certificate of the original handshake;
