@@ -211,6 +211,7 @@ async fn skipped_injections_are_reported_on_the_deployment() {
                 json!({
                     "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                     "metadata": { "name": "probe-deploy-668ff9dbf5", "namespace": "probe-inject",
+                        "uid": "5d5ffc95-5cd9-49a3-9057-7ac76a518ec9",
                         "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "Deployment",
                             "name": "probe-deploy", "uid": "d-1", "controller": true }] },
                 })
@@ -224,6 +225,11 @@ async fn skipped_injections_are_reported_on_the_deployment() {
             )),
             ("POST", "/apis/events.k8s.io/v1/namespaces/probe-inject/events") => {
                 Some((201, body.to_string()))
+            }
+            ("PATCH", p)
+                if p.starts_with("/apis/events.k8s.io/v1/namespaces/probe-inject/events/") =>
+            {
+                Some((200, body.to_string()))
             }
             _ => Some((404, "{}".to_string())),
         }
@@ -260,17 +266,34 @@ async fn skipped_injections_are_reported_on_the_deployment() {
         "{event}"
     );
 
-    // An owner Tandem may not read: the Event stays on the ReplicaSet.
+    // A controller Tandem may not read cannot be shown to exist: no Event,
+    // and the log says which permission is missing.
     review["request"]["uid"] = json!("second");
     review["request"]["object"]["metadata"]["ownerReferences"][0]["name"] = json!("other-rs");
     conn.review(&review.to_string()).await;
-    wait_until("the second Event", async || {
-        api.seen("POST", events).len() >= 2
+    wait_until("the lookup of other-rs", async || {
+        !api.seen(
+            "GET",
+            "/apis/apps/v1/namespaces/probe-inject/replicasets/other-rs",
+        )
+        .is_empty()
     })
     .await;
-    let event: Value = serde_json::from_str(&api.seen("POST", events)[1].2).unwrap();
-    assert_eq!(event["regarding"]["kind"], "ReplicaSet", "{event}");
-    assert_eq!(event["regarding"]["name"], "other-rs", "{event}");
+    wait_until("the log line", async || {
+        server.log().contains("cannot read the pod's controller")
+    })
+    .await;
+    // The real controller, with the uid the review names: the Deployment
+    // again (from the cache), so a second Event.
+    review["request"]["uid"] = json!("again");
+    review["request"]["object"]["metadata"]["ownerReferences"][0]["name"] =
+        json!("probe-deploy-668ff9dbf5");
+    conn.review(&review.to_string()).await;
+    // A repeat on the same Deployment is patched into the first Event.
+    wait_until("the repeat", async || !api.seen("PATCH", events).is_empty()).await;
+    let patched = &api.seen("PATCH", events)[0].1;
+    assert!(patched.contains("/events/probe-deploy."), "{patched}");
+    assert_eq!(api.seen("POST", events).len(), 1);
 
     // Dry runs have no side effects: no lookup, no Event.
     let gets = api.seen("GET", "/apis/apps/v1/").len();
@@ -279,6 +302,113 @@ async fn skipped_injections_are_reported_on_the_deployment() {
     review["request"]["object"]["metadata"]["ownerReferences"][0]["name"] = json!("dry-rs");
     conn.review(&review.to_string()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(api.seen("POST", events).len(), 2);
+    assert_eq!(api.seen("POST", events).len(), 1);
+    assert_eq!(api.seen("PATCH", events).len(), 1);
     assert_eq!(api.seen("GET", "/apis/apps/v1/").len(), gets);
+}
+
+/// Forged reviews, as any pod that reaches the webhook port could send:
+/// Events only on a controller that exists with the uid the review names,
+/// and a bounded number of API calls per namespace however many arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_reviews_costs_a_bounded_number_of_api_calls() {
+    let api = FakeApi::start(Arc::new(|method: &str, path: &str, body: &str| {
+        match (method, path) {
+            ("GET", "/api/v1/namespaces") => Some((200, namespaces())),
+            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => Some((200, no_templates())),
+            ("GET", "/apis/apps/v1/namespaces/probe-inject/statefulsets/db") => Some((
+                200,
+                json!({
+                    "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                    "metadata": { "name": "db", "namespace": "probe-inject", "uid": "db-uid" },
+                })
+                .to_string(),
+            )),
+            ("POST", p) if p.ends_with("/events") => Some((201, body.to_string())),
+            _ => Some((
+                404,
+                json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                        "reason": "NotFound", "message": "not found" })
+                .to_string(),
+            )),
+        }
+    }))
+    .await;
+    let kubeconfig = api.kubeconfig_arg();
+    let server = Server::start(Options {
+        args: &[&kubeconfig, "--kubernetes-version=v1.36.2"],
+        ..Options::default()
+    });
+    server.ready().await;
+    let mut review: Value =
+        serde_json::from_str(&fixture_text("admission-v1.36/deployment.json")).unwrap();
+    review["request"]["object"]["metadata"]["annotations"] =
+        json!({ "tandem.dev/inject": "does-not-exist" });
+    let forge = |review: &mut Value, i: usize, owner: Value| {
+        review["request"]["uid"] = json!(format!("forged-{i}"));
+        review["request"]["object"]["metadata"]["ownerReferences"] = json!([owner]);
+    };
+    let mut conn = server.client().connect().await.unwrap();
+
+    // A StatefulSet that exists, named with another uid: no Event.
+    forge(
+        &mut review,
+        0,
+        json!({ "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "forged", "controller": true }),
+    );
+    conn.review(&review.to_string()).await;
+    // The same StatefulSet with its own uid: the Event goes on it.
+    forge(
+        &mut review,
+        1,
+        json!({ "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "db-uid", "controller": true }),
+    );
+    conn.review(&review.to_string()).await;
+    let events = "/apis/events.k8s.io/v1/namespaces/probe-inject/events";
+    wait_until("the StatefulSet's Event", async || {
+        !api.seen("POST", events).is_empty()
+    })
+    .await;
+    let event: Value = serde_json::from_str(&api.seen("POST", events)[0].2).unwrap();
+    assert_eq!(event["regarding"]["kind"], "StatefulSet", "{event}");
+    assert_eq!(event["regarding"]["uid"], "db-uid", "{event}");
+
+    // The flood: 200 reviews naming ReplicaSets that do not exist.
+    let flood = 200;
+    for i in 0..flood {
+        forge(
+            &mut review,
+            i + 2,
+            json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("made-up-{i}"),
+                    "uid": format!("u{i}"), "controller": true }),
+        );
+        assert_eq!(conn.review(&review.to_string()).await.status, 200);
+    }
+    // Every review is answered; the Events queue works through what it may.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lookups = api
+        .seen("GET", "/apis/apps/v1/namespaces/probe-inject/replicasets/")
+        .len();
+    let posts = api.seen("POST", events).len();
+    assert!(
+        lookups <= 10,
+        "{lookups} lookups for {flood} forged reviews: the namespace's budget is 10"
+    );
+    assert!(lookups > 0, "the budget was not spent on lookups at all");
+    assert_eq!(posts, 1, "no Event on a controller that does not exist");
+    // Another namespace is not starved by the flood in this one.
+    let other = "/apis/events.k8s.io/v1/namespaces/other-team/events";
+    review["request"]["namespace"] = json!("other-team");
+    forge(
+        &mut review,
+        9999,
+        json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": "x", "controller": true }),
+    );
+    conn.review(&review.to_string()).await;
+    wait_until("the other namespace's lookup", async || {
+        !api.seen("GET", "/apis/apps/v1/namespaces/other-team/replicasets/x")
+            .is_empty()
+    })
+    .await;
+    assert!(api.seen("POST", other).is_empty());
 }

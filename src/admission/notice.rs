@@ -46,35 +46,24 @@ impl Notice {
     }
 }
 
-/// Where a pod's event goes: its controller (a pod being created has no uid
-/// yet, and `kubectl describe deployment` is where users look), else the pod
-/// when it has a name.
+/// Where a pod's event goes: its controller, in the request's namespace
+/// (`kubectl describe deployment` is where users look). A pod without one
+/// gets none: it does not exist yet while it is admitted, and an Event on a
+/// name the request made up is what a forged review would want. The
+/// cluster layer checks the controller exists before publishing.
 fn regarding(pod: &Doc<'_>, namespace: &str) -> Option<ObjectReference> {
-    let owners = pod
+    let owner = pod
         .pointer("/metadata/ownerReferences")
-        .and_then(Doc::as_array);
-    let owner = owners.and_then(|o| {
-        o.iter()
-            .find(|r| r.get("controller").and_then(Doc::as_bool) == Some(true))
-            .or_else(|| o.first())
-    });
+        .and_then(Doc::as_array)?
+        .iter()
+        .find(|r| r.get("controller").and_then(Doc::as_bool) == Some(true))?;
     let text = |v: &Doc<'_>, k: &str| v.get(k).and_then(Doc::as_str).map(str::to_string);
-    if let Some(o) = owner {
-        return Some(ObjectReference {
-            api_version: text(o, "apiVersion"),
-            kind: text(o, "kind"),
-            name: text(o, "name"),
-            namespace: Some(namespace.to_string()),
-            uid: text(o, "uid"),
-            ..ObjectReference::default()
-        });
-    }
-    let name = pod.pointer("/metadata/name").and_then(Doc::as_str)?;
     Some(ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: Some(name.to_string()),
+        api_version: text(owner, "apiVersion"),
+        kind: text(owner, "kind"),
+        name: text(owner, "name"),
         namespace: Some(namespace.to_string()),
+        uid: text(owner, "uid"),
         ..ObjectReference::default()
     })
 }
@@ -86,7 +75,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn events_point_at_the_controller_or_the_named_pod() {
+    fn events_point_at_the_controller_only() {
         let owned = json!({"metadata": {"generateName": "web-", "ownerReferences": [
             {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u1", "controller": true}
         ]}});
@@ -95,15 +84,15 @@ mod tests {
             (r.kind.as_deref(), r.name.as_deref()),
             (Some("ReplicaSet"), Some("web-1"))
         );
+        assert_eq!(r.namespace.as_deref(), Some("shop"));
+        assert_eq!(r.uid.as_deref(), Some("u1"));
+        // A bare pod does not exist yet; an owner that is not the controller
+        // is not where the pod's Events go.
         let bare = json!({"metadata": {"name": "debug"}});
-        assert_eq!(
-            regarding(&Doc::from(&bare), "shop")
-                .unwrap()
-                .kind
-                .as_deref(),
-            Some("Pod")
-        );
-        let unnamed = json!({"metadata": {"generateName": "x-"}});
-        assert!(regarding(&Doc::from(&unnamed), "shop").is_none());
+        assert!(regarding(&Doc::from(&bare), "shop").is_none());
+        let not_controller = json!({"metadata": {"name": "p", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u1"}
+        ]}});
+        assert!(regarding(&Doc::from(&not_controller), "shop").is_none());
     }
 }

@@ -28,8 +28,11 @@ pub const RBAC: &[(&str, &str, &[&str])] = &[
     ("", "namespaces", &["list", "watch"]),
     // skipped and denied injections; repeats are patched into one Event
     ("events.k8s.io", "events", &["create", "patch"]),
-    // an Event for a pod goes on its Deployment or CronJob: the owner of the
-    // pod's ReplicaSet or Job is read from the Event queue, metadata only
+    // an Event goes only on the pod's controller as it exists (read back,
+    // metadata only), and on the Deployment or CronJob above a ReplicaSet or Job
     ("apps", "replicasets", &["get"]),
+    ("apps", "statefulsets", &["get"]),
+    ("apps", "daemonsets", &["get"]),
     ("batch", "jobs", &["get"]),
+    ("", "replicationcontrollers", &["get"]),
 ];
