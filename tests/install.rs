@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1 as adm;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::{
     apps::v1 as apps, core::v1 as core, policy::v1 as policy, rbac::v1 as rbac,
 };
@@ -257,6 +258,11 @@ struct Variant {
     policy: bool,
     /// Namespaces excluded on top of the system ones and Tandem's own.
     more_excluded: &'static [&'static str],
+    /// The webhook port requires a client certificate (`--client-ca-file`),
+    /// and cert-manager issues the API server's.
+    client_auth: bool,
+    /// A NetworkPolicy guards Tandem's pods.
+    network_policy: bool,
 }
 
 const OPT_IN: Variant = Variant {
@@ -264,10 +270,12 @@ const OPT_IN: Variant = Variant {
     cert_manager: true,
     policy: true,
     more_excluded: &[],
+    client_auth: false,
+    network_policy: false,
 };
 
 /// The kustomize variants, each with what it must be.
-const KUSTOMIZE_VARIANTS: [(&str, Variant); 4] = [
+const KUSTOMIZE_VARIANTS: [(&str, Variant); 6] = [
     ("deploy/base", OPT_IN),
     // The webhook as in the base; the policies are checked by check_install too.
     ("deploy/overlays/hybrid", OPT_IN),
@@ -282,6 +290,20 @@ const KUSTOMIZE_VARIANTS: [(&str, Variant); 4] = [
         "deploy/overlays/self-signed",
         Variant {
             cert_manager: false,
+            ..OPT_IN
+        },
+    ),
+    (
+        "deploy/overlays/client-auth",
+        Variant {
+            client_auth: true,
+            ..OPT_IN
+        },
+    ),
+    (
+        "deploy/overlays/network-policy",
+        Variant {
+            network_policy: true,
             ..OPT_IN
         },
     ),
@@ -391,6 +413,7 @@ fn check_types(objects: &[Value], source: &str) {
             }
             "Issuer" | "Certificate" => assert_eq!(o["apiVersion"], "cert-manager.io/v1", "{what}"),
             "ServiceMonitor" => assert_eq!(o["apiVersion"], "monitoring.coreos.com/v1", "{what}"),
+            "NetworkPolicy" => drop(strict::<NetworkPolicy>(o, &what)),
             other => panic!("{what}: unexpected kind {other}"),
         }
     }
@@ -514,6 +537,8 @@ fn check_install(objects: &[Value], source: &str, v: Variant) {
         .and_then(|vol| vol.secret.as_ref())
         .and_then(|s| s.secret_name.clone())
         .unwrap_or_else(|| panic!("{source}: the certificate volume is a Secret"));
+    check_client_auth(objects, source, v, c, pod);
+    check_network_policy(objects, source, v, &pod_labels);
     let sa = pod.service_account_name.clone().unwrap_or_default();
     assert!(
         named(objects, "ServiceAccount", &sa).is_some(),
@@ -802,6 +827,170 @@ fn check_install(objects: &[Value], source: &str, v: Variant) {
     }
 }
 
+/// With client auth, the webhook requires a client certificate from a CA
+/// the pod mounts, and cert-manager issues the API server's certificate
+/// from that same CA, for client auth; without it, neither is there.
+fn check_client_auth(
+    objects: &[Value],
+    source: &str,
+    v: Variant,
+    c: &core::Container,
+    pod: &core::PodSpec,
+) {
+    let flag = c
+        .args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix("--client-ca-file="));
+    if !v.client_auth {
+        assert!(
+            flag.is_none(),
+            "{source}: --client-ca-file without client auth"
+        );
+        return;
+    }
+    let path = flag.unwrap_or_else(|| panic!("{source}: no --client-ca-file"));
+    let (dir, file) = path.rsplit_once('/').unwrap();
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == dir)
+        .unwrap_or_else(|| panic!("{source}: nothing mounted at {dir}"));
+    assert_eq!(mount.read_only, Some(true), "{source}");
+    let secret = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|vol| vol.name == mount.name)
+        .and_then(|vol| vol.secret.as_ref())
+        .unwrap_or_else(|| panic!("{source}: the client CA volume is a Secret"));
+    let ca_secret = secret.secret_name.clone().unwrap_or_default();
+    let key = secret
+        .items
+        .iter()
+        .flatten()
+        .find(|i| i.path == file)
+        .map_or(file, |i| i.key.as_str());
+    assert_eq!(key, "ca.crt", "{source}: the CA, never the CA's key");
+    // The CA Secret is a CA Certificate's, and an Issuer signs from it...
+    let ca = of_kind(objects, "Certificate")
+        .into_iter()
+        .find(|o| text(o, "/spec/secretName") == ca_secret)
+        .unwrap_or_else(|| panic!("{source}: no Certificate writes {ca_secret}"));
+    assert_eq!(ca["spec"]["isCA"], true, "{source}");
+    let issuer = of_kind(objects, "Issuer")
+        .into_iter()
+        .find(|o| text(o, "/spec/ca/secretName") == ca_secret)
+        .unwrap_or_else(|| panic!("{source}: no Issuer signs with {ca_secret}"));
+    // ...the API server's client certificate, and only that.
+    let issued: Vec<&Value> = of_kind(objects, "Certificate")
+        .into_iter()
+        .filter(|o| text(o, "/spec/issuerRef/name") == text(issuer, "/metadata/name"))
+        .collect();
+    assert_eq!(
+        issued.len(),
+        1,
+        "{source}: the client CA signs one certificate"
+    );
+    let usages: Vec<&str> = issued[0]["spec"]["usages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(usages.contains(&"client auth"), "{source}: {usages:?}");
+    assert!(!usages.contains(&"server auth"), "{source}: {usages:?}");
+    // The serving certificate comes from another CA.
+    assert_ne!(ca_secret, "tandem-ca", "{source}");
+}
+
+/// With a NetworkPolicy: it selects Tandem's pods, lets anyone reach the
+/// webhook port (the API server's address cannot be selected), the admin
+/// port only from selected namespaces, and lets the pods reach only the API
+/// server's ports. Without one, none is installed.
+fn check_network_policy(
+    objects: &[Value],
+    source: &str,
+    v: Variant,
+    pod_labels: &BTreeMap<String, String>,
+) {
+    let policies = of_kind(objects, "NetworkPolicy");
+    if !v.network_policy {
+        assert!(
+            policies.is_empty(),
+            "{source}: a NetworkPolicy nobody asked for"
+        );
+        return;
+    }
+    let np: NetworkPolicy = strict(one(objects, "NetworkPolicy", source), source);
+    assert_eq!(np.metadata.namespace.as_deref(), Some(NS), "{source}");
+    let spec = np.spec.unwrap();
+    let selected = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
+    assert!(
+        !selected.is_empty()
+            && selected
+                .iter()
+                .all(|(k, val)| pod_labels.get(k) == Some(val)),
+        "{source}: the NetworkPolicy selects Tandem's pods"
+    );
+    assert_eq!(
+        spec.policy_types.as_deref(),
+        Some(&["Ingress".to_string(), "Egress".to_string()][..]),
+        "{source}"
+    );
+    let port_of = |p: &k8s_openapi::api::networking::v1::NetworkPolicyPort| match &p.port {
+        Some(IntOrString::Int(n)) => *n,
+        other => panic!("{source}: port {other:?}"),
+    };
+    let mut webhook_open = false;
+    let mut admin_from = Vec::new();
+    for rule in spec.ingress.iter().flatten() {
+        let ports: Vec<i32> = rule.ports.iter().flatten().map(port_of).collect();
+        assert!(
+            !ports.is_empty(),
+            "{source}: an ingress rule for every port"
+        );
+        for port in ports {
+            match port {
+                8443 => {
+                    assert!(
+                        rule.from.is_none(),
+                        "{source}: the webhook port from anywhere"
+                    );
+                    webhook_open = true;
+                }
+                9090 => {
+                    let from = rule.from.clone().unwrap_or_default();
+                    assert!(
+                        !from.is_empty()
+                            && from
+                                .iter()
+                                .all(|p| p.namespace_selector.is_some() && p.ip_block.is_none()),
+                        "{source}: the admin port only from selected namespaces"
+                    );
+                    admin_from.extend(from);
+                }
+                other => panic!("{source}: ingress on port {other}"),
+            }
+        }
+    }
+    assert!(webhook_open && !admin_from.is_empty(), "{source}");
+    let egress = spec.egress.unwrap_or_default();
+    assert!(!egress.is_empty(), "{source}: egress is restricted");
+    for rule in &egress {
+        let ports: Vec<i32> = rule.ports.iter().flatten().map(port_of).collect();
+        assert!(
+            !ports.is_empty() && ports.iter().all(|p| [443, 6443].contains(p)),
+            "{source}: egress only to the API server's ports: {ports:?}"
+        );
+    }
+}
+
 /// Every MutatingAdmissionPolicy has exactly one binding, which covers exactly
 /// `selector`, the webhook's namespaces: the companion ValidatingAdmissionPolicy
 /// covers those, so a binding covering fewer leaves pods it rejects, and one
@@ -1074,6 +1263,39 @@ fn overlays_change_only_what_they_say() {
             o, b,
             "{k}: the self-signed overlay changes only cert-manager annotations"
         );
+    }
+
+    // Each add-on overlay adds its objects and changes nothing else, but for
+    // client-auth's flag and volume on the Deployment.
+    for (dir, added, changed) in [
+        (
+            "deploy/overlays/client-auth",
+            &[
+                "cert-manager.io/v1/Certificate tandem-system/tandem-apiserver-client",
+                "cert-manager.io/v1/Certificate tandem-system/tandem-client-ca",
+                "cert-manager.io/v1/Issuer tandem-system/tandem-client-ca",
+            ][..],
+            &["apps/v1/Deployment tandem-system/tandem"][..],
+        ),
+        (
+            "deploy/overlays/network-policy",
+            &["networking.k8s.io/v1/NetworkPolicy tandem-system/tandem"][..],
+            &[][..],
+        ),
+    ] {
+        let overlay = by_id(&kustomize(&repo_path(dir)));
+        let new: Vec<&str> = overlay
+            .keys()
+            .filter(|k| !base.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(new, added, "{dir}: adds");
+        let differs: Vec<&str> = base
+            .iter()
+            .filter(|(k, o)| overlay.get(*k) != Some(*o))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(differs, changed, "{dir}: changes");
     }
 
     let hybrid = by_id(&kustomize(&repo_path("deploy/overlays/hybrid")));
@@ -1412,6 +1634,24 @@ fn chart_cases() -> Vec<ChartCase> {
             same_as: Some("deploy/overlays/hybrid"),
         },
         ChartCase {
+            name: "clientAuth.enabled",
+            values: json!({"clientAuth": {"enabled": true}}),
+            variant: Variant {
+                client_auth: true,
+                ..OPT_IN
+            },
+            same_as: Some("deploy/overlays/client-auth"),
+        },
+        ChartCase {
+            name: "networkPolicy.enabled",
+            values: json!({"networkPolicy": {"enabled": true}}),
+            variant: Variant {
+                network_policy: true,
+                ..OPT_IN
+            },
+            same_as: Some("deploy/overlays/network-policy"),
+        },
+        ChartCase {
             name: "templates, ServiceMonitor, external issuer, no policy",
             values: json!({
                 "replicas": 3,
@@ -1557,6 +1797,10 @@ fn same_objects(kustomized: &[Value], rendered: &[Value], source: &str) {
         ("ValidatingAdmissionPolicy", &["/spec"][..]),
         ("ValidatingAdmissionPolicyBinding", &["/spec"][..]),
         ("ClusterRole", &["/rules"][..]),
+        (
+            "NetworkPolicy",
+            &["/spec/policyTypes", "/spec/ingress", "/spec/egress"][..],
+        ),
         ("Service", &["/spec/ports", "/spec/type"][..]),
         (
             "PodDisruptionBudget",
@@ -1762,6 +2006,11 @@ fn chart_refuses_policy_modes_without_their_policies() {
                 .collect::<Vec<_>>()
                 .join("\n---\n")}}),
             "injector.policies holds no MutatingAdmissionPolicy",
+        ),
+        (
+            "client auth, self-signed certificates, no CA Secret",
+            json!({"clientAuth": {"enabled": true}, "certificates": {"mode": "self-signed"}}),
+            "clientAuth.enabled without certificates.mode=cert-manager needs clientAuth.caSecret",
         ),
         (
             "policy mode with templates",

@@ -84,6 +84,13 @@ tandem policy --config <templates dir>
 {{- printf "%s-tls" (include "tandem.fullname" .) -}}
 {{- end -}}
 
+{{/*
+The Secret whose ca.crt is the CA of the API server's client certificate.
+*/}}
+{{- define "tandem.clientCaSecretName" -}}
+{{- .Values.clientAuth.caSecret | default (printf "%s-client-ca" (include "tandem.fullname" .)) -}}
+{{- end -}}
+
 {{- define "tandem.caSecretName" -}}
 {{- printf "%s-ca" (include "tandem.fullname" .) -}}
 {{- end -}}
