@@ -1,4 +1,5 @@
-//! Annotation and label keys, and the namespaces Tandem never touches. Written
+//! Annotation and label keys, the namespaces Tandem never touches, and what a
+//! Kubernetes name may be. Written
 //! once here: the engine decides by them, the install manifests select by
 //! them, and the cluster and CLI fill namespace facts with them.
 
@@ -25,3 +26,31 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// Never injected, and never sent to the webhook: their pods run the control
 /// plane, and a webhook that fails there can stop the cluster healing itself.
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// A DNS-1123 label: lower-case letters, digits and '-', starting and
+/// ending alphanumeric, at most 63. What Kubernetes requires of container,
+/// volume, Service and Namespace names.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "log-shipper", "a1", &"x".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+}

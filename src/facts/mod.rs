@@ -29,29 +29,3 @@ pub fn display_name(name: Option<&str>, generate_name: Option<&str>) -> Option<S
         (None, None) => None,
     }
 }
-
-/// A DNS-1123 label: lower-case letters, digits and '-', starting and
-/// ending alphanumeric, at most 63. What Kubernetes requires of container,
-/// volume, Service and Namespace names.
-pub fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dns_labels() {
-        for ok in ["a", "log-shipper", "a1", &"x".repeat(63)] {
-            assert!(super::is_dns_label(ok), "{ok}");
-        }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
-            assert!(!super::is_dns_label(bad), "{bad}");
-        }
-    }
-}
