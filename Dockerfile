@@ -9,9 +9,11 @@
 # the webhook under a training load (bench/pgo.sh: an instrumented build serves
 # the bench bodies and the captured admission requests on loopback, then the
 # real build uses the profile; about 30% less CPU per small admission).
-# Stage 2 copies that single file into a distroless "static" image: no shell,
-# no package manager, no libc, CA certificates and /etc/passwd entries for the
-# non-root user only.
+# Stage 1 also writes a CycloneDX SBOM of the binary's dependency set
+# (release/sbom.sh). Stage 2 copies those two files into a distroless "static"
+# image: no shell, no package manager, no libc, CA certificates and /etc/passwd
+# entries for the non-root user only. The SBOM is at
+# /usr/share/doc/tandem/sbom.cdx.json; the label dev.tandem.sbom says where.
 #
 # Both base images are pinned to explicit versions. For fully reproducible
 # builds, pin them further by digest (`image:tag@sha256:...`).
@@ -55,6 +57,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && mkdir -p /out \
  && cp target/pgo/tandem /out/tandem
 
+# What the binary is made of, from the same Cargo.lock (release/sbom.sh).
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    cargo install --locked cargo-cyclonedx --version 0.5.9 \
+ && bash release/sbom.sh --out /out/sbom.cdx.json --target x86_64-unknown-linux-musl
+
 ############################
 # Runtime
 ############################
@@ -74,8 +82,11 @@ LABEL org.opencontainers.image.title="tandem" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot"
+      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot" \
+      dev.tandem.sbom="/usr/share/doc/tandem/sbom.cdx.json" \
+      dev.tandem.sbom.format="CycloneDX 1.5 JSON"
 
+COPY --from=builder --chown=0:0 --chmod=0444 /out/sbom.cdx.json /usr/share/doc/tandem/sbom.cdx.json
 COPY --from=builder --chown=0:0 --chmod=0555 /out/tandem /tandem
 
 # 65532 is "nonroot" in distroless; numeric so runAsNonRoot can verify it.

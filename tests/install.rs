@@ -2463,6 +2463,29 @@ fn dockerfile_builds_locked_and_runs_non_root() {
         "ENTRYPOINT {entrypoint:?} is not the binary copied from the builder"
     );
     assert!(last.iter().any(|(k, _)| k == "LABEL"), "OCI labels");
+    // The SBOM: written by release/sbom.sh in the builder, copied where the
+    // label says.
+    assert!(
+        instructions
+            .iter()
+            .any(|(k, a)| k == "RUN" && a.contains("bash release/sbom.sh --out /out/sbom.cdx.json")),
+        "the builder writes the SBOM with release/sbom.sh"
+    );
+    let sbom_label = last
+        .iter()
+        .filter(|(k, _)| k == "LABEL")
+        .find_map(|(_, a)| {
+            let at = a.find("dev.tandem.sbom=\"")? + "dev.tandem.sbom=\"".len();
+            a[at..].split('"').next().map(str::to_string)
+        })
+        .expect("a dev.tandem.sbom label");
+    assert!(
+        last.iter().any(|(k, a)| k == "COPY"
+            && a.contains("/out/sbom.cdx.json")
+            && a.split_whitespace().last() == Some(sbom_label.as_str())),
+        "the SBOM is copied to {sbom_label}, where the label points"
+    );
+    assert!(repo_path("release/sbom.sh").is_file());
     for (k, args) in last {
         if k == "ARG" && args.starts_with("VERSION=") {
             assert_eq!(
