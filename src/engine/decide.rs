@@ -4,15 +4,17 @@
 use super::decision::{Decision, GateVerdict, ResourceChange, Stop};
 use super::patch::{self, Plan};
 use super::pod::{PodView, name_of};
+use super::pod_security;
 use super::resources;
 use super::run::Run;
+use super::run::Security;
 use super::select::{self, InjectRequest, Source, parse_request};
 use super::skip::SkipReason;
 use super::status::Status;
 use super::{EngineError, Input};
 use crate::facts::{
-    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTION_LABEL, MIRROR_ANNOTATION,
-    SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTION_LABEL, Level, MIRROR_ANNOTATION,
+    PodSecurity, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
 
 /// What the gates let through: the requests of the pod and of its
@@ -50,7 +52,8 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
         selected,
         ..
     } = admitted;
-    let mut run = Run::new(&pod, input, existing.unwrap_or_default());
+    let security = pod_security(input, &mut d);
+    let mut run = Run::new(&pod, input, existing.unwrap_or_default(), security);
     for (name, source) in selected {
         let (verdict, why) = run.template(&name, &mut d);
         d.judge(name, source, verdict, why);
@@ -243,6 +246,47 @@ fn selection(
         });
     }
     Ok(selected)
+}
+
+/// The namespace's Pod Security levels, for the runs: the enforced level when
+/// the pod meets it (a pod that does not is the API server's to reject, as
+/// without Tandem), and the levels only warned about or audited.
+fn pod_security(input: &Input<'_>, d: &mut Decision) -> Security {
+    let ps = PodSecurity::from_labels(&input.namespace.labels);
+    for problem in &ps.problems {
+        d.warn(format!("namespace label {problem}"));
+    }
+    let noted = [ps.warn, ps.audit]
+        .into_iter()
+        .flatten()
+        .filter(|s| s.level != Level::Privileged)
+        .collect();
+    let Some(enforce) = ps.enforce.filter(|s| s.level != Level::Privileged) else {
+        d.gate("pod security", GateVerdict::Pass, || {
+            "no Pod Security level enforced".into()
+        });
+        return Security {
+            enforce: None,
+            noted,
+        };
+    };
+    let already = pod_security::pod_violations(input.pod, enforce);
+    if let Some(first) = already.first() {
+        d.gate("pod security", GateVerdict::Info, || {
+            format!("the pod itself breaks PodSecurity {enforce} ({first}); the API server decides")
+        });
+        return Security {
+            enforce: None,
+            noted,
+        };
+    }
+    d.gate("pod security", GateVerdict::Pass, || {
+        format!("the pod meets PodSecurity {enforce}; each template is held to it")
+    });
+    Security {
+        enforce: Some(enforce),
+        noted,
+    }
 }
 
 /// The effective request before and after, warned about when it grows.

@@ -27,6 +27,11 @@ pub const POD_READS: Fields = Fields::Only(&[
             ("restartPolicy", Fields::All),
             ("resources", Fields::All),
             ("overhead", Fields::All),
+            // Pod Security: what the pod's own fields allow.
+            ("securityContext", Fields::All),
+            ("hostNetwork", Fields::All),
+            ("hostPID", Fields::All),
+            ("hostIPC", Fields::All),
         ]),
     ),
 ]);
@@ -41,6 +46,7 @@ const CONTAINER_READS: Fields = Fields::Only(&[
     ("envFrom", Fields::All),
     ("volumeMounts", Fields::All),
     ("resources", Fields::All),
+    ("securityContext", Fields::All),
 ]);
 
 pub(super) struct PodView<'a> {

@@ -8,15 +8,25 @@ use super::decision::{Decision, Verdict};
 use super::patch::Plan;
 use super::placement::{Placement, Unplaceable, place};
 use super::pod::PodView;
+use super::pod_security::{Inherited, addition_violations};
 use super::select::glob;
 use super::skip::SkipReason;
 use super::status::Status;
-use crate::facts::{Capabilities, OnMissing};
+use crate::facts::{Capabilities, Doc, OnMissing, Standard};
 use crate::template::{Mode, OnConflict, Position, Template};
 
 /// A template's verdict and the reason `explain` shows, reached before the
 /// template could be injected.
 type Settled = (Verdict, String);
+
+/// The Pod Security levels the templates are held to: `enforce` skips (or,
+/// with `onConflict: fail`, denies) a template that would break it; `noted`
+/// (the `warn` and `audit` levels) only warns.
+#[derive(Default)]
+pub(super) struct Security {
+    pub enforce: Option<Standard>,
+    pub noted: Vec<Standard>,
+}
 
 /// The state the runs of one decision share: the pod as it grows with each
 /// accepted template, the plan, the status record, and the denials.
@@ -24,17 +34,24 @@ pub(super) struct Run<'a> {
     pod: &'a PodView<'a>,
     input: &'a Input<'a>,
     index: PodIndex<'a>,
+    security: Security,
     pub plan: Plan,
     pub status: Status,
     pub denials: Vec<String>,
 }
 
 impl<'a> Run<'a> {
-    pub(super) fn new(pod: &'a PodView<'a>, input: &'a Input<'a>, status: Status) -> Run<'a> {
+    pub(super) fn new(
+        pod: &'a PodView<'a>,
+        input: &'a Input<'a>,
+        status: Status,
+        security: Security,
+    ) -> Run<'a> {
         Run {
             pod,
             input,
             index: PodIndex::new(pod),
+            security,
             plan: Plan::default(),
             status,
             denials: Vec::new(),
@@ -76,6 +93,7 @@ impl<'a> Run<'a> {
         let targets = targets(t, &self.index, d);
         let native = placement == Placement::Native;
         let additions = self.conflict_free(t, placement, &targets, d)?;
+        self.pod_security(t, placement, d)?;
         let mut why = describe(t, placement, &targets, &self.index);
         if t.spec.mode == Mode::DryRun {
             d.warn(format!(
@@ -129,6 +147,80 @@ impl<'a> Run<'a> {
                 Err((Verdict::Skipped { reason }, why))
             }
         }
+    }
+
+    /// Holds what the template adds to the namespace's Pod Security levels:
+    /// one that breaks the enforced level is skipped (a dry run reports it,
+    /// `onConflict: fail` denies), instead of the API server rejecting the
+    /// whole pod; a `warn` or `audit` level only gets a warning.
+    fn pod_security(
+        &mut self,
+        t: &'a Template,
+        placement: Placement,
+        d: &mut Decision,
+    ) -> Result<(), Settled> {
+        if self.security.enforce.is_none() && self.security.noted.is_empty() {
+            return Ok(());
+        }
+        let r = &t.rendered;
+        let long_running = match placement {
+            Placement::Classic => &r.containers,
+            Placement::Native | Placement::InitOnly => &r.native_containers,
+        };
+        let containers: Vec<&Doc<'_>> = r
+            .init_containers
+            .iter()
+            .chain(long_running)
+            .map(|c| c.doc())
+            .collect();
+        let inherited = Inherited::of(self.pod.spec);
+        let check = |standard| {
+            addition_violations(
+                inherited,
+                containers.iter().copied(),
+                r.volumes.iter().map(|v| v.doc()),
+                standard,
+            )
+        };
+        let name = &t.name;
+        for &standard in &self.security.noted {
+            if let Some(v) = check(standard).first() {
+                d.warn(format!("{name}: PodSecurity {standard} warns: {v}"));
+            }
+        }
+        let Some(enforce) = self.security.enforce else {
+            return Ok(());
+        };
+        let found = check(enforce);
+        let Some(first) = found.first() else {
+            return Ok(());
+        };
+        let list = found
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if t.spec.mode == Mode::DryRun {
+            d.warn(format!(
+                "dry run: {name} breaks PodSecurity {enforce}: {first}"
+            ));
+            let why = format!("dry run; would break PodSecurity {enforce}: {list}");
+            return Err((Verdict::DryRun { placement }, why));
+        }
+        if t.spec.on_conflict == OnConflict::Fail {
+            self.denials.push(format!(
+                "template {name} (onConflict: fail) breaks PodSecurity {enforce}: {list}"
+            ));
+            let why = format!("breaks PodSecurity {enforce}, onConflict fail: {list}");
+            return Err((Verdict::Denied, why));
+        }
+        d.warn(format!("{name} skipped (PodSecurity {enforce}): {first}"));
+        Err((
+            Verdict::Skipped {
+                reason: SkipReason::PodSecurity,
+            },
+            format!("breaks PodSecurity {enforce}: {list}"),
+        ))
     }
 
     /// What the template adds beyond its own containers, when nothing collides.

@@ -35,11 +35,13 @@ pub enum SkipReason {
     JobNeedsNative,
     /// The pod carries an older version of the template.
     Outdated,
+    /// What the template adds breaks the namespace's enforced Pod Security level.
+    PodSecurity,
 }
 
 impl SkipReason {
     /// Every reason, in the order the decision meets them.
-    pub const ALL: [SkipReason; 13] = [
+    pub const ALL: [SkipReason; 14] = [
         SkipReason::MirrorPod,
         SkipReason::ExcludedNamespace,
         SkipReason::NamespaceDisabled,
@@ -53,6 +55,7 @@ impl SkipReason {
         SkipReason::NativeUnsupported,
         SkipReason::JobNeedsNative,
         SkipReason::Outdated,
+        SkipReason::PodSecurity,
     ];
 
     /// The label value and the word in summaries: `mirror-pod`.
@@ -71,6 +74,7 @@ impl SkipReason {
             SkipReason::NativeUnsupported => "native-unsupported",
             SkipReason::JobNeedsNative => "job-needs-native",
             SkipReason::Outdated => "outdated",
+            SkipReason::PodSecurity => "pod-security",
         }
     }
 
@@ -90,6 +94,7 @@ impl SkipReason {
             SkipReason::NativeUnsupported => "native unsupported",
             SkipReason::JobNeedsNative => "job needs native",
             SkipReason::Outdated => "outdated",
+            SkipReason::PodSecurity => "pod security",
         }
     }
 }

@@ -9,6 +9,7 @@ mod capabilities;
 pub mod json;
 mod keys;
 mod namespace;
+mod pod_security;
 mod policy;
 mod quantity;
 
@@ -16,6 +17,7 @@ pub use capabilities::{Capabilities, NativeSidecars, parse_version};
 pub use json::{Doc, Fields, write_json_string};
 pub use keys::*;
 pub use namespace::{Namespace, NamespaceFacts, NoNamespaces};
+pub use pod_security::{Level, POD_SECURITY_PREFIX, PodSecurity, Standard, Version};
 pub use policy::{OnMissing, Policy};
 pub use quantity::{Cpu, InvalidQuantity, Memory, Quantity};
 
