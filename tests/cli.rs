@@ -1055,3 +1055,55 @@ fn injected_containers_keep_the_templates_field_order() {
     assert_eq!(now[..theirs.len()], theirs[..], "{now:?}");
     assert_eq!(now[theirs.len()..], ["volumeMounts"], "{now:?}");
 }
+
+/// `tandem check --pod-security LEVEL`: every field of a template's
+/// containers and volumes that breaks the level is an error, judged as if
+/// the pod set nothing for them to inherit.
+#[test]
+fn check_holds_templates_to_a_pod_security_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    let bare = template_doc(
+        "bare",
+        json!({"pattern": "sidecar", "containers": [{"name": "bare", "image": "example.com/bare:1"}]}),
+    );
+    std::fs::write(&path, &bare).unwrap();
+    let file = path.to_str().unwrap();
+    ok(&["check", "-c", file, "--pod-security", "baseline"], None);
+    let run = fails(&["check", "-c", file, "--pod-security", "restricted"], None);
+    for field in [
+        "bare: securityContext.allowPrivilegeEscalation must be false",
+        "bare: securityContext.runAsNonRoot must be true",
+        "bare: securityContext.seccompProfile.type",
+        "bare: securityContext.capabilities.drop must include ALL",
+    ] {
+        assert!(
+            run.stdout
+                .contains(&format!("PodSecurity restricted:latest: {field}")),
+            "{field}: {run}"
+        );
+    }
+    let host = template_doc(
+        "host",
+        json!({"pattern": "sidecar", "containers": [{"name": "host", "image": "example.com/host:1",
+               "ports": [{"containerPort": 53, "hostPort": 53}]}]}),
+    );
+    std::fs::write(&path, host).unwrap();
+    let run = fails(&["check", "-c", file, "--pod-security", "baseline"], None);
+    assert!(
+        run.stdout
+            .contains("host: ports.hostPort must be unset or 0"),
+        "{run}"
+    );
+    // The examples meet restricted.
+    ok(
+        &[
+            "check",
+            "-c",
+            "examples/templates",
+            "--pod-security",
+            "restricted",
+        ],
+        None,
+    );
+}

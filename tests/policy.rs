@@ -185,6 +185,19 @@ fn namespaces(set: &TemplateSet) -> Vec<(String, Value, Namespace)> {
             vec![("team", "shop")],
             vec![(INJECT_ANNOTATION, "none".into())],
         ),
+        // Pod Security: the webhook holds templates to the level; a policy
+        // steps aside where a template's additions could break it.
+        (
+            vec![("pod-security.kubernetes.io/enforce", "restricted")],
+            vec![],
+        ),
+        (
+            vec![
+                ("pod-security.kubernetes.io/enforce", "baseline"),
+                ("pod-security.kubernetes.io/warn", "restricted"),
+            ],
+            vec![],
+        ),
     ];
     variants
         .into_iter()

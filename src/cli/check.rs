@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::engine;
+use crate::facts::{Level, Standard, Version};
 use crate::install::policy;
 use crate::template::{self, TemplateSet};
 
@@ -14,6 +15,17 @@ pub struct CheckArgs {
     /// SidecarTemplate file or directory.
     #[arg(long, short = 'c', value_name = "PATH")]
     pub config: PathBuf,
+    /// Also hold every template's containers and volumes to this Pod
+    /// Security level (at the latest version), as if the pod set nothing
+    /// for them to inherit: each field that breaks it is an error.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub pod_security: Option<PodSecurityLevel>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PodSecurityLevel {
+    Baseline,
+    Restricted,
 }
 
 pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
@@ -44,6 +56,31 @@ pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
             format!("{}: template \"{}\": policy: {what}", t.source, t.name)
         })
         .collect();
+    let security: Vec<String> = match args.pod_security {
+        None => Vec::new(),
+        Some(level) => {
+            let standard = Standard {
+                level: match level {
+                    PodSecurityLevel::Baseline => Level::Baseline,
+                    PodSecurityLevel::Restricted => Level::Restricted,
+                },
+                version: Version::Latest,
+            };
+            templates
+                .iter()
+                .flat_map(|t| {
+                    engine::template_violations(t, standard)
+                        .into_iter()
+                        .map(move |v| {
+                            format!(
+                                "{}: template \"{}\": PodSecurity {standard}: {v}",
+                                t.source, t.name
+                            )
+                        })
+                })
+                .collect()
+        }
+    };
     TemplateSet::new(templates).map_err(|e| {
         println!("error: {e}");
         CliError::Failed(format!("1 error in {}", args.config.display()))
@@ -53,6 +90,16 @@ pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
     }
     for n in &notes {
         println!("note: {n}");
+    }
+    for e in &security {
+        println!("error: {e}");
+    }
+    if !security.is_empty() {
+        return Err(CliError::Failed(format!(
+            "{} Pod Security error(s) in {}",
+            security.len(),
+            args.config.display()
+        )));
     }
     println!(
         "{}: {count} template(s) valid, {} warning(s)",

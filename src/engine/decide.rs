@@ -5,6 +5,7 @@ use super::decision::{Decision, GateVerdict, ResourceChange, Stop};
 use super::patch::{self, Plan};
 use super::pod::{PodView, name_of};
 use super::pod_security;
+use super::qos::{self, QosClass};
 use super::resources;
 use super::run::Run;
 use super::run::Security;
@@ -13,8 +14,8 @@ use super::skip::SkipReason;
 use super::status::Status;
 use super::{EngineError, Input};
 use crate::facts::{
-    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTION_LABEL, Level, MIRROR_ANNOTATION,
-    PodSecurity, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+    DEFAULT_CONTAINER_ANNOTATION, Doc, INJECT_ANNOTATION, INJECTION_LABEL, Level,
+    MIRROR_ANNOTATION, PodSecurity, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
 
 /// What the gates let through: the requests of the pod and of its
@@ -54,6 +55,7 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
     } = admitted;
     let security = pod_security(input, &mut d);
     let mut run = Run::new(&pod, input, existing.unwrap_or_default(), security);
+    run.guaranteed = qos::class(pod_containers(&pod)) == QosClass::Guaranteed;
     for (name, source) in selected {
         let (verdict, why) = run.template(&name, &mut d);
         d.judge(name, source, verdict, why);
@@ -289,7 +291,16 @@ fn pod_security(input: &Input<'_>, d: &mut Decision) -> Security {
     }
 }
 
-/// The effective request before and after, warned about when it grows.
+/// Every container of the pod, init containers first.
+fn pod_containers<'a>(pod: &'a PodView<'a>) -> impl Iterator<Item = &'a Doc<'a>> {
+    pod.init_containers
+        .unwrap_or_default()
+        .iter()
+        .chain(pod.containers)
+}
+
+/// The effective request and the QoS class before and after, warned about
+/// when the request grows or a Guaranteed pod stops being one.
 fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
     let user_init = pod.init_containers.unwrap_or_default();
     let before = resources::effective(pod.containers, user_init, Some(pod.spec));
@@ -310,7 +321,28 @@ fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
     if after.cpu > before.cpu || after.memory > before.memory {
         d.warn(format!("pod request grows from {before} to {after}"));
     }
-    d.resources = Some(ResourceChange { before, after });
+    let qos_before = qos::class(pod_containers(pod));
+    let added = plan
+        .init_front
+        .iter()
+        .chain(&plan.init_back)
+        .chain(&plan.containers)
+        .map(|c| c.doc());
+    let qos_after = qos::class(pod_containers(pod).chain(added));
+    d.gate("qos", GateVerdict::Info, || {
+        format!("QoS class {qos_before} -> {qos_after}")
+    });
+    if qos_before == QosClass::Guaranteed && qos_after != QosClass::Guaranteed {
+        d.warn(format!(
+            "pod QoS class changes from Guaranteed to {qos_after} (qos: preserve keeps it)"
+        ));
+    }
+    d.resources = Some(ResourceChange {
+        before,
+        after,
+        qos_before,
+        qos_after,
+    });
 }
 
 /// `kubectl` defaults to the first app container; the autoscaler may evict a

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::patch::Patch;
 use super::placement::Placement;
+use super::qos::QosClass;
 use super::resources::Requests;
 use super::select::Source;
 use super::skip::SkipReason;
@@ -97,6 +98,9 @@ pub struct TemplateVerdict {
 pub struct ResourceChange {
     pub before: Requests,
     pub after: Requests,
+    /// The pod's QoS class before and after, as the kubelet computes it.
+    pub qos_before: QosClass,
+    pub qos_after: QosClass,
 }
 
 #[derive(Clone, Debug, Serialize)]

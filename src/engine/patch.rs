@@ -196,13 +196,26 @@ impl Plan {
     /// Adds an accepted template: its containers (native sidecars get
     /// `restartPolicy: Always` and go with its init containers at
     /// `position`), and what the conflict check let through.
-    pub(super) fn add(&mut self, t: &Template, native: bool, additions: Additions<'_>) {
-        let mut init = t.rendered.init_containers.clone();
+    /// With `preserve`, the containers with their requests set to their
+    /// limits (`qos: preserve` in a Guaranteed pod).
+    pub(super) fn add(
+        &mut self,
+        t: &Template,
+        native: bool,
+        additions: Additions<'_>,
+        preserve: bool,
+    ) {
+        let r = &t.rendered;
+        let (init_containers, native_containers, containers) =
+            match r.preserved.as_ref().filter(|_| preserve) {
+                Some(p) => (&p.init_containers, &p.native_containers, &p.containers),
+                None => (&r.init_containers, &r.native_containers, &r.containers),
+            };
+        let mut init = init_containers.clone();
         if native {
-            init.extend(t.rendered.native_containers.iter().cloned());
+            init.extend(native_containers.iter().cloned());
         } else {
-            self.containers
-                .extend(t.rendered.containers.iter().cloned());
+            self.containers.extend(containers.iter().cloned());
         }
         match t.spec.position {
             Position::BeforeUserInit => self.init_front.extend(init),

@@ -13,6 +13,7 @@
 use std::fmt;
 
 use crate::facts::{Doc, Level, Standard, Version};
+use crate::template::Template;
 
 /// One field the level forbids as set (or unset).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -376,6 +377,22 @@ pub fn pod_violations(pod: &Doc<'_>, standard: Standard) -> Vec<Violation> {
         check.volume(v);
     }
     out
+}
+
+/// What of everything `t` adds (its containers and volumes) breaks
+/// `standard` in a pod that sets nothing for them to inherit: what `tandem
+/// check --pod-security` reports, and where a compiled policy steps aside.
+pub fn template_violations(t: &Template, standard: Standard) -> Vec<Violation> {
+    let r = &t.rendered;
+    addition_violations(
+        Inherited::default(),
+        r.init_containers
+            .iter()
+            .chain(&r.containers)
+            .map(|c| c.doc()),
+        r.volumes.iter().map(|v| v.doc()),
+        standard,
+    )
 }
 
 /// What of a template's additions (containers and volumes) breaks

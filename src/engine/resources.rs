@@ -57,7 +57,7 @@ fn amounts(map: Option<&Doc<'_>>) -> Requests {
     }
 }
 
-fn quantity(v: &Doc<'_>) -> Option<Quantity> {
+pub(super) fn quantity(v: &Doc<'_>) -> Option<Quantity> {
     match v {
         Doc::String(s) => Quantity::parse(s).ok(),
         Doc::Number(n) => Quantity::parse(&n.to_string()).ok(),

@@ -35,6 +35,8 @@ pub(super) struct Run<'a> {
     input: &'a Input<'a>,
     index: PodIndex<'a>,
     security: Security,
+    /// The pod is Guaranteed: `qos: preserve` templates keep it so.
+    pub guaranteed: bool,
     pub plan: Plan,
     pub status: Status,
     pub denials: Vec<String>,
@@ -52,6 +54,7 @@ impl<'a> Run<'a> {
             input,
             index: PodIndex::new(pod),
             security,
+            guaranteed: false,
             plan: Plan::default(),
             status,
             denials: Vec::new(),
@@ -111,7 +114,11 @@ impl<'a> Run<'a> {
             why.push_str(&format!("; {note}"));
         }
         self.index.commit(t, native, &additions);
-        self.plan.add(t, native, additions);
+        let preserve = self.guaranteed && t.rendered.preserved.is_some();
+        if preserve {
+            why.push_str("; requests set to limits (qos: preserve)");
+        }
+        self.plan.add(t, native, additions, preserve);
         Ok((Verdict::Injected { placement }, why))
     }
 

@@ -25,8 +25,8 @@ pub use examples::examples;
 pub use lint::{Lint, lint};
 pub use load::{LoadError, ObjectError, load_path, parse_documents, template_from_object};
 pub use model::{
-    API_VERSION, AppSpec, KIND, Lifecycle, Mode, OnConflict, Pattern, Position, SidecarTemplate,
-    SidecarTemplateSpec, SidecarTemplateStatus,
+    API_VERSION, AppSpec, KIND, Lifecycle, Mode, OnConflict, Pattern, Position, QosPolicy,
+    SidecarTemplate, SidecarTemplateSpec, SidecarTemplateStatus,
 };
 pub use set::{DuplicateTemplate, TemplateSet};
 pub use validate::{FieldError, unknown_fields};
@@ -68,6 +68,17 @@ pub struct Rendered {
     pub app_volume_mounts: Vec<Arc<Object>>,
     pub app_env: Vec<Arc<Object>>,
     pub app_env_from: Vec<Arc<Object>>,
+    /// With `qos: preserve`: the containers again with their requests set
+    /// to their limits, for Guaranteed pods.
+    pub preserved: Option<Preserved>,
+}
+
+/// A `qos: preserve` template's containers as a Guaranteed pod gets them.
+#[derive(Debug, Default)]
+pub struct Preserved {
+    pub containers: Vec<Arc<Object>>,
+    pub native_containers: Vec<Arc<Object>>,
+    pub init_containers: Vec<Arc<Object>>,
 }
 
 /// One object a template adds, as the engine reads it and as a patch
@@ -142,6 +153,14 @@ impl Template {
             app_volume_mounts: objects(&spec.app.volume_mounts).map_err(unencodable)?,
             app_env: objects(&spec.app.env).map_err(unencodable)?,
             app_env_from: objects(&spec.app.env_from).map_err(unencodable)?,
+            preserved: None,
+        };
+        let rendered = Rendered {
+            preserved: (spec.qos == QosPolicy::Preserve)
+                .then(|| preserve(&rendered))
+                .transpose()
+                .map_err(unencodable)?,
+            ..rendered
         };
         Ok(Template {
             name: name.to_string(),
@@ -170,6 +189,26 @@ fn native_sidecar(container: &Value) -> Result<Arc<Object>, serde_json::Error> {
         m.insert("restartPolicy".into(), Value::String("Always".into()));
     }
     Object::new(c).map(Arc::new)
+}
+
+/// A container with `resources.requests` set to its `resources.limits`.
+fn guaranteed(container: &Object) -> Result<Arc<Object>, serde_json::Error> {
+    let mut c = container.value().clone();
+    if let Some(limits) = c.pointer("/resources/limits").cloned() {
+        c["resources"]["requests"] = limits;
+    }
+    Object::new(c).map(Arc::new)
+}
+
+fn preserve(r: &Rendered) -> Result<Preserved, serde_json::Error> {
+    let all = |list: &[Arc<Object>]| -> Result<Vec<Arc<Object>>, serde_json::Error> {
+        list.iter().map(|c| guaranteed(c)).collect()
+    };
+    Ok(Preserved {
+        containers: all(&r.containers)?,
+        native_containers: all(&r.native_containers)?,
+        init_containers: all(&r.init_containers)?,
+    })
 }
 
 fn objects<T: serde::Serialize>(items: &[T]) -> Result<Vec<Arc<Object>>, serde_json::Error> {

@@ -73,6 +73,9 @@ pub struct SidecarTemplateSpec {
     pub mode: Mode,
     #[serde(default)]
     pub on_conflict: OnConflict,
+    /// What injection may do to a Guaranteed pod's QoS class.
+    #[serde(default, skip_serializing_if = "QosPolicy::is_warn")]
+    pub qos: QosPolicy,
 }
 
 /// Additions to the pod's own containers.
@@ -144,6 +147,25 @@ pub enum OnConflict {
     Skip,
     /// Deny the pod, naming both sides of the collision.
     Fail,
+}
+
+/// What injection may do to a pod whose QoS class is Guaranteed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum QosPolicy {
+    /// Inject as written, and warn when the pod stops being Guaranteed.
+    #[default]
+    Warn,
+    /// In a Guaranteed pod, set each injected container's requests to its
+    /// limits, so the pod stays Guaranteed (every container needs CPU and
+    /// memory limits).
+    Preserve,
+}
+
+impl QosPolicy {
+    fn is_warn(&self) -> bool {
+        *self == QosPolicy::Warn
+    }
 }
 
 /// Written by `tandem serve` on SidecarTemplate objects it reads from the cluster.

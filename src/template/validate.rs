@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
-use super::{Pattern, SidecarTemplateSpec};
+use super::{Pattern, QosPolicy, SidecarTemplateSpec};
 use crate::facts::{Quantity, is_dns_label};
 
 /// One problem in a template, with the path of the field it is about.
@@ -66,6 +66,21 @@ pub(super) fn validate(
         }
     }
     app(spec, &volumes, &mut errs);
+    if spec.qos == QosPolicy::Preserve {
+        for (list, containers) in lists {
+            for (i, c) in containers.iter().enumerate() {
+                let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+                for r in ["cpu", "memory"] {
+                    if !limits.is_some_and(|l| l.contains_key(r)) {
+                        errs.push(
+                            format!("{list}[{i}].resources.limits.{r}"),
+                            "is required by qos: preserve (requests are set to the limits in Guaranteed pods)",
+                        );
+                    }
+                }
+            }
+        }
+    }
     for (field, sel) in [
         ("spec.selector", &spec.selector),
         ("spec.namespaceSelector", &spec.namespace_selector),

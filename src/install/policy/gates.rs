@@ -6,7 +6,10 @@
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, Variable};
 
 use super::{cel, variable};
-use crate::facts::{Doc, INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, STATUS_ANNOTATION};
+use crate::facts::{
+    Doc, INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, Level, POD_SECURITY_PREFIX,
+    STATUS_ANNOTATION, Standard, Version,
+};
 use crate::install::webhook::mirror_condition;
 use crate::template::{Scope, Template, TemplateSet};
 
@@ -167,6 +170,39 @@ pub(super) fn selection(t: &Template, set: &TemplateSet) -> Vec<Variable> {
         ),
     ));
     vars
+}
+
+/// `variables.podSecurityClear`, for a template whose containers or volumes
+/// break a Pod Security level on their own: false in a namespace enforcing
+/// that level (or a label value the API server reads as restricted), where
+/// the policy steps aside for the webhook. `None` when `t` meets restricted.
+pub(super) fn pod_security(t: &Template) -> Option<Variable> {
+    let at = |level| {
+        !crate::engine::template_violations(
+            t,
+            Standard {
+                level,
+                version: Version::Latest,
+            },
+        )
+        .is_empty()
+    };
+    let allowed: &[&str] = if at(Level::Baseline) {
+        &["privileged"]
+    } else if at(Level::Restricted) {
+        &["privileged", "baseline"]
+    } else {
+        return None;
+    };
+    let labels = "namespaceObject.metadata.labels";
+    let key = cel::string(&format!("{POD_SECURITY_PREFIX}enforce"));
+    Some(variable(
+        "podSecurityClear",
+        format!(
+            "!(has({labels}) && {key} in {labels}) || {labels}[{key}] in {}",
+            cel::strings(allowed.iter().copied())
+        ),
+    ))
 }
 
 /// The app containers `t` changes, all when `app.containers` is empty.

@@ -25,7 +25,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::engine::{EngineError, Status};
 use crate::install::webhook::{NamespaceScope, namespace_selector};
-use crate::template::{Lifecycle, Mode, OnConflict, Scope as TemplateScope, Template, TemplateSet};
+use crate::template::{
+    Lifecycle, Mode, OnConflict, QosPolicy, Scope as TemplateScope, Template, TemplateSet,
+};
 
 /// Which namespaces the bindings reach: the webhook's scope, narrowed by
 /// any `extra_labels` the namespace must also carry.
@@ -55,11 +57,12 @@ pub struct CompiledPolicy {
 
 /// The pods every compiled policy leaves unchanged, though the engine might
 /// inject them: the webhook's work in hybrid mode. Printed with the output.
-pub const STEPS_ASIDE: [&str; 4] = [
+pub const STEPS_ASIDE: [&str; 5] = [
     "pods that already carry tandem.dev/status: adding to an injection merges the status, which only the webhook does",
     "pods that get more than one template, or ask for one that does not exist: the status names them all",
     "pods where a name, volume, port, mount path, env var or envFrom source of the template is already taken: the engine's full conflict analysis (reuse of identical volumes and env, ports by phase) needs the webhook",
     "pods that asked for injection and got none: the webhook records the empty status",
+    "pods in a namespace enforcing a Pod Security level the template's containers or volumes break on their own: the webhook checks the whole pod (what it inherits, whether it already breaks the level)",
 ];
 
 /// `failurePolicy`, and why, for the output's comments.
@@ -92,6 +95,12 @@ pub fn needs_webhook(t: &Template) -> Vec<String> {
     if t.spec.on_conflict == OnConflict::Fail {
         reasons.push(
             "onConflict fail denies the pod naming both sides; a mutating policy cannot deny"
+                .to_string(),
+        );
+    }
+    if t.spec.qos == QosPolicy::Preserve {
+        reasons.push(
+            "qos preserve rewrites requests for Guaranteed pods only, which takes the whole pod's QoS class"
                 .to_string(),
         );
     }
@@ -207,7 +216,14 @@ fn compile_one(
         variables.push(variable("apps", "object.spec.containers.map(c, c.name)"));
     }
     variables.push(gates::clear(t));
-    variables.push(variable("inject", "variables.selected && variables.clear"));
+    let inject = match gates::pod_security(t) {
+        Some(v) => {
+            variables.push(v);
+            "variables.selected && variables.clear && variables.podSecurityClear"
+        }
+        None => "variables.selected && variables.clear",
+    };
+    variables.push(variable("inject", inject));
     if classic {
         variables.push(variable(
             "restartsAlways",
