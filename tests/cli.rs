@@ -1107,3 +1107,58 @@ fn check_holds_templates_to_a_pod_security_level() {
         None,
     );
 }
+
+/// Offline, the namespace's Pod Security labels come from
+/// `--namespace-labels`: a template that would break the enforced level is
+/// left out of a compliant pod, and explain shows the gate.
+#[test]
+fn inject_holds_templates_to_the_namespace_pod_security_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("t.yaml");
+    std::fs::write(
+        &templates,
+        template_doc(
+            "bare",
+            json!({"pattern": "sidecar", "containers": [{"name": "bare", "image": "example.com/bare:1"}]}),
+        ),
+    )
+    .unwrap();
+    let pod = "apiVersion: v1
+kind: Pod
+metadata:
+  name: shop
+  annotations: {tandem.dev/inject: bare}
+spec:
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: app
+      image: example.com/shop:1
+      securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+";
+    let t = templates.to_str().unwrap();
+    let labels = "pod-security.kubernetes.io/enforce=restricted";
+    let run = ok(
+        &["inject", "-c", t, "--namespace-labels", labels, "-f", "-"],
+        Some(pod),
+    );
+    assert!(
+        run.stderr
+            .contains("Pod/shop: bare skipped (breaks PodSecurity restricted:latest"),
+        "{run}"
+    );
+    let out = yaml_docs(&run.stdout, "output");
+    assert_eq!(names(&out[0], "/spec/containers"), ["app"]);
+    let run = ok(
+        &["explain", "-c", t, "--namespace-labels", labels, "-f", "-"],
+        Some(pod),
+    );
+    assert!(
+        run.stdout
+            .contains("the pod meets PodSecurity restricted:latest"),
+        "{run}"
+    );
+    // Without the label: injected (a native sidecar on a current cluster).
+    let run = ok(&["inject", "-c", t, "-f", "-"], Some(pod));
+    let out = yaml_docs(&run.stdout, "output");
+    assert_eq!(names(&out[0], "/spec/initContainers"), ["bare"], "{run}");
+}
