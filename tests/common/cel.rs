@@ -27,7 +27,7 @@ use cel::ExecutionError;
 use cel::common::types::{CelInt, CelStruct, DYN_TYPE, LIST_TYPE, Type};
 use cel::common::value::{CowVal, Val};
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingAdmissionPolicySpec, ValidatingAdmissionPolicySpec,
+    MatchCondition, MutatingAdmissionPolicySpec, ValidatingAdmissionPolicySpec, Variable,
 };
 use serde_json::{Value, json};
 
@@ -421,24 +421,35 @@ fn compile_named<'a>(
         .collect()
 }
 
+/// Expressions by name, in order: match conditions or variables.
+type Named = Vec<(String, Expr)>;
+
+/// A policy's match conditions and variables, each at its site.
+fn conditions_and_variables(
+    env: &cel::Env,
+    conditions: &Option<Vec<MatchCondition>>,
+    variables: &Option<Vec<Variable>>,
+) -> Result<(Named, Named), String> {
+    let conditions = compile_named(
+        env,
+        Site::MatchCondition,
+        conditions
+            .iter()
+            .flatten()
+            .map(|c| (&c.name, &c.expression)),
+    )?;
+    let variables = compile_named(
+        env,
+        Site::Variable,
+        variables.iter().flatten().map(|v| (&v.name, &v.expression)),
+    )?;
+    Ok((conditions, variables))
+}
+
 impl Validating {
     pub fn new(env: &cel::Env, spec: &ValidatingAdmissionPolicySpec) -> Result<Self, String> {
-        let conditions = compile_named(
-            env,
-            Site::MatchCondition,
-            spec.match_conditions
-                .iter()
-                .flatten()
-                .map(|c| (&c.name, &c.expression)),
-        )?;
-        let variables = compile_named(
-            env,
-            Site::Variable,
-            spec.variables
-                .iter()
-                .flatten()
-                .map(|v| (&v.name, &v.expression)),
-        )?;
+        let (conditions, variables) =
+            conditions_and_variables(env, &spec.match_conditions, &spec.variables)?;
         let validations = spec
             .validations
             .iter()
@@ -555,22 +566,8 @@ pub struct Mutating {
 
 impl Mutating {
     pub fn new(env: &cel::Env, spec: &MutatingAdmissionPolicySpec) -> Result<Self, String> {
-        let conditions = compile_named(
-            env,
-            Site::MatchCondition,
-            spec.match_conditions
-                .iter()
-                .flatten()
-                .map(|c| (&c.name, &c.expression)),
-        )?;
-        let variables = compile_named(
-            env,
-            Site::Variable,
-            spec.variables
-                .iter()
-                .flatten()
-                .map(|v| (&v.name, &v.expression)),
-        )?;
+        let (conditions, variables) =
+            conditions_and_variables(env, &spec.match_conditions, &spec.variables)?;
         let mutations = spec
             .mutations
             .iter()
