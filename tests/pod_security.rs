@@ -286,3 +286,86 @@ fn containers_inherit_the_pods_security_context() {
         r.warnings()
     );
 }
+
+/// The webhook reads only the pod fields the engine declares
+/// (`engine::POD_READS`); Pod Security reads more of them than any other
+/// step. Every shape here must get the same decision from the webhook's
+/// lean parse as from the whole pod.
+#[test]
+fn the_webhook_decides_pod_security_on_the_fields_it_parses() {
+    struct Labelled(tandem::facts::Namespace);
+    impl tandem::facts::NamespaceFacts for Labelled {
+        fn get(&self, _name: &str) -> Option<tandem::facts::Namespace> {
+            Some(self.0.clone())
+        }
+    }
+    type Change = fn(&mut Value);
+    let shapes: [(&str, Change); 8] = [
+        ("compliant", |_| {}),
+        ("hostNetwork", |p| p["spec"]["hostNetwork"] = json!(true)),
+        ("hostPID", |p| p["spec"]["hostPID"] = json!(true)),
+        ("privileged app", |p| {
+            p["spec"]["containers"][0]["securityContext"]["privileged"] = json!(true)
+        }),
+        ("root pod", |p| {
+            p["spec"]["securityContext"]["runAsUser"] = json!(0)
+        }),
+        ("unsafe sysctl", |p| {
+            p["spec"]["securityContext"]["sysctls"] =
+                json!([{"name": "kernel.msgmax", "value": "1"}])
+        }),
+        ("apparmor annotation", |p| {
+            p["metadata"]["annotations"]["container.apparmor.security.beta.kubernetes.io/app"] =
+                json!("unconfined")
+        }),
+        ("hostPath volume", |p| {
+            p["spec"]["volumes"] = json!([{"name": "h", "hostPath": {"path": "/"}}])
+        }),
+    ];
+    let envelope = fixture("admission-v1.36/create.json");
+    let ns = envelope["request"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut skipped = 0;
+    for level in ["baseline", "restricted"] {
+        let ctx = agent(|s| {
+            s["containers"][0]["securityContext"] = json!({"allowPrivilegeEscalation": true})
+        })
+        .in_namespace(&ns)
+        .ns_label(ENFORCE, level);
+        let facts = Labelled(ctx.namespace.clone());
+        let admission = tandem::admission::Context {
+            templates: &ctx.templates,
+            namespaces: &facts,
+            capabilities: &ctx.caps,
+            policy: &ctx.policy,
+        };
+        for (shape, change) in shapes {
+            let mut pod = compliant_pod();
+            change(&mut pod);
+            let mut whole = ctx.decide(&pod).unwrap();
+            whole.gates.clear();
+            let mut review = envelope.clone();
+            review["request"]["object"] = pod;
+            let answer =
+                tandem::admission::review(&serde_json::to_vec(&review).unwrap(), &admission)
+                    .unwrap();
+            let parsed = answer.decision.expect("a decision");
+            assert_eq!(
+                serde_json::to_value(&parsed).unwrap(),
+                serde_json::to_value(&whole).unwrap(),
+                "{level}, {shape}: the decisions differ"
+            );
+            skipped += usize::from(
+                parsed.templates[0].verdict
+                    == Verdict::Skipped {
+                        reason: SkipReason::PodSecurity,
+                    },
+            );
+        }
+    }
+    // The compliant pod at restricted; every other shape breaks the level
+    // itself and is left to the API server.
+    assert_eq!(skipped, 1);
+}
