@@ -14,8 +14,8 @@ use super::skip::SkipReason;
 use super::status::Status;
 use super::{EngineError, Input};
 use crate::facts::{
-    DEFAULT_CONTAINER_ANNOTATION, Doc, INJECT_ANNOTATION, INJECTION_LABEL, Level,
-    MIRROR_ANNOTATION, PodSecurity, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTION_LABEL, Level, MIRROR_ANNOTATION,
+    PodSecurity, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
 
 /// What the gates let through: the requests of the pod and of its
@@ -55,7 +55,7 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
     } = admitted;
     let security = pod_security(input, &mut d);
     let mut run = Run::new(&pod, input, existing.unwrap_or_default(), security);
-    run.guaranteed = qos::class(pod_containers(&pod)) == QosClass::Guaranteed;
+
     for (name, source) in selected {
         let (verdict, why) = run.template(&name, &mut d);
         d.judge(name, source, verdict, why);
@@ -291,14 +291,6 @@ fn pod_security(input: &Input<'_>, d: &mut Decision) -> Security {
     }
 }
 
-/// Every container of the pod, init containers first.
-fn pod_containers<'a>(pod: &'a PodView<'a>) -> impl Iterator<Item = &'a Doc<'a>> {
-    pod.init_containers
-        .unwrap_or_default()
-        .iter()
-        .chain(pod.containers)
-}
-
 /// The effective request and the QoS class before and after, warned about
 /// when the request grows or a Guaranteed pod stops being one.
 fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
@@ -321,14 +313,14 @@ fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
     if after.cpu > before.cpu || after.memory > before.memory {
         d.warn(format!("pod request grows from {before} to {after}"));
     }
-    let qos_before = qos::class(pod_containers(pod));
+    let qos_before = qos::class(pod.all_containers());
     let added = plan
         .init_front
         .iter()
         .chain(&plan.init_back)
         .chain(&plan.containers)
         .map(|c| c.doc());
-    let qos_after = qos::class(pod_containers(pod).chain(added));
+    let qos_after = qos::class(pod.all_containers().chain(added));
     d.gate("qos", GateVerdict::Info, || {
         format!("QoS class {qos_before} -> {qos_after}")
     });

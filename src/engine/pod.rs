@@ -118,6 +118,14 @@ fn named_objects(items: &[Doc<'_>], field: &str) -> Result<(), EngineError> {
 }
 
 impl<'a> PodView<'a> {
+    /// Every container of the pod, init containers first.
+    pub(super) fn all_containers(&self) -> impl Iterator<Item = &'a Doc<'a>> {
+        self.init_containers
+            .unwrap_or_default()
+            .iter()
+            .chain(self.containers)
+    }
+
     pub(super) fn new(raw: &'a Doc<'a>) -> Result<PodView<'a>, EngineError> {
         if !raw.is_object() {
             return Err(EngineError::MalformedPod("the pod is not an object".into()));

@@ -9,6 +9,7 @@ use super::patch::Plan;
 use super::placement::{Placement, Unplaceable, place};
 use super::pod::PodView;
 use super::pod_security::{Inherited, addition_violations};
+use super::qos::{self, QosClass};
 use super::select::glob;
 use super::skip::SkipReason;
 use super::status::Status;
@@ -35,8 +36,8 @@ pub(super) struct Run<'a> {
     input: &'a Input<'a>,
     index: PodIndex<'a>,
     security: Security,
-    /// The pod is Guaranteed: `qos: preserve` templates keep it so.
-    pub guaranteed: bool,
+    /// Whether the pod is Guaranteed, once a `qos: preserve` template asks.
+    guaranteed: Option<bool>,
     pub plan: Plan,
     pub status: Status,
     pub denials: Vec<String>,
@@ -54,7 +55,7 @@ impl<'a> Run<'a> {
             input,
             index: PodIndex::new(pod),
             security,
-            guaranteed: false,
+            guaranteed: None,
             plan: Plan::default(),
             status,
             denials: Vec::new(),
@@ -114,12 +115,20 @@ impl<'a> Run<'a> {
             why.push_str(&format!("; {note}"));
         }
         self.index.commit(t, native, &additions);
-        let preserve = self.guaranteed && t.rendered.preserved.is_some();
+        let preserve = t.rendered.preserved.is_some() && self.guaranteed();
         if preserve {
             why.push_str("; requests set to limits (qos: preserve)");
         }
         self.plan.add(t, native, additions, preserve);
         Ok((Verdict::Injected { placement }, why))
+    }
+
+    /// Whether the user's pod is Guaranteed: `qos: preserve` keeps it so.
+    fn guaranteed(&mut self) -> bool {
+        let pod = self.pod;
+        *self
+            .guaranteed
+            .get_or_insert_with(|| qos::class(pod.all_containers()) == QosClass::Guaranteed)
     }
 
     fn placement(

@@ -8,6 +8,20 @@ use std::fmt;
 
 pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
 
+/// Each mode's level label and version label.
+const ENFORCE: (&str, &str) = (
+    "pod-security.kubernetes.io/enforce",
+    "pod-security.kubernetes.io/enforce-version",
+);
+const WARN: (&str, &str) = (
+    "pod-security.kubernetes.io/warn",
+    "pod-security.kubernetes.io/warn-version",
+);
+const AUDIT: (&str, &str) = (
+    "pod-security.kubernetes.io/audit",
+    "pod-security.kubernetes.io/audit-version",
+);
+
 /// A Pod Security Standards level, least strict first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -99,14 +113,13 @@ pub struct PodSecurity {
 }
 
 impl PodSecurity {
-    /// Reads the labels of a namespace.
+    /// Reads the labels of a namespace. Runs for every pod that gets a
+    /// template: a namespace without the labels costs three lookups.
     pub fn from_labels(labels: &BTreeMap<String, String>) -> PodSecurity {
         let mut problems = Vec::new();
-        let mut mode = |mode: &str| -> Option<Standard> {
-            let key = format!("{POD_SECURITY_PREFIX}{mode}");
-            let version_key = format!("{key}-version");
-            let v = labels.get(&key)?;
-            let version = labels.get(&version_key);
+        let mut mode = |(key, version_key): (&str, &str)| -> Option<Standard> {
+            let v = labels.get(key)?;
+            let version = labels.get(version_key);
             let level = Level::parse(v).unwrap_or_else(|| {
                 problems.push(format!("{key}={v:?}: the API server applies restricted"));
                 Level::Restricted
@@ -122,9 +135,9 @@ impl PodSecurity {
             };
             Some(Standard { level, version })
         };
-        let enforce = mode("enforce");
-        let warn = mode("warn");
-        let audit = mode("audit");
+        let enforce = mode(ENFORCE);
+        let warn = mode(WARN);
+        let audit = mode(AUDIT);
         PodSecurity {
             enforce,
             warn,
