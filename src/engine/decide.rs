@@ -5,7 +5,7 @@ use super::decision::{Decision, GateVerdict, ResourceChange, Stop};
 use super::patch::{self, Plan};
 use super::pod::{PodView, name_of};
 use super::pod_security;
-use super::qos::{self, QosClass};
+use super::qos::{QosClass, Tally};
 use super::resources;
 use super::run::Run;
 use super::run::Security;
@@ -15,7 +15,7 @@ use super::status::Status;
 use super::{EngineError, Input};
 use crate::facts::{
     DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTION_LABEL, Level, MIRROR_ANNOTATION,
-    PodSecurity, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+    PodSecurity, QosShare, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
 
 /// What the gates let through: the requests of the pod and of its
@@ -313,14 +313,14 @@ fn account_resources(pod: &PodView<'_>, plan: &Plan, d: &mut Decision) {
     if after.cpu > before.cpu || after.memory > before.memory {
         d.warn(format!("pod request grows from {before} to {after}"));
     }
-    let qos_before = qos::class(pod.all_containers());
+    let pod_tally = Tally::of(pod.all_containers().map(QosShare::of));
     let added = plan
         .init_front
         .iter()
         .chain(&plan.init_back)
         .chain(&plan.containers)
-        .map(|c| c.doc());
-    let qos_after = qos::class(pod.all_containers().chain(added));
+        .map(|c| c.qos);
+    let (qos_before, qos_after) = (pod_tally.class(), pod_tally.with(added).class());
     d.gate("qos", GateVerdict::Info, || {
         format!("QoS class {qos_before} -> {qos_after}")
     });

@@ -1,13 +1,12 @@
 //! The pod's QoS class as the kubelet computes it, from the containers and
-//! init containers (native sidecars included) after the API server's
-//! defaulting (an unset request defaults to its limit): BestEffort when no
-//! container asks for CPU or memory, Guaranteed when every container has CPU
-//! and memory limits and requests equal to them, Burstable otherwise.
+//! init containers (native sidecars included): BestEffort when no container
+//! asks for CPU or memory, Guaranteed when every container has CPU and
+//! memory limits and requests equal to them, Burstable otherwise. What each
+//! container contributes is a [`QosShare`].
 
 use serde::Serialize;
 
-use super::resources::quantity;
-use crate::facts::{Doc, Quantity};
+use crate::facts::QosShare;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum QosClass {
@@ -32,45 +31,36 @@ impl std::fmt::Display for QosClass {
     }
 }
 
-/// A container's non-zero CPU and memory amounts of `kind` (`requests`,
-/// `limits`).
-fn amounts(c: &Doc<'_>, kind: &str) -> [Option<Quantity>; 2] {
-    ["cpu", "memory"].map(|r| {
-        c.get("resources")
-            .and_then(|res| res.get(kind))
-            .and_then(|m| m.get(r))
-            .and_then(quantity)
-            .filter(|q| !q.is_zero())
-    })
+/// The shares of some of a pod's containers, folded; more can be added.
+#[derive(Clone, Copy)]
+pub(super) struct Tally {
+    asks: bool,
+    guaranteed: bool,
 }
 
-/// Whether a container on its own would let the pod be Guaranteed: CPU and
-/// memory limits, and requests (defaulted to them) equal.
-pub(super) fn guaranteed_container(c: &Doc<'_>) -> bool {
-    let limits = amounts(c, "limits");
-    let requests = amounts(c, "requests");
-    limits.iter().all(Option::is_some)
-        && requests
-            .iter()
-            .zip(&limits)
-            .all(|(r, l)| r.is_none() || r == l)
-}
-
-pub(super) fn class<'a>(containers: impl IntoIterator<Item = &'a Doc<'a>>) -> QosClass {
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in containers {
-        let asks = amounts(c, "requests")
-            .iter()
-            .chain(&amounts(c, "limits"))
-            .any(Option::is_some);
-        any |= asks;
-        guaranteed &= guaranteed_container(c);
+impl Tally {
+    pub(super) fn of(shares: impl IntoIterator<Item = QosShare>) -> Tally {
+        Tally {
+            asks: false,
+            guaranteed: true,
+        }
+        .with(shares)
     }
-    match (any, guaranteed) {
-        (false, _) => QosClass::BestEffort,
-        (true, true) => QosClass::Guaranteed,
-        (true, false) => QosClass::Burstable,
+
+    pub(super) fn with(mut self, shares: impl IntoIterator<Item = QosShare>) -> Tally {
+        for s in shares {
+            self.asks |= s.asks;
+            self.guaranteed &= s.guaranteed;
+        }
+        self
+    }
+
+    pub(super) fn class(self) -> QosClass {
+        match (self.asks, self.guaranteed) {
+            (false, _) => QosClass::BestEffort,
+            (true, true) => QosClass::Guaranteed,
+            (true, false) => QosClass::Burstable,
+        }
     }
 }
 
@@ -79,14 +69,14 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::facts::Doc;
 
     fn c(resources: Value) -> Value {
         json!({"name": "c", "resources": resources})
     }
 
     fn of(cs: &[Value]) -> QosClass {
-        let docs: Vec<Doc> = cs.iter().map(Doc::from).collect();
-        class(docs.iter())
+        Tally::of(cs.iter().map(|c| QosShare::of(&Doc::from(c)))).class()
     }
 
     #[test]

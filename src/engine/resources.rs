@@ -57,12 +57,8 @@ fn amounts(map: Option<&Doc<'_>>) -> Requests {
     }
 }
 
-pub(super) fn quantity(v: &Doc<'_>) -> Option<Quantity> {
-    match v {
-        Doc::String(s) => Quantity::parse(s).ok(),
-        Doc::Number(n) => Quantity::parse(&n.to_string()).ok(),
-        _ => None,
-    }
+fn quantity(v: &Doc<'_>) -> Option<Quantity> {
+    Quantity::from_doc(v)
 }
 
 /// What a `resources` object requests; an unset request defaults to the

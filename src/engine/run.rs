@@ -9,11 +9,11 @@ use super::patch::Plan;
 use super::placement::{Placement, Unplaceable, place};
 use super::pod::PodView;
 use super::pod_security::{Inherited, addition_violations};
-use super::qos::{self, QosClass};
+use super::qos::{QosClass, Tally};
 use super::select::glob;
 use super::skip::SkipReason;
 use super::status::Status;
-use crate::facts::{Capabilities, Doc, OnMissing, Standard};
+use crate::facts::{Capabilities, Doc, OnMissing, QosShare, Standard};
 use crate::template::{Mode, OnConflict, Position, Template};
 
 /// A template's verdict and the reason `explain` shows, reached before the
@@ -126,9 +126,9 @@ impl<'a> Run<'a> {
     /// Whether the user's pod is Guaranteed: `qos: preserve` keeps it so.
     fn guaranteed(&mut self) -> bool {
         let pod = self.pod;
-        *self
-            .guaranteed
-            .get_or_insert_with(|| qos::class(pod.all_containers()) == QosClass::Guaranteed)
+        *self.guaranteed.get_or_insert_with(|| {
+            Tally::of(pod.all_containers().map(QosShare::of)).class() == QosClass::Guaranteed
+        })
     }
 
     fn placement(

@@ -11,6 +11,7 @@ mod keys;
 mod namespace;
 mod pod_security;
 mod policy;
+mod qos;
 mod quantity;
 
 pub use capabilities::{Capabilities, NativeSidecars, parse_version};
@@ -19,6 +20,7 @@ pub use keys::*;
 pub use namespace::{Namespace, NamespaceFacts, NoNamespaces};
 pub use pod_security::{Level, POD_SECURITY_PREFIX, PodSecurity, Standard, Version};
 pub use policy::{OnMissing, Policy};
+pub use qos::QosShare;
 pub use quantity::{Cpu, InvalidQuantity, Memory, Quantity};
 
 /// How an object is named in messages and logs: `name`, or `generateName*`

@@ -13,6 +13,16 @@ pub struct Quantity(pub i128);
 pub struct InvalidQuantity(pub String);
 
 impl Quantity {
+    /// A quantity written as a JSON string or number; `None` for anything
+    /// else or what does not parse.
+    pub fn from_doc(v: &super::Doc<'_>) -> Option<Quantity> {
+        match v {
+            super::Doc::String(s) => Quantity::parse(s).ok(),
+            super::Doc::Number(n) => Quantity::parse(&n.to_string()).ok(),
+            _ => None,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Quantity, InvalidQuantity> {
         let bad = || InvalidQuantity(s.to_string());
         let s = s.trim();

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::facts::Doc;
 use crate::facts::json::Order;
+use crate::facts::{Doc, QosShare};
 
 pub use examples::examples;
 pub use lint::{Lint, lint};
@@ -90,13 +90,21 @@ pub struct Object {
     value: Value,
     doc: Doc<'static>,
     json: Box<RawValue>,
+    /// What it adds to a pod's QoS class, when it is a container.
+    pub qos: QosShare,
 }
 
 impl Object {
     pub fn new(value: Value) -> Result<Object, serde_json::Error> {
         let json = serde_json::value::to_raw_value(&value)?;
         let doc = Doc::from(&value).into_owned();
-        Ok(Object { value, doc, json })
+        let qos = QosShare::of(&doc);
+        Ok(Object {
+            value,
+            doc,
+            json,
+            qos,
+        })
     }
 
     pub fn value(&self) -> &Value {
