@@ -265,12 +265,6 @@ pub struct Variables {
     failed: HashMap<String, Failure>,
 }
 
-impl Variables {
-    pub fn get(&self, name: &str) -> Option<&cel::Value> {
-        self.values.get(name)
-    }
-}
-
 /// Evaluates `e` for `request`, binding what the API server binds at `e`'s
 /// site (a CREATE: `oldObject` and `params` null).
 pub fn eval(
@@ -559,7 +553,7 @@ pub fn api_message(pod_name: &str, policy: &str, binding: &str, d: &Denial) -> S
 /// A MutatingAdmissionPolicy with JSONPatch mutations, compiled.
 pub struct Mutating {
     pub failure_policy: FailurePolicy,
-    pub conditions: Vec<(String, Expr)>,
+    conditions: Vec<(String, Expr)>,
     variables: Vec<(String, Expr)>,
     mutations: Vec<Expr>,
 }
@@ -587,15 +581,6 @@ impl Mutating {
             variables,
             mutations,
         })
-    }
-
-    /// Every expression, for checks that need them all.
-    pub fn expressions(&self) -> impl Iterator<Item = &Expr> {
-        self.conditions
-            .iter()
-            .chain(&self.variables)
-            .map(|(_, e)| e)
-            .chain(&self.mutations)
     }
 
     pub fn run(&self, env: &Arc<cel::Env>, request: &Request) -> Run {
