@@ -753,7 +753,9 @@ fn yaml_output_keeps_ambiguous_strings_strings() {
         }
     }
     let out = yaml_docs(&run.stdout, "output").remove(0);
-    assert_eq!(out["metadata"]["labels"], pod["metadata"]["labels"]);
+    let mut labels = pod["metadata"]["labels"].clone();
+    labels["tandem.dev/injected"] = json!("true");
+    assert_eq!(out["metadata"]["labels"], labels);
     assert_eq!(out["spec"]["containers"][0]["args"], json!(values));
     assert_eq!(out["metadata"]["annotations"]["multi"], "line1\nline2\n");
     assert_preserved(&pod, &out);

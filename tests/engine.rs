@@ -11,7 +11,7 @@ use tandem::engine::Source;
 use tandem::engine::{Decision, EngineError, Outcome, SkipReason, Verdict};
 use tandem::facts::Quantity;
 use tandem::facts::{
-    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, OnMissing, STATUS_ANNOTATION,
+    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTED_LABEL, OnMissing, STATUS_ANNOTATION,
 };
 use tandem::template::{self, LoadError, Scope, TemplateSet};
 
@@ -533,7 +533,41 @@ fn pod_without_metadata_gets_it() {
     let r = ctx.inject(&pod);
     let op = op_at(&r.decision.patch, "/metadata").expect("metadata created");
     assert!(op["value"]["annotations"][STATUS_ANNOTATION].is_string());
+    assert_eq!(op["value"]["labels"], json!({ INJECTED_LABEL: "true" }));
     assert_eq!(r.decision.pod, "(unnamed pod)");
+}
+
+#[test]
+fn injected_pods_carry_the_label_and_only_they() {
+    let ctx = Ctx::new(template_set(&[shipper()]));
+    let mut pod = simple_pod("shipper");
+    pod["metadata"]["labels"] = json!({ "app": "web" });
+    let r = ctx.inject(&pod);
+    assert_eq!(
+        r.pod["metadata"]["labels"],
+        json!({ "app": "web", INJECTED_LABEL: "true" })
+    );
+    assert!(
+        paths(&r.decision.patch).contains(&"/metadata/labels/tandem.dev~1injected".to_string())
+    );
+    // Reinvoked: the label is there, nothing to do.
+    assert!(ctx.decide(&r.pod).unwrap().patch.is_empty());
+
+    // Injected by a Tandem before the label: it gets the label and nothing else.
+    let mut older = r.pod.clone();
+    older["metadata"]["labels"] = json!({ "app": "web" });
+    let d = ctx.decide(&older).unwrap();
+    assert_eq!(paths(&d.patch), ["/metadata/labels/tandem.dev~1injected"]);
+    assert_eq!(injected(&d), Vec::<&str>::new());
+
+    // Asked, nothing injected: a status, no label.
+    let r = ctx.inject(&simple_pod("no-such-template"));
+    assert!(r.pod["metadata"]["annotations"][STATUS_ANNOTATION].is_string());
+    assert!(
+        r.pod["metadata"].get("labels").is_none(),
+        "{}",
+        r.pod["metadata"]
+    );
 }
 
 #[test]

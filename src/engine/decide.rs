@@ -14,8 +14,8 @@ use super::skip::SkipReason;
 use super::status::Status;
 use super::{EngineError, Input};
 use crate::facts::{
-    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTION_LABEL, Level, MIRROR_ANNOTATION,
-    PodSecurity, QosShare, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+    DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTED_LABEL, INJECTION_LABEL, Level,
+    MIRROR_ANNOTATION, PodSecurity, QosShare, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
 
 /// What the gates let through: the requests of the pod and of its
@@ -74,6 +74,13 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
                 .push((STATUS_ANNOTATION.to_string(), value));
         }
         d.status = Some(status);
+    }
+    // On what carries a template, however it came to (a pod injected by a
+    // Tandem before the label gets it on its next admission).
+    let carries = d.status.as_ref().is_some_and(|s| !s.templates.is_empty());
+    if carries && pod.label(INJECTED_LABEL) != Some("true") {
+        plan.labels
+            .push((INJECTED_LABEL.to_string(), "true".to_string()));
     }
     if injected_any {
         helpful_annotations(&pod, &mut plan);

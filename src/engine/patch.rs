@@ -37,12 +37,40 @@ enum Item {
     Objects(Vec<Arc<Object>>),
     /// One annotation's value.
     Text(String),
-    /// Annotations added where the pod has none, sorted by key: as an
-    /// `annotations` object, or inside a new `metadata` object.
-    Annotations {
-        in_metadata: bool,
-        entries: Vec<(String, String)>,
+    /// A string map (annotations or labels) added where the pod has none,
+    /// sorted by key.
+    Strings(Vec<(String, String)>),
+    /// A new `metadata` object holding the maps, where the pod has none;
+    /// an empty map is left out.
+    Metadata {
+        annotations: Vec<(String, String)>,
+        labels: Vec<(String, String)>,
     },
+}
+
+fn string_map(entries: &[(String, String)]) -> Map<String, Value> {
+    entries
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+/// Writes `entries` as a JSON object.
+fn write_strings(out: &mut Vec<u8>, entries: &[(String, String)]) {
+    out.push(b'{');
+    for (j, (k, v)) in entries.iter().enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, k);
+        out.push(b':');
+        write_json_string(out, v);
+    }
+    out.push(b'}');
+}
+
+fn strings_len(entries: &[(String, String)]) -> usize {
+    entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
 }
 
 impl Item {
@@ -51,19 +79,18 @@ impl Item {
             Item::Object(o) => o.value().clone(),
             Item::Objects(os) => Value::Array(os.iter().map(|o| o.value().clone()).collect()),
             Item::Text(s) => Value::String(s.clone()),
-            Item::Annotations {
-                in_metadata,
-                entries,
+            Item::Strings(entries) => Value::Object(string_map(entries)),
+            Item::Metadata {
+                annotations,
+                labels,
             } => {
-                let map: Map<String, Value> = entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect();
-                if *in_metadata {
-                    serde_json::json!({ "annotations": map })
-                } else {
-                    Value::Object(map)
+                let mut metadata = Map::new();
+                for (key, entries) in [("annotations", annotations), ("labels", labels)] {
+                    if !entries.is_empty() {
+                        metadata.insert(key.into(), Value::Object(string_map(entries)));
+                    }
                 }
+                Value::Object(metadata)
             }
         }
     }
@@ -108,9 +135,11 @@ impl Patch {
                         Item::Object(o) => json_len(o),
                         Item::Objects(os) => os.iter().map(json_len).sum(),
                         Item::Text(s) => s.len() + 16,
-                        Item::Annotations { entries, .. } => {
-                            entries.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
-                        }
+                        Item::Strings(entries) => strings_len(entries),
+                        Item::Metadata {
+                            annotations,
+                            labels,
+                        } => strings_len(annotations) + strings_len(labels) + 32,
                     }
             })
             .sum();
@@ -136,26 +165,27 @@ impl Patch {
                     out.push(b']');
                 }
                 Item::Text(s) => write_json_string(&mut out, s),
-                Item::Annotations {
-                    in_metadata,
-                    entries,
+                Item::Strings(entries) => write_strings(&mut out, entries),
+                Item::Metadata {
+                    annotations,
+                    labels,
                 } => {
-                    if *in_metadata {
-                        out.extend_from_slice(b"{\"annotations\":");
-                    }
+                    // Keys in the order a JSON object is written.
                     out.push(b'{');
-                    for (j, (k, v)) in entries.iter().enumerate() {
-                        if j > 0 {
+                    let mut first = true;
+                    for (key, entries) in [("annotations", annotations), ("labels", labels)] {
+                        if entries.is_empty() {
+                            continue;
+                        }
+                        if !first {
                             out.push(b',');
                         }
-                        write_json_string(&mut out, k);
+                        first = false;
+                        write_json_string(&mut out, key);
                         out.push(b':');
-                        write_json_string(&mut out, v);
+                        write_strings(&mut out, entries);
                     }
                     out.push(b'}');
-                    if *in_metadata {
-                        out.push(b'}');
-                    }
                 }
             }
             out.push(b'}');
@@ -182,6 +212,8 @@ pub(super) struct Plan {
     pub app: BTreeMap<usize, AppExtra>,
     /// Annotations to set (only those whose value changes).
     pub annotations: Vec<(String, String)>,
+    /// Labels to set (only those whose value changes).
+    pub labels: Vec<(String, String)>,
 }
 
 /// What one app container gets.
@@ -316,25 +348,35 @@ pub(super) fn build(pod: &PodView<'_>, plan: Plan) -> Patch {
         }
     }
 
-    if !plan.annotations.is_empty() {
-        if pod.annotations.is_some() {
-            for (k, v) in plan.annotations {
-                ops.add(ptr(["metadata", "annotations", k.as_str()]), Item::Text(v));
+    let maps = [
+        ("annotations", pod.annotations.is_some(), plan.annotations),
+        ("labels", pod.labels.is_some(), plan.labels),
+    ];
+    if pod.has_metadata {
+        for (field, exists, mut entries) in maps {
+            if entries.is_empty() {
+                continue;
             }
-        } else {
-            // Sorted as a JSON object is written; the keys are distinct.
-            let mut entries = plan.annotations;
-            entries.sort();
-            let (path, in_metadata) = if pod.has_metadata {
-                (ptr(["metadata", "annotations"]), false)
+            if exists {
+                for (k, v) in entries {
+                    ops.add(ptr(["metadata", field, k.as_str()]), Item::Text(v));
+                }
             } else {
-                (ptr(["metadata"]), true)
-            };
+                // Sorted as a JSON object is written; the keys are distinct.
+                entries.sort();
+                ops.add(ptr(["metadata", field]), Item::Strings(entries));
+            }
+        }
+    } else {
+        let [(_, _, mut annotations), (_, _, mut labels)] = maps;
+        if !annotations.is_empty() || !labels.is_empty() {
+            annotations.sort();
+            labels.sort();
             ops.add(
-                path,
-                Item::Annotations {
-                    in_metadata,
-                    entries,
+                ptr(["metadata"]),
+                Item::Metadata {
+                    annotations,
+                    labels,
                 },
             );
         }
@@ -390,5 +432,59 @@ mod tests {
         );
         assert_eq!(out["metadata"]["annotations"][odd_key], odd_value);
         assert_eq!(out["metadata"]["annotations"]["plain"], "v");
+    }
+
+    /// The patch for `plan` on `pod`, checked against `json_patch`'s
+    /// writing, and the pod with it applied.
+    fn apply(pod: Value, plan: Plan) -> Value {
+        let doc = Doc::from(&pod);
+        let patch = build(&PodView::new(&doc).unwrap(), plan);
+        assert_eq!(
+            patch.to_json(),
+            serde_json::to_vec(&patch.operations()).unwrap()
+        );
+        let mut out = pod.clone();
+        json_patch::patch(&mut out, &patch.operations()).unwrap();
+        out
+    }
+
+    fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn labels_and_annotations_go_where_the_pod_has_them_or_not() {
+        let plan = || Plan {
+            annotations: pairs(&[("b", "2"), ("a", "1")]),
+            labels: pairs(&[("tandem.dev/injected", "true")]),
+            ..Plan::default()
+        };
+        let spec = json!({ "containers": [] });
+        let out = apply(json!({ "spec": spec }), plan());
+        assert_eq!(
+            out["metadata"],
+            json!({ "annotations": { "a": "1", "b": "2" }, "labels": { "tandem.dev/injected": "true" } })
+        );
+        let out = apply(json!({ "metadata": { "name": "p" }, "spec": spec }), plan());
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({ "tandem.dev/injected": "true" })
+        );
+        assert_eq!(out["metadata"]["name"], "p");
+        let pod = json!({ "metadata": { "labels": { "app": "x", "tandem.dev/injected": "no" } }, "spec": spec });
+        let out = apply(pod, plan());
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({ "app": "x", "tandem.dev/injected": "true" })
+        );
+        let only_labels = Plan {
+            labels: pairs(&[("l", "v")]),
+            ..Plan::default()
+        };
+        let out = apply(json!({ "spec": spec }), only_labels);
+        assert_eq!(out["metadata"], json!({ "labels": { "l": "v" } }));
     }
 }

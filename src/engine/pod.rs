@@ -179,6 +179,10 @@ impl<'a> PodView<'a> {
         self.annotations?.get(key)?.as_str()
     }
 
+    pub(super) fn label(&self, key: &str) -> Option<&'a str> {
+        self.labels?.get(key)?.as_str()
+    }
+
     /// Whether app container `i` has `field` (`env`, `envFrom`,
     /// `volumeMounts`) as a list: appended to, or created whole. `new` checked
     /// it is a list when present.

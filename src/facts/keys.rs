@@ -13,6 +13,9 @@ pub const INJECT_OPT_OUT: [&str; 3] = ["none", "false", "disabled"];
 pub const INJECT_DEFAULTS: [&str; 3] = ["", "true", "enabled"];
 /// Pod annotation: what Tandem injected (templates with hashes, names).
 pub const STATUS_ANNOTATION: &str = "tandem.dev/status";
+/// Pod label, `"true"` on every pod that carries an injected template: a
+/// label-selected, metadata-only watch of injected pods sees them and nothing else.
+pub const INJECTED_LABEL: &str = "tandem.dev/injected";
 /// Namespace label: `enabled` (opt-in webhook scope) or `disabled`.
 pub const INJECTION_LABEL: &str = "tandem.dev/injection";
 /// Set by the kubelet on mirror pods of static manifests.

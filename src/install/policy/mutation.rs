@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::gates::has_annotation;
 use super::{cel, variable};
 use crate::facts::{
-    DEFAULT_CONTAINER_ANNOTATION, Doc, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+    DEFAULT_CONTAINER_ANNOTATION, Doc, INJECTED_LABEL, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
 use crate::template::{Object, Position, Template};
 
@@ -168,8 +168,9 @@ fn scratch_volumes(t: &Template) -> Vec<&str> {
 }
 
 /// The status, the default container when unset, and the emptyDirs the
-/// autoscaler may evict, merged into the user's list as the engine does.
-fn annotations(t: &Template, status: &str) -> Vec<String> {
+/// autoscaler may evict, merged into the user's list as the engine does;
+/// and the label of injected pods.
+fn metadata(t: &Template, status: &str) -> Vec<String> {
     let meta = "object.metadata";
     let key = |k: &str| pointer(&["metadata", "annotations", k]);
     let mut parts = vec![
@@ -196,10 +197,18 @@ fn annotations(t: &Template, status: &str) -> Vec<String> {
             )
         ));
     }
+    parts.push(format!(
+        "(has({meta}.labels) ? [] : [{}])",
+        add(&pointer(&["metadata", "labels"]), "{}")
+    ));
+    parts.push(list(&[add(
+        &pointer(&["metadata", "labels", INJECTED_LABEL]),
+        "'true'",
+    )]));
     parts
 }
 
-/// The variables `annotations` reads for the safe-to-evict list, when the
+/// The variables `metadata` reads for the safe-to-evict list, when the
 /// template adds an emptyDir: the user's names, and those to add.
 pub(super) fn evictable(t: &Template) -> Vec<Variable> {
     let scratch = scratch_volumes(t);
@@ -242,6 +251,6 @@ pub(super) fn expression(t: &Template, status: &str, classic: bool) -> String {
     let mut parts = vec![placed];
     parts.extend(volumes(t));
     parts.extend(app(t));
-    parts.extend(annotations(t, status));
+    parts.extend(metadata(t, status));
     format!("!variables.inject ? [] :\n  {}", parts.join("\n  + "))
 }
