@@ -5,112 +5,14 @@
 mod common;
 mod harness;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fake_api::FakeApi;
 use common::fixture_text;
 use common::run::wait_until;
 use harness::{Options, Server, admin_get};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-
-/// A request the fake API server received: method, path with query, body.
-type Seen = (String, String, String);
-
-/// What the fake answers: status and JSON body, or `None` to hold the request
-/// open (a watch with nothing to say).
-type Route = dyn Fn(&str, &str, &str) -> Option<(u16, String)> + Send + Sync;
-
-struct FakeApi {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    dir: tempfile::TempDir,
-}
-
-impl FakeApi {
-    async fn start(route: Arc<Route>) -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let log = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (route, log) = (route.clone(), log.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (route, log) = (route.clone(), log.clone());
-                        async move {
-                            let method = req.method().to_string();
-                            let uri = req.uri().to_string();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let body = String::from_utf8_lossy(&body).into_owned();
-                            log.lock()
-                                .unwrap()
-                                .push((method.clone(), uri.clone(), body.clone()));
-                            let (path, query) = uri.split_once('?').unwrap_or((&uri, ""));
-                            let answer = if query.contains("watch=") {
-                                None
-                            } else {
-                                route(&method, path, &body)
-                            };
-                            let (status, text) = match answer {
-                                Some(a) => a,
-                                None => {
-                                    tokio::time::sleep(Duration::from_secs(120)).await;
-                                    (200, String::new())
-                                }
-                            };
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(text)))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
-             users: [{{name: tandem, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: tandem}}}}]\ncurrent-context: fake\n"
-        );
-        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
-        FakeApi { addr, seen, dir }
-    }
-
-    fn kubeconfig_arg(&self) -> String {
-        format!(
-            "--kubeconfig={}",
-            self.dir.path().join("kubeconfig").display()
-        )
-    }
-
-    fn seen(&self, method: &str, path: &str) -> Vec<Seen> {
-        let _ = self.addr;
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(m, u, _)| m == method && u.starts_with(path))
-            .cloned()
-            .collect()
-    }
-}
 
 /// Namespaces (metadata only) as the API server lists them.
 fn namespaces() -> String {

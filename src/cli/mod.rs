@@ -1,18 +1,22 @@
 //! The command line, the top layer: it owns every clap type. `inject`,
 //! `explain`, `check` and `test` run the engine offline on the same inputs
 //! the webhook gathers (namespace facts and capabilities come from flags);
+//! `status` and `rollout` read running pods with the user's kubeconfig;
 //! `serve` hands the server its plain configuration; `crd`, `webhook-config`
 //! and `certs` print what an install needs.
 
 mod certs;
 mod check;
+mod day2;
 mod explain;
 mod golden;
 mod inject;
 pub mod manifest;
 mod order;
 mod policy;
+mod rollout;
 mod serve;
+mod status;
 mod webhook_config;
 
 use std::collections::BTreeMap;
@@ -54,6 +58,10 @@ pub enum Command {
     WebhookConfig(webhook_config::WebhookConfigArgs),
     /// Compile templates to MutatingAdmissionPolicies (Kubernetes 1.36): injection without the webhook.
     Policy(policy::PolicyArgs),
+    /// Count running pods per template and workload: current, outdated, or asked for and missing.
+    Status(status::StatusArgs),
+    /// Restart the workloads of pods with outdated templates, as `kubectl rollout restart` does.
+    Rollout(rollout::RolloutArgs),
     /// Write a private CA and a serving certificate for the webhook Service (installs without cert-manager).
     Certs(certs::CertsArgs),
 }
@@ -213,6 +221,8 @@ pub fn run(command: Command) -> i32 {
         Command::WebhookConfig(args) => webhook_config::run(&args),
         Command::Certs(args) => certs::run(&args),
         Command::Policy(args) => policy::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Rollout(args) => rollout::run(&args),
         Command::Crd => crate::install::crd::yaml()
             .map(|crd| print!("{crd}"))
             .map_err(|e| CliError::Failed(e.to_string())),

@@ -5,14 +5,23 @@
 //! ready-made from the admission layer and are only published here.
 
 mod events;
+mod inventory;
 mod namespaces;
 mod problem;
+mod rollout;
 mod sink;
 mod templates;
 mod watch;
 
+pub use inventory::{
+    Inventory, InventoryError, PodRecord, Scope, Workload, cluster_templates, inventory,
+    user_client,
+};
 pub use namespaces::NamespaceCache;
 pub use problem::WatchProblem;
+pub use rollout::{
+    Progress, RESTARTED_AT_ANNOTATION, RolloutError, not_restartable, progress, restart,
+};
 pub use sink::Sink;
 pub use templates::{StatusUpdate, merge};
 pub use watch::{Cluster, ClusterError, in_cluster};

@@ -35,10 +35,24 @@ pub enum ClusterError {
         path: String,
         source: kube::config::KubeconfigError,
     },
+    #[error("no cluster to talk to (--kubeconfig, $KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
+    Infer(String),
     #[error("in-cluster configuration: {0}")]
     InCluster(#[from] kube::config::InClusterError),
     #[error("building the Kubernetes client: {0}")]
     Client(#[from] kube::Error),
+}
+
+/// The client configuration of a kubeconfig file, its current context.
+pub(super) async fn kubeconfig(path: &Path) -> Result<Config, ClusterError> {
+    let error = |source| ClusterError::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    };
+    let kc = Kubeconfig::read_from(path).map_err(error)?;
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(error)
 }
 
 /// Whether to use the cluster without `--kubeconfig`: running in a pod.
@@ -57,19 +71,7 @@ impl Cluster {
     /// A client from `kubeconfig`, or the pod's service account.
     pub async fn connect(kubeconfig: Option<&Path>) -> Result<Cluster, ClusterError> {
         let config = match kubeconfig {
-            Some(path) => {
-                let kc =
-                    Kubeconfig::read_from(path).map_err(|source| ClusterError::Kubeconfig {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                    .await
-                    .map_err(|source| ClusterError::Kubeconfig {
-                        path: path.display().to_string(),
-                        source,
-                    })?
-            }
+            Some(path) => self::kubeconfig(path).await?,
             None => Config::incluster()?,
         };
         let (namespaces, namespace_writer) = reflector::store();

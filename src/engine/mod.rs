@@ -9,11 +9,13 @@
 //! applies live in files named for them: who gets what (`select.rs`), what
 //! collides (`conflicts.rs`), native or classic (`placement.rs`), the
 //! effective request (`resources.rs`), the status record (`status.rs`), the
-//! JSON patch (`patch.rs`).
+//! JSON patch (`patch.rs`); and, for day 2, whether a running pod's
+//! templates are current (`drift.rs`).
 
 mod conflicts;
 mod decide;
 mod decision;
+mod drift;
 mod lint;
 mod patch;
 mod placement;
@@ -34,6 +36,7 @@ pub use decision::{
     Decision, Gate, GateVerdict, MAX_WARNING_CHARS, Outcome, ResourceChange, TemplateVerdict,
     Verdict,
 };
+pub use drift::{Drift, State, carried, drift};
 pub use lint::collisions;
 pub use patch::Patch;
 pub use placement::Placement;

@@ -1,0 +1,126 @@
+//! Day 2: whether a running pod carries each template as it is now. A pod is
+//! outdated for a template when the hash its `tandem.dev/status` recorded
+//! differs from the template's current hash (or the template is gone).
+//! `tandem status`, `tandem rollout` and the server's pod counts all read
+//! pods through [`drift`], so they agree on every pod.
+
+use serde::Serialize;
+
+use super::status::Status;
+use super::{Input, Verdict};
+use crate::facts::{Doc, Namespace, Policy};
+use crate::template::{Mode, TemplateSet};
+
+/// Where a pod stands for one template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum State {
+    /// Injected with the template's current hash.
+    Current,
+    /// Injected with another hash, or with a template no longer in force.
+    Outdated,
+    /// Asked for the template and carries no `tandem.dev/status` at all: it
+    /// was admitted while Tandem was not answering.
+    Missing,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Current => "current",
+            State::Outdated => "outdated",
+            State::Missing => "missing",
+        }
+    }
+}
+
+/// A pod's templates and where it stands for each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// Each template the pod carries (or asked for and lacks), in the
+    /// status's order.
+    Templates(Vec<(String, State)>),
+    /// A `tandem.dev/status` that is not Tandem's record: nothing can be
+    /// said of the pod's templates.
+    Unknown,
+}
+
+/// Where the pod whose `tandem.dev/status` is `status` stands for each
+/// template it carries, against `templates` as seen from `namespace`.
+pub fn carried(status: &str, namespace: &str, templates: &TemplateSet) -> Drift {
+    let Ok(status) = Status::parse(status) else {
+        return Drift::Unknown;
+    };
+    Drift::Templates(
+        status
+            .templates
+            .into_iter()
+            .map(|injected| {
+                let current = templates
+                    .lookup(namespace, &injected.name)
+                    .is_some_and(|t| t.hash == injected.hash);
+                let state = if current {
+                    State::Current
+                } else {
+                    State::Outdated
+                };
+                (injected.name, state)
+            })
+            .collect(),
+    )
+}
+
+/// Where a pod stands for each template: what its status records, or,
+/// without one, the templates the engine would select for its metadata
+/// (its own request, the namespace's default list, the selectors) as
+/// [`State::Missing`]. `metadata` is the pod's `metadata` object; only its
+/// labels and annotations are read.
+pub fn drift(
+    metadata: &serde_json::Value,
+    namespace: &Namespace,
+    templates: &TemplateSet,
+    policy: &Policy,
+) -> Drift {
+    let annotations = metadata.get("annotations");
+    if let Some(status) = annotations
+        .and_then(|a| a.get(crate::facts::STATUS_ANNOTATION))
+        .and_then(serde_json::Value::as_str)
+    {
+        return carried(status, &namespace.name, templates);
+    }
+    // Which templates the gates select depends on the metadata alone; a pod
+    // without containers is enough to run them.
+    let pod = serde_json::json!({
+        "metadata": {
+            "name": metadata.get("name").cloned().unwrap_or_default(),
+            "labels": metadata.get("labels").cloned().unwrap_or_default(),
+            "annotations": annotations.cloned().unwrap_or_default(),
+        },
+        "spec": { "containers": [] },
+    });
+    let capabilities = crate::facts::Capabilities::default();
+    let input = Input {
+        pod: &Doc::from(&pod),
+        namespace,
+        templates,
+        capabilities: &capabilities,
+        policy,
+    };
+    let Ok(decision) = super::decide(&input) else {
+        return Drift::Unknown;
+    };
+    Drift::Templates(
+        decision
+            .templates
+            .into_iter()
+            // A dryRun template never injects: nothing is missing.
+            .filter(|t| !matches!(t.verdict, Verdict::Missing))
+            .filter(|t| {
+                templates
+                    .lookup(&namespace.name, &t.name)
+                    .is_some_and(|t| t.spec.mode != Mode::DryRun)
+            })
+            .map(|t| (t.name, State::Missing))
+            .collect(),
+    )
+}
