@@ -56,12 +56,6 @@ enum Kind {
     Histogram,
 }
 
-/// Series the alerts and the dashboard read that issue 25 announces and
-/// src/server/metrics.rs does not register yet (name without the prefix).
-/// `announced_metrics_are_not_registered_yet` fails once one is registered,
-/// so that the check against the registration takes over.
-const ANNOUNCED: [(&str, Kind); 1] = [("injected_pods", Kind::Gauge)];
-
 /// Labels that Prometheus adds to every series of a scraped target
 /// (ServiceMonitor: namespace, pod, service, container, endpoint, job, instance).
 const TARGET_LABELS: &str = "namespace pod service container endpoint job instance";
@@ -198,10 +192,7 @@ fn declarations<'a>(source: &'a str, name: &str) -> Vec<&'a str> {
 /// Every series name Tandem exports, with the metric (registered name) it
 /// belongs to and that metric's kind.
 fn exported() -> BTreeMap<String, (String, Kind)> {
-    let mut metrics = registered();
-    for (name, kind) in ANNOUNCED {
-        metrics.entry(name.to_string()).or_insert(kind);
-    }
+    let metrics = registered();
     let mut out = BTreeMap::new();
     for (name, kind) in metrics {
         let suffixes: &[&str] = match kind {
@@ -634,7 +625,7 @@ fn the_metrics_read_from_source_are_the_registered_ones() {
     ] {
         assert_eq!(registered.get(name), Some(&kind), "{name}: {registered:?}");
     }
-    // Every metric with labels in `labels_of` is registered (or announced),
+    // Every metric with labels in `labels_of` is registered,
     // and every label it lists is one the source sets.
     let server: String = fs::read_dir(repo_path("src/server"))
         .unwrap()
@@ -655,17 +646,6 @@ fn the_metrics_read_from_source_are_the_registered_ones() {
                 );
             }
         }
-    }
-}
-
-#[test]
-fn announced_metrics_are_not_registered_yet() {
-    let registered = registered();
-    for (name, _) in ANNOUNCED {
-        assert!(
-            !registered.contains_key(name),
-            "src/server/metrics.rs registers {name} now: drop it from ANNOUNCED in tests/alerts.rs"
-        );
     }
 }
 

@@ -314,3 +314,154 @@ async fn a_flood_of_forged_reviews_costs_a_bounded_number_of_api_calls() {
     .await;
     assert!(api.seen("POST", other).is_empty());
 }
+
+/// log-shipper as a SidecarTemplate object in Tandem's namespace, and the
+/// hash Tandem gives it.
+fn log_shipper_object() -> (Value, String) {
+    let mut object = common::run::repo_yaml("examples/templates/log-shipper.yaml").remove(0);
+    object["metadata"]["namespace"] = json!("tandem-system");
+    object["metadata"]["resourceVersion"] = json!("3");
+    let dynamic: kube::api::DynamicObject = serde_json::from_value(object.clone()).unwrap();
+    let (set, _) = tandem::cluster::merge(&[], &[Arc::new(dynamic)], "tandem-system");
+    let hash = set.lookup("shop", "log-shipper").unwrap().hash.clone();
+    (object, hash)
+}
+
+fn injected_pod(name: &str, hash: &str) -> Value {
+    let status = json!({ "templates": [{ "name": "log-shipper", "hash": hash }] }).to_string();
+    json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": { "name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                          "resourceVersion": "7",
+                          "labels": { "tandem.dev/injected": "true" },
+                          "annotations": { "tandem.dev/status": status } } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_pods_are_counted_into_the_template_status_and_the_metric() {
+    let (object, hash) = log_shipper_object();
+    let pods = vec![
+        injected_pod("web-1", &hash),
+        injected_pod("web-2", &hash),
+        injected_pod("api-1", "0123456789abcdef"),
+    ];
+    let api = FakeApi::start_with_query(Arc::new(move |method: &str, path: &str, query: &str, body: &str| {
+        match (method, path) {
+            ("GET", "/api/v1/namespaces") => Some((200, namespaces())),
+            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => Some((
+                200,
+                json!({ "kind": "SidecarTemplateList", "apiVersion": "tandem.dev/v1alpha1",
+                        "metadata": { "resourceVersion": "11" }, "items": [object] })
+                .to_string(),
+            )),
+            ("GET", "/api/v1/pods") => {
+                // Only the injected pods are asked for, by label.
+                assert!(query.contains("labelSelector=tandem.dev%2Finjected%3Dtrue"), "{query}");
+                Some((
+                    200,
+                    json!({ "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                            "metadata": { "resourceVersion": "12" }, "items": pods })
+                    .to_string(),
+                ))
+            }
+            ("PATCH", p) if p.starts_with("/apis/tandem.dev/v1alpha1/namespaces/tandem-system/sidecartemplates/log-shipper/status") => {
+                Some((200, json!({ "apiVersion": "tandem.dev/v1alpha1", "kind": "SidecarTemplate",
+                    "metadata": { "name": "log-shipper", "namespace": "tandem-system" }, "spec": {}, "status": serde_json::from_str::<Value>(body).unwrap()["status"] }).to_string()))
+            }
+            _ => Some((404, "{}".to_string())),
+        }
+    }))
+    .await;
+    let kubeconfig = api.kubeconfig_arg();
+    let server = Server::start(Options {
+        args: &[&kubeconfig, "--kubernetes-version=v1.36.2"],
+        // The templates in force are the cluster's.
+        templates: None,
+        ..Options::default()
+    });
+    server.ready().await;
+
+    let status =
+        "/apis/tandem.dev/v1alpha1/namespaces/tandem-system/sidecartemplates/log-shipper/status";
+    wait_until("the counts in the status", async || {
+        api.seen("PATCH", status)
+            .iter()
+            .any(|(_, _, body)| body.contains("injectedPods"))
+    })
+    .await;
+    let counts: Vec<Value> = api
+        .seen("PATCH", status)
+        .iter()
+        .map(|(_, _, body)| serde_json::from_str::<Value>(body).unwrap()["status"].clone())
+        .filter(|s| s.get("injectedPods").is_some())
+        .collect();
+    assert_eq!(counts, [json!({ "injectedPods": 3, "upToDatePods": 2 })]);
+    let metrics = admin_get(server.admin, "/metrics").await.unwrap().1;
+    for line in [
+        "tandem_injected_pods{template=\"log-shipper\",state=\"current\"} 2",
+        "tandem_injected_pods{template=\"log-shipper\",state=\"outdated\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_watch_tandem_may_not_run_leaves_counts_unknown_and_admission_serving() {
+    let (object, _) = log_shipper_object();
+    let api = FakeApi::start(Arc::new(move |method: &str, path: &str, _: &str| {
+        match (method, path) {
+            ("GET", "/api/v1/namespaces") => Some((200, namespaces())),
+            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => Some((
+                200,
+                json!({ "kind": "SidecarTemplateList", "apiVersion": "tandem.dev/v1alpha1",
+                        "metadata": { "resourceVersion": "11" }, "items": [object] })
+                .to_string(),
+            )),
+            ("GET", "/api/v1/pods") => Some((
+                403,
+                json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                        "reason": "Forbidden", "message": "pods is forbidden" })
+                .to_string(),
+            )),
+            _ => Some((404, "{}".to_string())),
+        }
+    }))
+    .await;
+    let kubeconfig = api.kubeconfig_arg();
+    let server = Server::start(Options {
+        args: &[&kubeconfig, "--kubernetes-version=v1.36.2"],
+        // The templates in force are the cluster's.
+        templates: None,
+        ..Options::default()
+    });
+    server.ready().await;
+    wait_until("the pod watch's error", async || {
+        admin_get(server.admin, "/metrics")
+            .await
+            .is_ok_and(|(_, m)| {
+                m.contains("tandem_watch_errors_total{resource=\"pods\",reason=\"forbidden\"}")
+            })
+    })
+    .await;
+    let metrics = admin_get(server.admin, "/metrics").await.unwrap().1;
+    assert!(!metrics.contains("tandem_injected_pods{"), "{metrics}");
+    assert!(
+        server.log().contains("may not list pods"),
+        "{}",
+        server.log()
+    );
+    let review = fixture_text("admission-v1.36/create.json");
+    let reply = server
+        .client()
+        .connect()
+        .await
+        .unwrap()
+        .review(&review)
+        .await;
+    assert_eq!(
+        reply.json()["response"]["allowed"],
+        true,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(admin_get(server.admin, "/readyz").await.unwrap().0, 200);
+}

@@ -13,6 +13,8 @@ use kube::runtime::watcher;
 pub enum Watched {
     SidecarTemplates,
     Namespaces,
+    /// Injected pods, for their counts only.
+    Pods,
 }
 
 impl Watched {
@@ -21,6 +23,7 @@ impl Watched {
         match self {
             Watched::SidecarTemplates => "sidecartemplates",
             Watched::Namespaces => "namespaces",
+            Watched::Pods => "pods",
         }
     }
 }

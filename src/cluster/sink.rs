@@ -5,8 +5,10 @@ use std::sync::Arc;
 use kube::api::DynamicObject;
 
 use super::StatusUpdate;
+use super::pods::PodCounts;
 use super::problem::WatchProblem;
 use crate::facts::Capabilities;
+use crate::template::TemplateSet;
 
 /// What the cluster watches feed. Narrow on purpose: the server's state
 /// implements it, and nothing else of the server reaches this layer.
@@ -23,4 +25,10 @@ pub trait Sink: Send + Sync + 'static {
     fn watch_recovered(&self, resource: &'static str);
     /// Both caches hold a full list: decisions can rely on them.
     fn synced(&self);
+    /// The templates in force, to count injected pods against; `None`
+    /// until they are known (files loaded, cluster caches synced).
+    fn templates_in_force(&self) -> Option<Arc<TemplateSet>>;
+    /// Injected pods by template and state; `None` while they are unknown
+    /// (the pod watch fails).
+    fn injected_pods(&self, counts: Option<&PodCounts>);
 }

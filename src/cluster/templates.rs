@@ -80,6 +80,7 @@ pub fn merge(
                 message: None,
                 hash: Some(t.hash.clone()),
                 observed_generation: obj.metadata.generation,
+                ..SidecarTemplateStatus::default()
             },
             Err(rejected) => {
                 let message = rejected.to_string();
@@ -89,13 +90,21 @@ pub fn merge(
                     message: Some(message),
                     hash: None,
                     observed_generation: obj.metadata.generation,
+                    ..SidecarTemplateStatus::default()
                 }
             }
         };
+        // The pod counts are written apart (cluster/pods.rs); the verdict
+        // is compared without them.
         let current: Option<SidecarTemplateStatus> = obj
             .data
             .get("status")
-            .and_then(|s| serde_json::from_value(s.clone()).ok());
+            .and_then(|s| serde_json::from_value::<SidecarTemplateStatus>(s.clone()).ok())
+            .map(|s| SidecarTemplateStatus {
+                injected_pods: None,
+                up_to_date_pods: None,
+                ..s
+            });
         if current.as_ref() != Some(&status) {
             updates.push(StatusUpdate {
                 namespace,

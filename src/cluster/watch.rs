@@ -94,9 +94,16 @@ impl Cluster {
 
     /// Starts the watches feeding `sink`. With `ask_version`, the API server's
     /// version decides native sidecars (with that override) now and every
-    /// `VERSION_INTERVAL`.
-    pub fn watch(self, sink: Arc<dyn Sink>, ask_version: Option<NativeSidecars>) {
+    /// `VERSION_INTERVAL`. Injected pods are watched for their counts;
+    /// `own_namespace` holds the cluster-wide templates.
+    pub fn watch(
+        self,
+        sink: Arc<dyn Sink>,
+        ask_version: Option<NativeSidecars>,
+        own_namespace: &str,
+    ) {
         watch_namespaces(self.client.clone(), self.namespace_writer, sink.clone());
+        super::pods::watch_pods(self.client.clone(), sink.clone(), own_namespace.to_string());
         let templates = watch_templates(self.client.clone(), sink.clone());
         if let Some(mode) = ask_version {
             watch_version(self.client, sink.clone(), mode);

@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::cluster::PodCounts;
 use crate::engine::SkipReason;
 
 /// A label whose value is fixed text: no allocation on the request path.
@@ -26,6 +27,7 @@ pub struct Metrics {
     client_ca_reloads: Family<Fixed, Counter>,
     pub client_auth_failures: Family<Fixed, Counter>,
     watch_errors: Family<[(&'static str, &'static str); 2], Counter>,
+    injected_pods: Family<[(&'static str, String); 2], Gauge>,
     pub connections_refused: Counter,
     pub certificate_expiry: Gauge,
     pub templates: Gauge,
@@ -46,6 +48,7 @@ impl Metrics {
         let client_auth_failures = Family::<Fixed, Counter>::default();
         let watch_errors = Family::<[(&'static str, &'static str); 2], Counter>::default();
         let connections_refused = Counter::default();
+        let injected_pods = Family::<[(&'static str, String); 2], Gauge>::default();
         // Sub-millisecond buckets: the engine answers in microseconds, and
         // mutating webhooks run in sequence on every pod creation.
         let duration = Histogram::new([
@@ -105,6 +108,11 @@ impl Metrics {
             watch_errors.clone(),
         );
         registry.register(
+            "injected_pods",
+            "Running injected pods, by template and state (current, outdated: the template's hash changed since); absent while the pod watch fails",
+            injected_pods.clone(),
+        );
+        registry.register(
             "connections_refused",
             "Connections closed on arrival because --max-connections were open",
             connections_refused.clone(),
@@ -126,6 +134,7 @@ impl Metrics {
             client_ca_reloads,
             client_auth_failures,
             watch_errors,
+            injected_pods,
             connections_refused,
             certificate_expiry,
             templates,
@@ -175,6 +184,19 @@ impl Metrics {
         self.watch_errors
             .get_or_create(&[("resource", resource), ("reason", reason)])
             .inc();
+    }
+
+    /// Replaces the injected pod counts; `None` leaves none (unknown).
+    pub fn injected_pods(&self, counts: Option<&PodCounts>) {
+        self.injected_pods.clear();
+        for ((template, state), n) in counts.into_iter().flatten() {
+            self.injected_pods
+                .get_or_create(&[
+                    ("template", template.clone()),
+                    ("state", state.as_str().to_string()),
+                ])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn render(&self) -> String {

@@ -137,7 +137,7 @@ async fn start_state(config: &Config) -> Result<Arc<AppState>, ServeError> {
         .kubernetes_version
         .is_none()
         .then_some(config.native_sidecars);
-    cluster.watch(state.clone(), ask_version);
+    cluster.watch(state.clone(), ask_version, &config.namespace);
     Ok(state)
 }
 

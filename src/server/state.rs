@@ -145,4 +145,14 @@ impl cluster::Sink for AppState {
     fn synced(&self) {
         self.cluster_synced.store(true, Ordering::Release);
     }
+
+    fn templates_in_force(&self) -> Option<Arc<TemplateSet>> {
+        let known = self.templates_ready.load(Ordering::Acquire)
+            && self.cluster_synced.load(Ordering::Acquire);
+        known.then(|| self.templates.load_full())
+    }
+
+    fn injected_pods(&self, counts: Option<&cluster::PodCounts>) {
+        self.metrics.injected_pods(counts);
+    }
 }

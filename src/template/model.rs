@@ -29,6 +29,8 @@ pub const KIND: &str = "SidecarTemplate";
     printcolumn = r#"{"name":"Lifecycle","type":"string","jsonPath":".spec.lifecycle"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.valid"}"#,
+    printcolumn = r#"{"name":"Injected","type":"integer","jsonPath":".status.injectedPods"}"#,
+    printcolumn = r#"{"name":"Up-To-Date","type":"integer","jsonPath":".status.upToDatePods"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -182,6 +184,13 @@ pub struct SidecarTemplateStatus {
     pub hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Running pods that carry this template (counted by `tandem serve` in
+    /// cluster mode); absent while unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_pods: Option<i64>,
+    /// Of those, the pods that carry it as it is now (the same hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to_date_pods: Option<i64>,
 }
 
 impl Pattern {

@@ -1,0 +1,385 @@
+//! The injected pods of the cluster, for day 2: a metadata-only watch
+//! selected by `tandem.dev/injected=true`, kept as little more than each
+//! pod's status text, and counted against the templates in force when
+//! they or the pods change. The counts go to the sink (metrics) and into each
+//! SidecarTemplate's status (`injectedPods`, `upToDatePods`), written only
+//! when they change. A failing watch makes the counts unknown; admission
+//! never waits on it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tracing::Instrument;
+
+use super::Sink;
+use super::problem::{CappedBackoff, WatchProblem, Watched};
+use crate::engine::{Drift, State, carried};
+use crate::facts::{INJECTED_LABEL, STATUS_ANNOTATION};
+use crate::template::{Scope, SidecarTemplate, TemplateSet};
+
+/// How often SidecarTemplate statuses may be written with new counts.
+pub const RECOUNT: Duration = Duration::from_secs(10);
+/// How often changes are looked for and the metric recounted.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Injected pods by template and state, as the metric exports them.
+pub type PodCounts = BTreeMap<(String, State), u64>;
+
+/// What one injected pod carries: its namespace and `tandem.dev/status`
+/// text, both interned (a Deployment's pods share one status text).
+struct Carried {
+    namespace: Arc<str>,
+    status: Arc<str>,
+}
+
+/// The injected pods, by uid.
+#[derive(Default)]
+struct Index {
+    pods: HashMap<String, Carried>,
+    strings: HashSet<Arc<str>>,
+    /// Changed since the last count.
+    dirty: bool,
+    /// False while the watch fails: the counts are unknown.
+    healthy: bool,
+    /// A first full list arrived: before it, no count means anything.
+    listed: bool,
+}
+
+impl Index {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.strings.get(s) {
+            return found.clone();
+        }
+        let s: Arc<str> = Arc::from(s);
+        self.strings.insert(s.clone());
+        s
+    }
+
+    fn apply(&mut self, pod: &PartialObjectMeta<Pod>) {
+        let meta = &pod.metadata;
+        let (Some(uid), Some(namespace)) = (&meta.uid, &meta.namespace) else {
+            return;
+        };
+        let status = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(STATUS_ANNOTATION))
+            .map(String::as_str)
+            .unwrap_or_default();
+        let carried = Carried {
+            namespace: self.intern(namespace),
+            status: self.intern(status),
+        };
+        self.pods.insert(uid.clone(), carried);
+        self.dirty = true;
+    }
+
+    fn delete(&mut self, pod: &PartialObjectMeta<Pod>) {
+        if let Some(uid) = &pod.metadata.uid {
+            self.pods.remove(uid);
+            self.dirty = true;
+        }
+    }
+
+    /// Drops interned texts no pod holds any more.
+    fn compact(&mut self) {
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+/// A SidecarTemplate object: (namespace, name).
+type ObjectKey = (String, String);
+/// Its pods: (injected, up to date).
+type ObjectCount = (u64, u64);
+
+/// The counts: per template name and state for the metric, and per
+/// SidecarTemplate object.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Counts {
+    pub by_template: PodCounts,
+    pub by_object: BTreeMap<ObjectKey, ObjectCount>,
+}
+
+/// Counts `pods` (namespace and status text) against `templates`; a
+/// template object in `own_namespace` serves every namespace.
+fn count<'a>(
+    pods: impl Iterator<Item = (&'a str, &'a str)>,
+    templates: &TemplateSet,
+    own_namespace: &str,
+) -> Counts {
+    let mut counts = Counts::default();
+    // Each distinct (namespace, status) is judged once.
+    let mut seen: HashMap<(&str, &str), u64> = HashMap::new();
+    for key in pods {
+        *seen.entry(key).or_default() += 1;
+    }
+    for ((namespace, status), n) in seen {
+        let Drift::Templates(list) = carried(status, namespace, templates) else {
+            continue;
+        };
+        for (name, state) in list {
+            *counts.by_template.entry((name.clone(), state)).or_default() += n;
+            let Some(t) = templates.lookup(namespace, &name) else {
+                continue;
+            };
+            let object_namespace = match &t.scope {
+                Scope::Cluster => own_namespace.to_string(),
+                Scope::Namespace(ns) => ns.clone(),
+            };
+            let entry = counts
+                .by_object
+                .entry((object_namespace, name))
+                .or_default();
+            entry.0 += n;
+            if state == State::Current {
+                entry.1 += n;
+            }
+        }
+    }
+    // Every template object in force gets a count, zero included.
+    for t in templates.all() {
+        if !t.source.starts_with("cluster:") {
+            continue;
+        }
+        let ns = match &t.scope {
+            Scope::Cluster => own_namespace.to_string(),
+            Scope::Namespace(ns) => ns.clone(),
+        };
+        counts.by_object.entry((ns, t.name.clone())).or_default();
+    }
+    counts
+}
+
+/// Starts the watch and the counting.
+pub(super) fn watch_pods(client: Client, sink: Arc<dyn Sink>, own_namespace: String) {
+    let index = Arc::new(Mutex::new(Index {
+        healthy: true,
+        ..Index::default()
+    }));
+    // Metadata only: the status annotation is all that is kept.
+    let api = Api::<PartialObjectMeta<Pod>>::all(client.clone());
+    let config = watcher::Config::default()
+        .labels(&format!("{INJECTED_LABEL}=true"))
+        .page_size(500);
+    let stream = watcher(api, config).backoff(CappedBackoff::new());
+    let writer = index.clone();
+    let health_sink = sink.clone();
+    tokio::spawn(
+        async move {
+            let mut stream = std::pin::pin!(stream);
+            // A relist arrives whole before it replaces what was known.
+            let mut relist: Option<Vec<PartialObjectMeta<Pod>>> = None;
+            while let Some(event) = stream.next().await {
+                let mut index = writer.lock().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    Ok(watcher::Event::Init) => relist = Some(Vec::new()),
+                    Ok(watcher::Event::InitApply(pod)) => {
+                        if let Some(pods) = relist.as_mut() {
+                            pods.push(pod);
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        index.pods.clear();
+                        for pod in relist.take().unwrap_or_default() {
+                            index.apply(&pod);
+                        }
+                        index.compact();
+                        index.dirty = true;
+                        index.listed = true;
+                        if !index.healthy {
+                            index.healthy = true;
+                            tracing::info!(resource = "pods", "watch works again");
+                            health_sink.watch_recovered("pods");
+                        }
+                    }
+                    Ok(watcher::Event::Apply(pod)) => index.apply(&pod),
+                    Ok(watcher::Event::Delete(pod)) => index.delete(&pod),
+                    Err(e) => {
+                        let problem = WatchProblem::of(Watched::Pods, &e);
+                        tracing::error!(
+                            resource = "pods",
+                            reason = problem.reason,
+                            "{}; injected pod counts are unknown until it works again (admission is unaffected)",
+                            problem.message
+                        );
+                        health_sink.watch_failed("pods", &problem);
+                        index.healthy = false;
+                        index.dirty = true;
+                    }
+                }
+            }
+        }
+        .instrument(tracing::info_span!("watch", resource = "pods")),
+    );
+    tokio::spawn(
+        recount(client, sink, index, own_namespace).instrument(tracing::info_span!("pod-counts")),
+    );
+}
+
+/// Counts again, at most every [`TICK`], when the pods or the templates
+/// changed (the metric follows at once); writes the statuses whose counts
+/// changed, at most every [`RECOUNT`]. Nothing is counted before the
+/// templates are known: every pod would look outdated.
+async fn recount(
+    client: Client,
+    sink: Arc<dyn Sink>,
+    index: Arc<Mutex<Index>>,
+    own_namespace: String,
+) {
+    let resource = ApiResource::erase::<SidecarTemplate>(&());
+    let mut written: BTreeMap<ObjectKey, Option<ObjectCount>> = BTreeMap::new();
+    let mut last_templates: Option<Arc<TemplateSet>> = None;
+    let mut last_write: Option<Instant> = None;
+    let mut unwritten: Option<Option<Counts>> = None;
+    loop {
+        tokio::time::sleep(TICK).await;
+        let Some(templates) = sink.templates_in_force() else {
+            continue;
+        };
+        {
+            let mut index = index.lock().unwrap_or_else(|p| p.into_inner());
+            let same_templates = last_templates
+                .as_ref()
+                .is_some_and(|t| Arc::ptr_eq(t, &templates));
+            let meaningful = index.listed || !index.healthy;
+            if meaningful && (index.dirty || !same_templates) {
+                index.dirty = false;
+                let counts = index.healthy.then(|| {
+                    let pods = index
+                        .pods
+                        .values()
+                        .map(|c| (c.namespace.as_ref(), c.status.as_ref()));
+                    count(pods, &templates, &own_namespace)
+                });
+                sink.injected_pods(counts.as_ref().map(|c| &c.by_template));
+                unwritten = Some(counts);
+            }
+        }
+        last_templates = Some(templates);
+        if last_write.is_some_and(|t| t.elapsed() < RECOUNT) {
+            continue;
+        }
+        let Some(counts) = unwritten.take() else {
+            continue;
+        };
+        last_write = Some(Instant::now());
+        // Unknown counts are written as absent: an empty printer column,
+        // not a stale number.
+        let wanted: Vec<(ObjectKey, Option<ObjectCount>)> = match counts {
+            Some(c) => c.by_object.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            None => written.keys().map(|k| (k.clone(), None)).collect(),
+        };
+        for (key, value) in wanted {
+            if written.get(&key) == Some(&value) {
+                continue;
+            }
+            let (namespace, name) = &key;
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
+            let status = match value {
+                Some((injected, current)) => {
+                    serde_json::json!({ "injectedPods": injected, "upToDatePods": current })
+                }
+                None => serde_json::json!({ "injectedPods": null, "upToDatePods": null }),
+            };
+            let patch = serde_json::json!({ "status": status });
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    written.insert(key, value);
+                }
+                Err(e) => {
+                    tracing::warn!(%namespace, %name, error = %e, "could not write the pod counts into the SidecarTemplate status");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::{self, Template};
+
+    fn set(templates: &[(&str, Scope)]) -> TemplateSet {
+        let mut set = TemplateSet::default();
+        for (name, scope) in templates {
+            let mut t: Template = template::examples()
+                .unwrap()
+                .into_iter()
+                .find(|t| t.name == "log-shipper")
+                .unwrap();
+            t.name = name.to_string();
+            t.scope = scope.clone();
+            t.source = format!("cluster:{name}");
+            t.hash = format!("hash-{name}");
+            set.insert(Arc::new(t)).unwrap();
+        }
+        set
+    }
+
+    fn status(pairs: &[(&str, &str)]) -> String {
+        let list: Vec<_> = pairs
+            .iter()
+            .map(|(n, h)| serde_json::json!({ "name": n, "hash": h }))
+            .collect();
+        serde_json::json!({ "templates": list }).to_string()
+    }
+
+    #[test]
+    fn pods_are_counted_per_template_and_per_object() {
+        let templates = set(&[
+            ("shipper", Scope::Cluster),
+            ("proxy", Scope::Namespace("shop".into())),
+        ]);
+        let current = status(&[("shipper", "hash-shipper"), ("proxy", "hash-proxy")]);
+        let old = status(&[("shipper", "old")]);
+        let gone = status(&[("removed", "x")]);
+        let pods = [
+            ("shop", current.as_str()),
+            ("shop", current.as_str()),
+            ("shop", old.as_str()),
+            ("web", old.as_str()),
+            ("web", gone.as_str()),
+            ("web", "not json"),
+        ];
+        let c = count(pods.into_iter(), &templates, "tandem-system");
+        let by = |t: &str, s: State| c.by_template.get(&(t.to_string(), s)).copied();
+        assert_eq!(by("shipper", State::Current), Some(2));
+        assert_eq!(by("shipper", State::Outdated), Some(2));
+        assert_eq!(by("proxy", State::Current), Some(2));
+        assert_eq!(by("removed", State::Outdated), Some(1));
+        let object = |ns: &str, n: &str| c.by_object.get(&(ns.to_string(), n.to_string())).copied();
+        assert_eq!(object("tandem-system", "shipper"), Some((4, 2)));
+        assert_eq!(object("shop", "proxy"), Some((2, 2)));
+        assert_eq!(c.by_object.len(), 2, "{:?}", c.by_object);
+    }
+
+    #[test]
+    fn interned_texts_are_shared_and_dropped_with_their_pods() {
+        let mut index = Index::default();
+        let pod = |uid: &str, status: &str| {
+            let mut p = PartialObjectMeta::<Pod>::default();
+            p.metadata.uid = Some(uid.into());
+            p.metadata.namespace = Some("shop".into());
+            p.metadata.annotations =
+                Some([(STATUS_ANNOTATION.to_string(), status.to_string())].into());
+            p
+        };
+        index.apply(&pod("a", "s1"));
+        index.apply(&pod("b", "s1"));
+        assert_eq!(index.strings.len(), 2, "namespace and one status");
+        index.delete(&pod("a", "s1"));
+        index.delete(&pod("b", "s1"));
+        index.compact();
+        assert!(index.strings.is_empty());
+    }
+}
