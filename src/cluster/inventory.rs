@@ -91,16 +91,17 @@ pub struct Inventory {
     pub notes: Vec<String>,
 }
 
-/// Every item of a list, a page at a time.
-async fn list_all<K>(
+/// Hands every item of a list to `each`, a page at a time: only one page
+/// of whole objects is ever held.
+async fn for_each<K>(
     api: &Api<K>,
     selector: Option<&str>,
     what: &'static str,
-) -> Result<Vec<PartialObjectMeta<K>>, InventoryError>
+    mut each: impl FnMut(PartialObjectMeta<K>),
+) -> Result<(), InventoryError>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let mut items = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let mut params = ListParams::default().limit(PAGE);
@@ -114,12 +115,26 @@ where
             .list_metadata(&params)
             .await
             .map_err(|source| InventoryError::List { what, source })?;
-        items.extend(page.items);
+        page.items.into_iter().for_each(&mut each);
         match page.metadata.continue_.filter(|t| !t.is_empty()) {
             Some(t) => token = Some(t),
-            None => return Ok(items),
+            None => return Ok(()),
         }
     }
+}
+
+/// Every item of a list.
+async fn list_all<K>(
+    api: &Api<K>,
+    selector: Option<&str>,
+    what: &'static str,
+) -> Result<Vec<PartialObjectMeta<K>>, InventoryError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = Vec::new();
+    for_each(api, selector, what, |item| items.push(item)).await?;
+    Ok(items)
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -188,24 +203,27 @@ where
         + std::fmt::Debug,
     <K as Resource>::DynamicType: Default,
 {
-    match list_all(&api::<K>(client, scope.namespace.as_deref()), None, what).await {
-        Ok(items) => items
-            .into_iter()
-            .filter_map(|o| {
-                let owner = controller(&o.metadata)?;
-                Some((
-                    (o.metadata.namespace.clone()?, o.metadata.name.clone()?),
-                    (owner.kind.clone(), owner.name.clone()),
-                ))
-            })
-            .collect(),
-        Err(e) => {
-            notes.push(format!(
-                "{e}; pods are grouped by their {what} instead of what owns it"
-            ));
-            Owners::new()
-        }
+    let mut owners = Owners::new();
+    let listed = for_each(
+        &api::<K>(client, scope.namespace.as_deref()),
+        None,
+        what,
+        |o| {
+            let meta = o.metadata;
+            if let (Some(owner), Some(namespace), Some(name)) =
+                (controller(&meta), meta.namespace.clone(), meta.name.clone())
+            {
+                owners.insert((namespace, name), (owner.kind.clone(), owner.name.clone()));
+            }
+        },
+    )
+    .await;
+    if let Err(e) = listed {
+        notes.push(format!(
+            "{e}; pods are grouped by their {what} instead of what owns it"
+        ));
     }
+    owners
 }
 
 /// The namespaces' labels and annotations, for namespace default lists and
@@ -263,16 +281,57 @@ pub async fn inventory(
     opt_in: bool,
 ) -> Result<Inventory, InventoryError> {
     let mut notes = Vec::new();
-    let pods = list_all(
+    let namespaces = namespaces(client, scope, &mut notes).await;
+    // Each pod is judged as its page arrives and kept as a few strings.
+    let mut pods: Vec<(PodRecord, Option<(String, String)>)> = Vec::new();
+    for_each(
         &api::<Pod>(client, scope.namespace.as_deref()),
         scope.selector.as_deref(),
         "pods",
+        |pod| {
+            let meta = pod.metadata;
+            let (Some(namespace), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
+                return;
+            };
+            let ns = namespaces
+                .get(&namespace)
+                .cloned()
+                .unwrap_or_else(|| Namespace::new(&namespace, BTreeMap::new(), BTreeMap::new()));
+            let in_scope =
+                !opt_in || ns.labels.get(INJECTION_LABEL).map(String::as_str) == Some("enabled");
+            let owner = controller(&meta).map(|o| (o.kind.clone(), o.name.clone()));
+            let metadata = serde_json::json!({
+                "name": name,
+                "labels": meta.labels,
+                "annotations": meta.annotations,
+            });
+            let drift = match engine::drift(&metadata, &ns, templates, policy) {
+                Drift::Templates(t) if !in_scope => Drift::Templates(
+                    t.into_iter()
+                        .filter(|(_, s)| *s != engine::State::Missing)
+                        .collect(),
+                ),
+                d => d,
+            };
+            let workload = Workload {
+                namespace,
+                kind: "Pod".into(),
+                name: name.clone(),
+            };
+            pods.push((
+                PodRecord {
+                    name,
+                    workload,
+                    drift,
+                },
+                owner,
+            ));
+        },
     )
     .await?;
-    let namespaces = namespaces(client, scope, &mut notes).await;
     let owned_by = |kind: &str| {
         pods.iter()
-            .any(|p| controller(&p.metadata).is_some_and(|o| o.kind == kind))
+            .any(|(_, o)| o.as_ref().is_some_and(|(k, _)| k == kind))
     };
     let replica_sets = if owned_by("ReplicaSet") {
         owners::<ReplicaSet>(client, scope, "replicasets.apps", &mut notes).await
@@ -284,48 +343,32 @@ pub async fn inventory(
     } else {
         Owners::new()
     };
-    let mut records = Vec::with_capacity(pods.len());
-    for pod in pods {
-        let meta = pod.metadata;
-        let (Some(namespace), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
-            continue;
-        };
-        let ns = namespaces
-            .get(&namespace)
-            .cloned()
-            .unwrap_or_else(|| Namespace::new(&namespace, BTreeMap::new(), BTreeMap::new()));
-        let workload = workload(&namespace, &name, &meta, &replica_sets, &jobs);
-        let in_scope =
-            !opt_in || ns.labels.get(INJECTION_LABEL).map(String::as_str) == Some("enabled");
-        let metadata = serde_json::json!({
-            "name": name,
-            "labels": meta.labels,
-            "annotations": meta.annotations,
-        });
-        let drift = match engine::drift(&metadata, &ns, templates, policy) {
-            Drift::Templates(t) if !in_scope => Drift::Templates(
-                t.into_iter()
-                    .filter(|(_, s)| *s != engine::State::Missing)
-                    .collect(),
-            ),
-            d => d,
-        };
-        records.push(PodRecord {
-            name,
-            workload,
-            drift,
-        });
-    }
+    let records = pods
+        .into_iter()
+        .map(|(mut record, owner)| {
+            if let Some((kind, name)) = owner {
+                record.workload = workload(
+                    &record.workload.namespace,
+                    &kind,
+                    &name,
+                    &replica_sets,
+                    &jobs,
+                );
+            }
+            record
+        })
+        .collect();
     Ok(Inventory {
         pods: records,
         notes,
     })
 }
 
+/// The workload above a pod's controller `kind`/`name`.
 fn workload(
     namespace: &str,
-    pod: &str,
-    meta: &ObjectMeta,
+    kind: &str,
+    name: &str,
     replica_sets: &Owners,
     jobs: &Owners,
 ) -> Workload {
@@ -334,16 +377,13 @@ fn workload(
         kind: kind.to_string(),
         name: name.to_string(),
     };
-    let Some(owner) = controller(meta) else {
-        return at("Pod", pod);
-    };
-    let above = match owner.kind.as_str() {
-        "ReplicaSet" => replica_sets.get(&(namespace.to_string(), owner.name.clone())),
-        "Job" => jobs.get(&(namespace.to_string(), owner.name.clone())),
+    let above = match kind {
+        "ReplicaSet" => replica_sets.get(&(namespace.to_string(), name.to_string())),
+        "Job" => jobs.get(&(namespace.to_string(), name.to_string())),
         _ => None,
     };
     match above {
-        Some((kind, name)) if matches!(kind.as_str(), "Deployment" | "CronJob") => at(kind, name),
-        _ => at(&owner.kind, &owner.name),
+        Some((k, n)) if matches!(k.as_str(), "Deployment" | "CronJob") => at(k, n),
+        _ => at(kind, name),
     }
 }

@@ -50,6 +50,8 @@ struct Index {
     healthy: bool,
     /// A first full list arrived: before it, no count means anything.
     listed: bool,
+    /// Deletions since the interned texts were last compacted.
+    deleted: usize,
 }
 
 impl Index {
@@ -77,20 +79,35 @@ impl Index {
             namespace: self.intern(namespace),
             status: self.intern(status),
         };
-        self.pods.insert(uid.clone(), carried);
+        if self.pods.insert(uid.clone(), carried).is_some() {
+            // What the replaced entry held may now be unused.
+            self.deleted += 1;
+        }
         self.dirty = true;
     }
 
     fn delete(&mut self, pod: &PartialObjectMeta<Pod>) {
         if let Some(uid) = &pod.metadata.uid {
-            self.pods.remove(uid);
-            self.dirty = true;
+            self.forget(uid);
         }
     }
 
     /// Drops interned texts no pod holds any more.
     fn compact(&mut self) {
         self.strings.retain(|s| Arc::strong_count(s) > 1);
+    }
+
+    /// Forgets a deleted pod; its texts go at the next compaction.
+    fn forget(&mut self, uid: &str) {
+        if self.pods.remove(uid).is_some() {
+            self.dirty = true;
+            self.deleted += 1;
+            // Compacting costs a pass over the texts: once per many deletions.
+            if self.deleted > 1000 {
+                self.compact();
+                self.deleted = 0;
+            }
+        }
     }
 }
 
@@ -174,23 +191,22 @@ pub(super) fn watch_pods(client: Client, sink: Arc<dyn Sink>, own_namespace: Str
     tokio::spawn(
         async move {
             let mut stream = std::pin::pin!(stream);
-            // A relist arrives whole before it replaces what was known.
-            let mut relist: Option<Vec<PartialObjectMeta<Pod>>> = None;
+            // A relist is gathered apart (as compact as the index) and
+            // replaces what was known once it is whole.
+            let mut relist: Option<Index> = None;
             while let Some(event) = stream.next().await {
                 let mut index = writer.lock().unwrap_or_else(|p| p.into_inner());
                 match event {
-                    Ok(watcher::Event::Init) => relist = Some(Vec::new()),
+                    Ok(watcher::Event::Init) => relist = Some(Index::default()),
                     Ok(watcher::Event::InitApply(pod)) => {
-                        if let Some(pods) = relist.as_mut() {
-                            pods.push(pod);
+                        if let Some(fresh) = relist.as_mut() {
+                            fresh.apply(&pod);
                         }
                     }
                     Ok(watcher::Event::InitDone) => {
-                        index.pods.clear();
-                        for pod in relist.take().unwrap_or_default() {
-                            index.apply(&pod);
-                        }
-                        index.compact();
+                        let fresh = relist.take().unwrap_or_default();
+                        index.pods = fresh.pods;
+                        index.strings = fresh.strings;
                         index.dirty = true;
                         index.listed = true;
                         if !index.healthy {
