@@ -596,3 +596,41 @@ async fn rollout_never_stacks_restarts_and_names_missing_rights() {
         r.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rollout_reports_what_it_restarted() {
+    let mut s = shop();
+    s.deployments.insert(
+        "api".into(),
+        (Behaviour::Sticks, deployment("api", Behaviour::Sticks)),
+    );
+    let (api, _) = serve(s).await;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["rollout", "-n", "shop", "-c", TEMPLATES, "--timeout", "5m"])
+        .arg(api.kubeconfig_arg())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::run::wait_until("the restart of api", async || !patched(&api).is_empty()).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("stopped: interrupted"), "{stdout}");
+    assert!(
+        stdout.contains("restarted before stopping: shop/Deployment/api"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not restarted: shop/Deployment/web"),
+        "{stdout}"
+    );
+    assert_eq!(patched(&api), ["api"]);
+}
