@@ -176,7 +176,7 @@ fn tricky_templates() -> TemplateSet {
 /// Namespaces: plain, with a default list, opting out, with team labels.
 fn namespaces(set: &TemplateSet) -> Vec<(String, Value, Namespace)> {
     let first = set.all().next().unwrap().name.clone();
-    let variants: Vec<(Labels, Annotations)> = vec![
+    let mut variants: Vec<(Labels, Annotations)> = vec![
         (vec![], vec![]),
         (vec![("team", "shop")], vec![]),
         (vec![("team", "shop"), ("legacy", "1")], vec![]),
@@ -199,6 +199,14 @@ fn namespaces(set: &TemplateSet) -> Vec<(String, Value, Namespace)> {
             vec![],
         ),
     ];
+    // Parameters set by the namespace, alone and under its default list.
+    for mut annotations in common::parameter_variants(set) {
+        variants.push((vec![], annotations.clone()));
+        if let Some(t) = set.all().find(|t| !t.spec.parameters.is_empty()) {
+            annotations.push((INJECT_ANNOTATION, t.name.clone()));
+            variants.push((vec![], annotations));
+        }
+    }
     variants
         .into_iter()
         .map(|(labels, annotations)| {

@@ -2,6 +2,7 @@
 //! then one run per selected template, then the patch and its extras.
 
 use super::decision::{Decision, GateVerdict, ResourceChange, Stop};
+use super::parameters;
 use super::patch::{self, Plan};
 use super::pod::{PodView, name_of};
 use super::pod_security;
@@ -17,6 +18,7 @@ use crate::facts::{
     DEFAULT_CONTAINER_ANNOTATION, INJECT_ANNOTATION, INJECTED_LABEL, INJECTION_LABEL, Level,
     MIRROR_ANNOTATION, PodSecurity, QosShare, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
+use crate::template::Template;
 
 /// What the gates let through: the requests of the pod and of its
 /// namespace, what the pod already carries, and the templates selected for it.
@@ -56,8 +58,17 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
     let security = pod_security(input, &mut d);
     let mut run = Run::new(&pod, input, existing.unwrap_or_default(), security);
 
-    for (name, source) in selected {
-        let (verdict, why) = run.template(&name, &mut d);
+    // Rendered before the runs: a template with the pod's own parameter
+    // values must outlive the run that places its objects.
+    let prepared: Vec<Prepared> = selected
+        .iter()
+        .map(|(name, _)| prepare(name, &pod, input, &mut d))
+        .collect();
+    for ((name, source), prepared) in selected.into_iter().zip(&prepared) {
+        let (verdict, why) = match prepared {
+            Prepared::Invalid(t, why) => run.invalid(t, why.clone(), &mut d),
+            Prepared::As(own) => run.template(&name, own.as_ref(), &mut d),
+        };
         d.judge(name, source, verdict, why);
     }
     if !run.denials.is_empty() {
@@ -89,6 +100,53 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
     d.patch = patch::build(&pod, plan);
     d.settle();
     Ok(d)
+}
+
+/// A selected template as this pod gets it.
+enum Prepared<'t> {
+    /// As in the set (`None`), or rendered with the pod's parameter values.
+    As(Option<Template>),
+    /// A parameter value breaks its rule.
+    Invalid(&'t Template, String),
+}
+
+/// Reads `name`'s parameters for this pod: warns of annotations naming
+/// none, shows each value and its source, and renders the template anew
+/// when a value is not the default.
+fn prepare<'t>(
+    name: &str,
+    pod: &PodView<'_>,
+    input: &'t Input<'_>,
+    d: &mut Decision,
+) -> Prepared<'t> {
+    let Some(t) = input.templates.lookup(&input.namespace.name, name) else {
+        return Prepared::As(None);
+    };
+    for warning in parameters::undeclared(t, pod, input.namespace) {
+        d.warn(warning);
+    }
+    if t.spec.parameters.is_empty() {
+        return Prepared::As(None);
+    }
+    match parameters::values(t, pod, input.namespace) {
+        Err(parameters::Invalid(why)) => {
+            d.gate(format!("parameters of {name}"), GateVerdict::Stop, || {
+                why.clone()
+            });
+            Prepared::Invalid(t, why)
+        }
+        Ok(values) => {
+            d.gate(format!("parameters of {name}"), GateVerdict::Info, || {
+                values.shown.clone()
+            });
+            if !values.overridden {
+                return Prepared::As(None);
+            }
+            // Encoding what was decoded at load cannot fail; if it did, the
+            // defaults are injected rather than nothing.
+            Prepared::As(t.with_values(&values.values).ok())
+        }
+    }
 }
 
 /// The gates before any template, in the order `explain` shows them.

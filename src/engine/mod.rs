@@ -17,6 +17,7 @@ mod decide;
 mod decision;
 mod drift;
 mod lint;
+mod parameters;
 mod patch;
 mod placement;
 mod pod;

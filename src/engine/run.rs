@@ -62,11 +62,18 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Decides the template named `name` and, when it is injected, adds it
-    /// to the plan and the status record.
-    pub(super) fn template(&mut self, name: &str, d: &mut Decision) -> (Verdict, String) {
+    /// Decides the template named `name` (as `own`, rendered with the pod's
+    /// parameter values, when it has some) and, when it is injected, adds
+    /// it to the plan and the status record.
+    pub(super) fn template(
+        &mut self,
+        name: &str,
+        own: Option<&'a Template>,
+        d: &mut Decision,
+    ) -> (Verdict, String) {
         let namespace = &self.input.namespace.name;
-        let Some(t) = self.input.templates.lookup(namespace, name) else {
+        let Some(t) = own.or_else(|| self.input.templates.lookup(namespace, name).map(|t| &**t))
+        else {
             return self.missing(name, d);
         };
         match self.inject(t, d) {
@@ -76,6 +83,31 @@ impl<'a> Run<'a> {
             }
             Err(settled) => settled,
         }
+    }
+
+    /// A template whose parameter value breaks its rule: never injected;
+    /// skipped with a warning, or the pod denied with `onConflict: fail`.
+    pub(super) fn invalid(
+        &mut self,
+        t: &Template,
+        why: String,
+        d: &mut Decision,
+    ) -> (Verdict, String) {
+        if t.spec.on_conflict == OnConflict::Fail {
+            self.denials
+                .push(format!("template {} (onConflict: fail): {why}", t.name));
+            return (
+                Verdict::Denied,
+                format!("invalid parameter, onConflict fail: {why}"),
+            );
+        }
+        d.warn(format!("{} skipped: {why}", t.name));
+        (
+            Verdict::Skipped {
+                reason: SkipReason::InvalidParameter,
+            },
+            why,
+        )
     }
 
     fn missing(&mut self, name: &str, d: &mut Decision) -> (Verdict, String) {

@@ -37,11 +37,13 @@ pub enum SkipReason {
     Outdated,
     /// What the template adds breaks the namespace's enforced Pod Security level.
     PodSecurity,
+    /// A parameter's value (from the pod or its namespace) breaks its type or bounds.
+    InvalidParameter,
 }
 
 impl SkipReason {
     /// Every reason, in the order the decision meets them.
-    pub const ALL: [SkipReason; 14] = [
+    pub const ALL: [SkipReason; 15] = [
         SkipReason::MirrorPod,
         SkipReason::ExcludedNamespace,
         SkipReason::NamespaceDisabled,
@@ -56,6 +58,7 @@ impl SkipReason {
         SkipReason::JobNeedsNative,
         SkipReason::Outdated,
         SkipReason::PodSecurity,
+        SkipReason::InvalidParameter,
     ];
 
     /// The label value and the word in summaries: `mirror-pod`.
@@ -75,6 +78,7 @@ impl SkipReason {
             SkipReason::JobNeedsNative => "job-needs-native",
             SkipReason::Outdated => "outdated",
             SkipReason::PodSecurity => "pod-security",
+            SkipReason::InvalidParameter => "invalid-parameter",
         }
     }
 
@@ -95,6 +99,7 @@ impl SkipReason {
             SkipReason::JobNeedsNative => "job needs native",
             SkipReason::Outdated => "outdated",
             SkipReason::PodSecurity => "pod security",
+            SkipReason::InvalidParameter => "invalid parameter",
         }
     }
 }

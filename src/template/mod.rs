@@ -9,6 +9,7 @@ mod load;
 // CustomResource derive's expansion of the spec type as unreachable.
 #[allow(unreachable_pub)]
 mod model;
+mod parameters;
 mod set;
 mod validate;
 
@@ -27,6 +28,10 @@ pub use load::{LoadError, ObjectError, load_path, parse_documents, template_from
 pub use model::{
     API_VERSION, AppSpec, KIND, Lifecycle, Mode, OnConflict, Pattern, Position, QosPolicy,
     SidecarTemplate, SidecarTemplateSpec, SidecarTemplateStatus,
+};
+pub use parameters::{
+    FieldKind, List, Parameter, ParameterType, Refused, Target, annotation as parameter_annotation,
+    parameter_of, text as parameter_text,
 };
 pub use set::{DuplicateTemplate, TemplateSet};
 pub use validate::{FieldError, unknown_fields};
@@ -147,27 +152,55 @@ impl Template {
                 message: format!("cannot be encoded as JSON: {e}"),
             }]
         };
-        let hash = content_hash(&spec).map_err(unencodable)?;
-        let containers = objects(&spec.containers).map_err(unencodable)?;
+        let defaults: Vec<Value> = spec
+            .parameters
+            .iter()
+            .map(|p| p.check(&parameters::text(&p.default)).unwrap_or_default())
+            .collect();
+        let spec = with_values(&spec, &defaults).map_err(unencodable)?;
+        Self::render(name, scope, source, spec, written).map_err(unencodable)
+    }
+
+    /// This template with its parameters set to `values` (one per
+    /// declared parameter, in order, each checked by [`Parameter::check`]):
+    /// what a pod that sets some of them gets. Its hash covers the values.
+    pub fn with_values(&self, values: &[Value]) -> Result<Template, serde_json::Error> {
+        let spec = with_values(&self.spec, values)?;
+        Self::render(
+            &self.name,
+            self.scope.clone(),
+            self.source.clone(),
+            spec,
+            self.written.clone(),
+        )
+    }
+
+    fn render(
+        name: &str,
+        scope: Scope,
+        source: String,
+        spec: SidecarTemplateSpec,
+        written: Order,
+    ) -> Result<Template, serde_json::Error> {
+        let hash = content_hash(&spec)?;
+        let containers = objects(&spec.containers)?;
         let rendered = Rendered {
             native_containers: containers
                 .iter()
                 .map(|c| native_sidecar(c.value()))
-                .collect::<Result<_, _>>()
-                .map_err(unencodable)?,
+                .collect::<Result<_, _>>()?,
             containers,
-            init_containers: objects(&spec.init_containers).map_err(unencodable)?,
-            volumes: objects(&spec.volumes).map_err(unencodable)?,
-            app_volume_mounts: objects(&spec.app.volume_mounts).map_err(unencodable)?,
-            app_env: objects(&spec.app.env).map_err(unencodable)?,
-            app_env_from: objects(&spec.app.env_from).map_err(unencodable)?,
+            init_containers: objects(&spec.init_containers)?,
+            volumes: objects(&spec.volumes)?,
+            app_volume_mounts: objects(&spec.app.volume_mounts)?,
+            app_env: objects(&spec.app.env)?,
+            app_env_from: objects(&spec.app.env_from)?,
             preserved: None,
         };
         let rendered = Rendered {
             preserved: (spec.qos == QosPolicy::Preserve)
                 .then(|| preserve(&rendered))
-                .transpose()
-                .map_err(unencodable)?,
+                .transpose()?,
             ..rendered
         };
         Ok(Template {
@@ -226,11 +259,37 @@ fn objects<T: serde::Serialize>(items: &[T]) -> Result<Vec<Arc<Object>>, serde_j
         .collect()
 }
 
-/// First 16 hex digits of the SHA-256 of the spec's canonical JSON. An error,
-/// never a default: templates hashing alike would pass for one another in
-/// `tandem.dev/status`.
+/// `spec` with each parameter's targets set to its value in `values`.
+fn with_values(
+    spec: &SidecarTemplateSpec,
+    values: &[Value],
+) -> Result<SidecarTemplateSpec, serde_json::Error> {
+    if spec.parameters.is_empty() {
+        return Ok(spec.clone());
+    }
+    let mut json = serde_json::to_value(spec)?;
+    for (p, value) in spec.parameters.iter().zip(values) {
+        for target in p.targets.iter().filter_map(|t| Target::parse(t).ok()) {
+            target.write(&mut json, value.clone());
+        }
+    }
+    serde_json::from_value(json)
+}
+
+/// First 16 hex digits of the SHA-256 of the spec's canonical JSON, its
+/// parameters' values written into their targets and the declarations left
+/// out: two pods get the same hash exactly when they get the same objects.
+/// An error, never a default: templates hashing alike would pass for one
+/// another in `tandem.dev/status`.
 fn content_hash(spec: &SidecarTemplateSpec) -> Result<String, serde_json::Error> {
-    let bytes = serde_json::to_vec(spec)?;
+    let bytes = if spec.parameters.is_empty() {
+        serde_json::to_vec(spec)?
+    } else {
+        serde_json::to_vec(&SidecarTemplateSpec {
+            parameters: Vec::new(),
+            ..spec.clone()
+        })?
+    };
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
     Ok(digest.as_ref()[..8]
         .iter()

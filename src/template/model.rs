@@ -3,6 +3,8 @@
 
 use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::parameters::Parameter;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -78,6 +80,10 @@ pub struct SidecarTemplateSpec {
     /// What injection may do to a Guaranteed pod's QoS class.
     #[serde(default, skip_serializing_if = "QosPolicy::is_warn")]
     pub qos: QosPolicy,
+    /// Fields a pod (annotation `<template>.tandem.dev/<name>`) or its
+    /// namespace (the same annotation) may set, typed and bounded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Parameter>,
 }
 
 /// Additions to the pod's own containers.

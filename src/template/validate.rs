@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
+use super::parameters::{self, FieldKind, ParameterType, Target};
 use super::{Pattern, QosPolicy, SidecarTemplateSpec};
 use crate::facts::{Quantity, is_dns_label};
 
@@ -81,6 +82,7 @@ pub(super) fn validate(
             }
         }
     }
+    parameters(spec, &mut errs);
     for (field, sel) in [
         ("spec.selector", &spec.selector),
         ("spec.namespaceSelector", &spec.namespace_selector),
@@ -93,6 +95,93 @@ pub(super) fn validate(
         Ok(())
     } else {
         Err(errs.0)
+    }
+}
+
+/// Each parameter: a unique DNS-label name, bounds that fit its type, a
+/// default that passes them, and targets that name a field of the right
+/// core/v1 type in an object the template has.
+fn parameters(spec: &SidecarTemplateSpec, errs: &mut Errors) {
+    let json = serde_json::to_value(spec).unwrap_or_default();
+    let mut seen = HashSet::new();
+    for (i, p) in spec.parameters.iter().enumerate() {
+        let field = format!("spec.parameters[{i}]");
+        if let Err(m) = dns_label(&p.name) {
+            errs.push(format!("{field}.name"), m);
+        }
+        if !seen.insert(p.name.as_str()) {
+            errs.push(
+                format!("{field}.name"),
+                format!("duplicate parameter {:?}", p.name),
+            );
+        }
+        let numeric = matches!(p.kind, ParameterType::Quantity | ParameterType::Integer);
+        if !numeric && (p.min.is_some() || p.max.is_some()) {
+            errs.push(
+                &field,
+                "min and max are for quantity and integer parameters",
+            );
+        }
+        if p.kind != ParameterType::String && (p.pattern.is_some() || !p.values.is_empty()) {
+            errs.push(&field, "pattern and values are for string parameters");
+        }
+        if let Some(pattern) = &p.pattern
+            && let Err(e) = parameters::whole(pattern)
+        {
+            errs.push(
+                format!("{field}.pattern"),
+                format!("is not a valid regular expression: {e}"),
+            );
+        }
+        for (bound, value) in [("min", &p.min), ("max", &p.max)] {
+            let Some(value) = value else { continue };
+            let text = parameters::text(value);
+            let ok = match p.kind {
+                ParameterType::Quantity => Quantity::parse(&text).is_ok(),
+                _ => text.parse::<i64>().is_ok(),
+            };
+            if numeric && !ok {
+                errs.push(
+                    format!("{field}.{bound}"),
+                    format!("{text:?} is not a valid {}", p.kind.as_str()),
+                );
+            }
+        }
+        if let Err(rule) = p.check(&parameters::text(&p.default)) {
+            errs.push(
+                format!("{field}.default"),
+                format!("{:?} {rule}", parameters::text(&p.default)),
+            );
+        }
+        if p.targets.is_empty() {
+            errs.push(
+                format!("{field}.targets"),
+                "needs at least one field to set",
+            );
+        }
+        for (j, t) in p.targets.iter().enumerate() {
+            let at = format!("{field}.targets[{j}]");
+            match Target::parse(t) {
+                Err(m) => errs.push(at, m),
+                Ok(target) if !target.accepts(p.kind) => errs.push(
+                    at,
+                    format!(
+                        "{t} holds a {}, not a {} parameter",
+                        match target.kind {
+                            FieldKind::Quantity => "quantity",
+                            FieldKind::Port => "port number (integer)",
+                            FieldKind::Text => "string",
+                        },
+                        p.kind.as_str()
+                    ),
+                ),
+                Ok(target) => {
+                    if let Err(m) = target.exists_in(&json) {
+                        errs.push(at, format!("{t}: {m}"));
+                    }
+                }
+            }
+        }
     }
 }
 

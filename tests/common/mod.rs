@@ -738,6 +738,8 @@ pub fn pod_variants(set: &TemplateSet) -> Vec<(String, Annotations, Labels)> {
             r#"{"templates":[{"name":"other","hash":"0123456789abcdef"}]}"#.into(),
         )],
     ];
+    let mut extras = extras;
+    extras.extend(parameter_variants(set));
     let mut out = Vec::new();
     for request in &requests {
         for (l, labels) in labels.iter().enumerate() {
@@ -753,6 +755,29 @@ pub fn pod_variants(set: &TemplateSet) -> Vec<(String, Annotations, Labels)> {
                 out.push((name, annotations, labels.clone()));
             }
         }
+    }
+    out
+}
+
+/// Pod annotations setting the first parameter of the first template that
+/// has parameters: at its default, at another value within its bounds (its
+/// `max`, when it has one), at a value nothing accepts, and a parameter the
+/// template does not declare.
+pub fn parameter_variants(set: &TemplateSet) -> Vec<Annotations> {
+    let Some(t) = set.all().find(|t| !t.spec.parameters.is_empty()) else {
+        return Vec::new();
+    };
+    let p = &t.spec.parameters[0];
+    let key: &'static str = Box::leak(p.annotation(&t.name).into_boxed_str());
+    let undeclared: &'static str =
+        Box::leak(template::parameter_annotation(&t.name, "no-such-parameter").into_boxed_str());
+    let mut out = vec![
+        vec![(key, template::parameter_text(&p.default))],
+        vec![(key, "\"><".to_string())],
+        vec![(undeclared, "1".to_string())],
+    ];
+    if let Some(max) = &p.max {
+        out.push(vec![(key, template::parameter_text(max))]);
     }
     out
 }

@@ -12,7 +12,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 /// The shape of a document as written: map keys in order, list items, and
 /// the `name` of each map (lists of containers, volumes, env are matched by
 /// name, so an item Tandem inserted in front does not shift the rest).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub enum Order {
     Map {
         keys: Vec<(String, Order)>,

@@ -11,7 +11,7 @@ use crate::facts::{
     STATUS_ANNOTATION, Standard, Version,
 };
 use crate::install::webhook::mirror_condition;
-use crate::template::{Scope, Template, TemplateSet};
+use crate::template::{Scope, Template, TemplateSet, parameter_text};
 
 /// `has(<meta>.annotations) && "<key>" in <meta>.annotations`.
 pub(super) fn has_annotation(meta: &str, key: &str) -> String {
@@ -52,6 +52,41 @@ pub(super) fn match_conditions() -> Vec<MatchCondition> {
             expression: format!("!({})", has_annotation(pod, STATUS_ANNOTATION)),
         },
     ]
+}
+
+/// Whether every parameter of `t` is at its default for this pod: the
+/// pod's annotation `<template>.tandem.dev/<parameter>` wins over the
+/// namespace's, as in the engine. Another value changes the status hash
+/// (a SHA-256 of the objects, which CEL cannot compute), so such a pod is
+/// the webhook's. `None` for a template without parameters.
+pub(super) fn parameters(t: &Template) -> Option<Variable> {
+    if t.spec.parameters.is_empty() {
+        return None;
+    }
+    let (pod, ns) = ("object.metadata", "namespaceObject.metadata");
+    let terms: Vec<String> = t
+        .spec
+        .parameters
+        .iter()
+        .map(|p| {
+            let key = p.annotation(&t.name);
+            let default = cel::string(&parameter_text(&p.default));
+            let on_pod = has_annotation(pod, &key);
+            format!(
+                "(({on_pod}) ? {} == {default} : !({}) || {} == {default})",
+                annotation(pod, &key),
+                has_annotation(ns, &key),
+                annotation(ns, &key),
+            )
+        })
+        .collect();
+    Some(variable(
+        "parametersAtDefault",
+        terms.join(
+            "
+  && ",
+        ),
+    ))
 }
 
 /// The `tandem.dev/inject` request of the pod (`prefix` "pod") or of its

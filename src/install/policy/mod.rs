@@ -57,12 +57,13 @@ pub struct CompiledPolicy {
 
 /// The pods every compiled policy leaves unchanged, though the engine might
 /// inject them: the webhook's work in hybrid mode. Printed with the output.
-pub const STEPS_ASIDE: [&str; 5] = [
+pub const STEPS_ASIDE: [&str; 6] = [
     "pods that already carry tandem.dev/status: adding to an injection merges the status, which only the webhook does",
     "pods that get more than one template, or ask for one that does not exist: the status names them all",
     "pods where a name, volume, port, mount path, env var or envFrom source of the template is already taken: the engine's full conflict analysis (reuse of identical volumes and env, ports by phase) needs the webhook",
     "pods that asked for injection and got none: the webhook records the empty status",
     "pods in a namespace enforcing a Pod Security level the template's containers or volumes break on their own: the webhook checks the whole pod (what it inherits, whether it already breaks the level)",
+    "pods whose annotation (or namespace's) sets one of the template's parameters to anything but its default, of any type: the status hash covers the values, and CEL cannot compute it; the webhook checks and injects them",
 ];
 
 /// `failurePolicy`, and why, for the output's comments.
@@ -216,14 +217,16 @@ fn compile_one(
         variables.push(variable("apps", "object.spec.containers.map(c, c.name)"));
     }
     variables.push(gates::clear(t));
-    let inject = match gates::pod_security(t) {
-        Some(v) => {
-            variables.push(v);
-            "variables.selected && variables.clear && variables.podSecurityClear"
-        }
-        None => "variables.selected && variables.clear",
-    };
-    variables.push(variable("inject", inject));
+    let mut inject = vec!["variables.selected", "variables.clear"];
+    if let Some(v) = gates::pod_security(t) {
+        variables.push(v);
+        inject.push("variables.podSecurityClear");
+    }
+    if let Some(v) = gates::parameters(t) {
+        variables.push(v);
+        inject.push("variables.parametersAtDefault");
+    }
+    variables.push(variable("inject", inject.join(" && ")));
     if classic {
         variables.push(variable(
             "restartsAlways",
