@@ -67,7 +67,7 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
     for ((name, source), prepared) in selected.into_iter().zip(&prepared) {
         let (verdict, why) = match prepared {
             Prepared::Invalid(t, why) => run.invalid(t, why.clone(), &mut d),
-            Prepared::As(own) => run.template(&name, own.as_ref(), &mut d),
+            Prepared::As(own) => run.template(&name, own.as_deref(), &mut d),
         };
         d.judge(name, source, verdict, why);
     }
@@ -105,7 +105,7 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
 /// A selected template as this pod gets it.
 enum Prepared<'t> {
     /// As in the set (`None`), or rendered with the pod's parameter values.
-    As(Option<Template>),
+    As(Option<Box<Template>>),
     /// A parameter value breaks its rule.
     Invalid(&'t Template, String),
 }
@@ -144,7 +144,7 @@ fn prepare<'t>(
             }
             // Encoding what was decoded at load cannot fail; if it did, the
             // defaults are injected rather than nothing.
-            Prepared::As(t.with_values(&values.values).ok())
+            Prepared::As(t.with_values(&values.values).ok().map(Box::new))
         }
     }
 }
