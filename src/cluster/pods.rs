@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::Sink;
 use super::problem::{CappedBackoff, WatchProblem, Watched};
 use crate::engine::{Drift, State, carried};
-use crate::facts::{INJECTED_LABEL, STATUS_ANNOTATION};
+use crate::facts::{INJECTED_LABEL, Namespace, STATUS_ANNOTATION};
 use crate::template::{Scope, SidecarTemplate, TemplateSet};
 
 /// How often SidecarTemplate statuses may be written with new counts.
@@ -32,11 +32,28 @@ const TICK: Duration = Duration::from_secs(1);
 /// Injected pods by template and state, as the metric exports them.
 pub type PodCounts = BTreeMap<(String, State), u64>;
 
-/// What one injected pod carries: its namespace and `tandem.dev/status`
-/// text, both interned (a Deployment's pods share one status text).
+/// What one injected pod carries: its namespace, `tandem.dev/status` text
+/// and parameter annotations (`key=value` lines; usually empty), all
+/// interned (a Deployment's pods share them).
 struct Carried {
     namespace: Arc<str>,
     status: Arc<str>,
+    parameters: Arc<str>,
+}
+
+/// The pod's `<template>.tandem.dev/<parameter>` annotations, as
+/// `key=value` lines in key order (keys hold no `=`).
+fn parameter_lines(annotations: Option<&std::collections::BTreeMap<String, String>>) -> String {
+    let mut out = String::new();
+    for (k, v) in annotations.into_iter().flatten() {
+        if k.contains(".tandem.dev/") {
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The injected pods, by uid.
@@ -75,9 +92,11 @@ impl Index {
             .and_then(|a| a.get(STATUS_ANNOTATION))
             .map(String::as_str)
             .unwrap_or_default();
+        let parameters = parameter_lines(meta.annotations.as_ref());
         let carried = Carried {
             namespace: self.intern(namespace),
             status: self.intern(status),
+            parameters: self.intern(&parameters),
         };
         if self.pods.insert(uid.clone(), carried).is_some() {
             // What the replaced entry held may now be unused.
@@ -124,23 +143,35 @@ pub(super) struct Counts {
     pub by_object: BTreeMap<ObjectKey, ObjectCount>,
 }
 
-/// Counts `pods` (namespace and status text) against `templates`; a
-/// template object in `own_namespace` serves every namespace.
+/// One pod as counted: namespace, status text, parameter lines.
+type Counted<'a> = (&'a str, &'a str, &'a str);
+
+/// Counts `pods` against `templates`, with the namespaces' facts from
+/// `namespace` (their parameter defaults); a template object in
+/// `own_namespace` serves every namespace.
 fn count<'a>(
-    pods: impl Iterator<Item = (&'a str, &'a str)>,
+    pods: impl Iterator<Item = Counted<'a>>,
     templates: &TemplateSet,
     own_namespace: &str,
+    namespace: &dyn Fn(&str) -> Namespace,
 ) -> Counts {
     let mut counts = Counts::default();
-    // Each distinct (namespace, status) is judged once.
-    let mut seen: HashMap<(&str, &str), u64> = HashMap::new();
+    // Each distinct (namespace, status, parameters) is judged once.
+    let mut seen: HashMap<Counted<'a>, u64> = HashMap::new();
     for key in pods {
         *seen.entry(key).or_default() += 1;
     }
-    for ((namespace, status), n) in seen {
-        let Drift::Templates(list) = carried(status, namespace, templates) else {
+    for ((namespace_name, status, parameters), n) in seen {
+        let facts = namespace(namespace_name);
+        let annotation = |key: &str| {
+            parameters
+                .lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+        };
+        let Drift::Templates(list) = carried(status, annotation, &facts, templates) else {
             continue;
         };
+        let namespace = namespace_name;
         for (name, state) in list {
             *counts.by_template.entry((name.clone(), state)).or_default() += n;
             let Some(t) = templates.lookup(namespace, &name) else {
@@ -268,11 +299,14 @@ async fn recount(
             if meaningful && (index.dirty || !same_templates) {
                 index.dirty = false;
                 let counts = index.healthy.then(|| {
-                    let pods = index
-                        .pods
-                        .values()
-                        .map(|c| (c.namespace.as_ref(), c.status.as_ref()));
-                    count(pods, &templates, &own_namespace)
+                    let pods = index.pods.values().map(|c| {
+                        (
+                            c.namespace.as_ref(),
+                            c.status.as_ref(),
+                            c.parameters.as_ref(),
+                        )
+                    });
+                    count(pods, &templates, &own_namespace, &|ns| sink.namespace(ns))
                 });
                 sink.injected_pods(counts.as_ref().map(|c| &c.by_template));
                 unwritten = Some(counts);
@@ -360,14 +394,15 @@ mod tests {
         let old = status(&[("shipper", "old")]);
         let gone = status(&[("removed", "x")]);
         let pods = [
-            ("shop", current.as_str()),
-            ("shop", current.as_str()),
-            ("shop", old.as_str()),
-            ("web", old.as_str()),
-            ("web", gone.as_str()),
-            ("web", "not json"),
+            ("shop", current.as_str(), ""),
+            ("shop", current.as_str(), ""),
+            ("shop", old.as_str(), ""),
+            ("web", old.as_str(), ""),
+            ("web", gone.as_str(), ""),
+            ("web", "not json", ""),
         ];
-        let c = count(pods.into_iter(), &templates, "tandem-system");
+        let namespace = |ns: &str| Namespace::new(ns, Default::default(), Default::default());
+        let c = count(pods.into_iter(), &templates, "tandem-system", &namespace);
         let by = |t: &str, s: State| c.by_template.get(&(t.to_string(), s)).copied();
         assert_eq!(by("shipper", State::Current), Some(2));
         assert_eq!(by("shipper", State::Outdated), Some(2));
@@ -392,7 +427,11 @@ mod tests {
         };
         index.apply(&pod("a", "s1"));
         index.apply(&pod("b", "s1"));
-        assert_eq!(index.strings.len(), 2, "namespace and one status");
+        assert_eq!(
+            index.strings.len(),
+            3,
+            "namespace, one status, no parameters"
+        );
         index.delete(&pod("a", "s1"));
         index.delete(&pod("b", "s1"));
         index.compact();

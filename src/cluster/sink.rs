@@ -7,7 +7,7 @@ use kube::api::DynamicObject;
 use super::StatusUpdate;
 use super::pods::PodCounts;
 use super::problem::WatchProblem;
-use crate::facts::Capabilities;
+use crate::facts::{Capabilities, Namespace};
 use crate::template::TemplateSet;
 
 /// What the cluster watches feed. Narrow on purpose: the server's state
@@ -28,6 +28,8 @@ pub trait Sink: Send + Sync + 'static {
     /// The templates in force, to count injected pods against; `None`
     /// until they are known (files loaded, cluster caches synced).
     fn templates_in_force(&self) -> Option<Arc<TemplateSet>>;
+    /// What is known of a namespace (its parameter defaults), for the counts.
+    fn namespace(&self, name: &str) -> Namespace;
     /// Injected pods by template and state; `None` while they are unknown
     /// (the pod watch fails).
     fn injected_pods(&self, counts: Option<&PodCounts>);

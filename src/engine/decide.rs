@@ -128,7 +128,7 @@ fn prepare<'t>(
     if t.spec.parameters.is_empty() {
         return Prepared::As(None);
     }
-    match parameters::values(t, pod, input.namespace) {
+    match parameters::values(t, |k| pod.annotation(k), input.namespace) {
         Err(parameters::Invalid(why)) => {
             d.gate(format!("parameters of {name}"), GateVerdict::Stop, || {
                 why.clone()

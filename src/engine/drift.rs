@@ -6,10 +6,11 @@
 
 use serde::Serialize;
 
+use super::parameters;
 use super::status::Status;
 use super::{Input, Verdict};
 use crate::facts::{Doc, Namespace, Policy};
-use crate::template::{Mode, TemplateSet};
+use crate::template::{Mode, Template, TemplateSet};
 
 /// Where a pod stands for one template.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -46,8 +47,16 @@ pub enum Drift {
 }
 
 /// Where the pod whose `tandem.dev/status` is `status` stands for each
-/// template it carries, against `templates` as seen from `namespace`.
-pub fn carried(status: &str, namespace: &str, templates: &TemplateSet) -> Drift {
+/// template it carries, against `templates` as seen from its namespace. A
+/// template with parameters is compared as this pod gets it: its
+/// annotations (`annotation` reads them) and the namespace's give the
+/// values, and the hash covers them.
+pub fn carried<'p>(
+    status: &str,
+    annotation: impl Fn(&str) -> Option<&'p str> + Copy,
+    namespace: &Namespace,
+    templates: &TemplateSet,
+) -> Drift {
     let Ok(status) = Status::parse(status) else {
         return Drift::Unknown;
     };
@@ -57,8 +66,9 @@ pub fn carried(status: &str, namespace: &str, templates: &TemplateSet) -> Drift 
             .into_iter()
             .map(|injected| {
                 let current = templates
-                    .lookup(namespace, &injected.name)
-                    .is_some_and(|t| t.hash == injected.hash);
+                    .lookup(&namespace.name, &injected.name)
+                    .and_then(|t| expected_hash(t, annotation, namespace))
+                    .is_some_and(|hash| hash == injected.hash);
                 let state = if current {
                     State::Current
                 } else {
@@ -68,6 +78,23 @@ pub fn carried(status: &str, namespace: &str, templates: &TemplateSet) -> Drift 
             })
             .collect(),
     )
+}
+
+/// The hash a pod injected now would record for `t`; `None` when one of
+/// its parameter values is refused (it would not be injected at all).
+fn expected_hash<'p>(
+    t: &Template,
+    annotation: impl Fn(&str) -> Option<&'p str>,
+    namespace: &Namespace,
+) -> Option<String> {
+    if t.spec.parameters.is_empty() {
+        return Some(t.hash.clone());
+    }
+    let values = parameters::values(t, annotation, namespace).ok()?;
+    if !values.overridden {
+        return Some(t.hash.clone());
+    }
+    t.with_values(&values.values).ok().map(|own| own.hash)
 }
 
 /// Where a pod stands for each template: what its status records, or,
@@ -86,7 +113,8 @@ pub fn drift(
         .and_then(|a| a.get(crate::facts::STATUS_ANNOTATION))
         .and_then(serde_json::Value::as_str)
     {
-        return carried(status, &namespace.name, templates);
+        let annotation = |k: &str| annotations?.get(k)?.as_str();
+        return carried(status, annotation, namespace, templates);
     }
     // Which templates the gates select depends on the metadata alone; a pod
     // without containers is enough to run them.

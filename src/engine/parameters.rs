@@ -43,10 +43,11 @@ pub(super) struct Values {
 /// names the annotation, the value and the rule.
 pub(super) struct Invalid(pub String);
 
-/// The effective values of `t`'s parameters for `pod` in `namespace`.
-pub(super) fn values(
+/// The effective values of `t`'s parameters for a pod whose annotations
+/// `pod` reads, in `namespace`.
+pub(super) fn values<'p>(
     t: &Template,
-    pod: &PodView<'_>,
+    pod: impl Fn(&str) -> Option<&'p str>,
     namespace: &Namespace,
 ) -> Result<Values, Invalid> {
     let mut out = Values {
@@ -57,7 +58,7 @@ pub(super) fn values(
     for p in &t.spec.parameters {
         let key = parameter_annotation(&t.name, &p.name);
         let default = parameter_text(&p.default);
-        let (text, from) = match (pod.annotation(&key), namespace.annotations.get(&key)) {
+        let (text, from) = match (pod(&key), namespace.annotations.get(&key)) {
             (Some(v), _) => (v.to_string(), From::Pod),
             (None, Some(v)) => (v.clone(), From::Namespace),
             (None, None) => (default.clone(), From::Default),

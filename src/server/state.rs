@@ -14,7 +14,7 @@ use super::metrics::Metrics;
 use super::tls::CertStore;
 use crate::admission::Notice;
 use crate::cluster::{self, StatusUpdate, WatchProblem};
-use crate::facts::{Capabilities, NamespaceFacts, Policy};
+use crate::facts::{Capabilities, Namespace, NamespaceFacts, Policy};
 use crate::template::{Template, TemplateSet};
 
 /// Where the templates in force come from.
@@ -150,6 +150,12 @@ impl cluster::Sink for AppState {
         let known = self.templates_ready.load(Ordering::Acquire)
             && self.cluster_synced.load(Ordering::Acquire);
         known.then(|| self.templates.load_full())
+    }
+
+    fn namespace(&self, name: &str) -> Namespace {
+        self.namespaces
+            .get(name)
+            .unwrap_or_else(|| Namespace::new(name, BTreeMap::new(), BTreeMap::new()))
     }
 
     fn injected_pods(&self, counts: Option<&cluster::PodCounts>) {
