@@ -293,6 +293,10 @@ fn crd_rules_see_only_self_and_hold_on_every_accepted_shape() {
         json!({ "pattern": "sidecar", "containers": [container] }),
         json!({ "pattern": "init", "initContainers": [container] }),
         json!({ "pattern": "adapter", "containers": [container], "initContainers": [container] }),
+        json!({ "pattern": "sidecar", "containers": [container], "parameters": [
+            { "name": "q", "type": "quantity", "default": "1", "min": "10m", "max": 2, "targets": ["containers[c].resources.limits.cpu"] },
+            { "name": "s", "type": "string", "default": "a", "values": ["a", "b"], "pattern": "[ab]", "targets": ["containers[c].image"] },
+            { "name": "b", "type": "boolean", "default": "true", "targets": ["containers[c].image"] }] }),
     ] {
         assert_eq!(holds(&ok), Vec::<String>::new(), "{ok}");
     }
@@ -318,6 +322,21 @@ fn crd_rules_see_only_self_and_hold_on_every_accepted_shape() {
         (
             json!({ "pattern": "sidecar", "containers": [container], "initContainers": [always] }),
             "initContainers[].restartPolicy",
+        ),
+        (
+            json!({ "pattern": "sidecar", "containers": [container], "parameters": [
+                { "name": "p", "type": "quantity", "default": "1", "pattern": "x", "targets": ["containers[c].image"] }] }),
+            "pattern and values are for string parameters",
+        ),
+        (
+            json!({ "pattern": "sidecar", "containers": [container], "parameters": [
+                { "name": "p", "type": "string", "default": "a", "max": 3, "targets": ["containers[c].image"] }] }),
+            "min and max are for quantity and integer parameters",
+        ),
+        (
+            json!({ "pattern": "sidecar", "containers": [container], "parameters": [
+                { "name": "p", "type": "string", "default": "a", "targets": [] }] }),
+            "at least one target field",
         ),
     ] {
         let failed = holds(&broken);

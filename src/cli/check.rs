@@ -48,7 +48,9 @@ pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
         .iter()
         .map(|t| {
             let reasons = policy::needs_webhook(t);
-            let what = if reasons.is_empty() {
+            let what = if reasons.is_empty() && !t.spec.parameters.is_empty() {
+                "compiles to a MutatingAdmissionPolicy (tandem policy) for pods at the parameters' defaults; a pod or namespace that sets another value needs the webhook (the status hash covers the values)".to_string()
+            } else if reasons.is_empty() {
                 "compiles to a MutatingAdmissionPolicy (tandem policy)".to_string()
             } else {
                 format!("needs the webhook: {}", reasons.join("; "))

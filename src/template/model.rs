@@ -46,7 +46,13 @@ pub const KIND: &str = "SidecarTemplate";
     validation = Rule::new("!has(self.containers) || self.containers.all(c, !has(c.restartPolicy))")
         .message("containers[].restartPolicy is set by Tandem: choose spec.lifecycle instead"),
     validation = Rule::new("!has(self.initContainers) || self.initContainers.all(c, !has(c.restartPolicy))")
-        .message("initContainers[].restartPolicy is set by Tandem: choose spec.lifecycle instead")
+        .message("initContainers[].restartPolicy is set by Tandem: choose spec.lifecycle instead"),
+    validation = Rule::new("!has(self.parameters) || self.parameters.all(p, p.type == 'string' || (!has(p.pattern) && !has(p.values)))")
+        .message("parameters[]: pattern and values are for string parameters"),
+    validation = Rule::new("!has(self.parameters) || self.parameters.all(p, p.type in ['quantity', 'integer'] || (!has(p.min) && !has(p.max)))")
+        .message("parameters[]: min and max are for quantity and integer parameters"),
+    validation = Rule::new("!has(self.parameters) || self.parameters.all(p, size(p.targets) > 0)")
+        .message("parameters[]: each needs at least one target field")
 )]
 pub struct SidecarTemplateSpec {
     /// The role of the helper; it sets defaults and shows in output.
@@ -82,7 +88,9 @@ pub struct SidecarTemplateSpec {
     pub qos: QosPolicy,
     /// Fields a pod (annotation `<template>.tandem.dev/<name>`) or its
     /// namespace (the same annotation) may set, typed and bounded.
+    /// At most 32, unique by name (the CEL rules' cost stays bounded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub parameters: Vec<Parameter>,
 }
 
