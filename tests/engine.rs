@@ -560,6 +560,16 @@ fn injected_pods_carry_the_label_and_only_they() {
     assert_eq!(paths(&d.patch), ["/metadata/labels/tandem.dev~1injected"]);
     assert_eq!(injected(&d), Vec::<&str>::new());
 
+    // Someone else's value is left (patches only add), and said.
+    older["metadata"]["labels"] = json!({ "app": "web", INJECTED_LABEL: "no" });
+    let d = ctx.decide(&older).unwrap();
+    assert!(d.patch.is_empty());
+    assert!(
+        warned(&d, "label tandem.dev/injected=\"no\" is left as it is"),
+        "{:?}",
+        d.warnings
+    );
+
     // Asked, nothing injected: a status, no label.
     let r = ctx.inject(&simple_pod("no-such-template"));
     assert!(r.pod["metadata"]["annotations"][STATUS_ANNOTATION].is_string());

@@ -87,11 +87,17 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
         d.status = Some(status);
     }
     // On what carries a template, however it came to (a pod injected by a
-    // Tandem before the label gets it on its next admission).
+    // Tandem before the label gets it on its next admission). Patches only
+    // add: a value someone else set is left, and said.
     let carries = d.status.as_ref().is_some_and(|s| !s.templates.is_empty());
-    if carries && pod.label(INJECTED_LABEL) != Some("true") {
-        plan.labels
-            .push((INJECTED_LABEL.to_string(), "true".to_string()));
+    match pod.label(INJECTED_LABEL) {
+        None if carries => plan
+            .labels
+            .push((INJECTED_LABEL.to_string(), "true".to_string())),
+        Some(other) if carries && other != "true" => d.warn(format!(
+            "label {INJECTED_LABEL}={other:?} is left as it is: tandem status and the pod counts miss this pod"
+        )),
+        _ => {}
     }
     if injected_any {
         helpful_annotations(&pod, &mut plan);
