@@ -607,3 +607,51 @@ async fn validate_rejects_a_broken_sidecar_template_with_the_check_message() {
         "{message}"
     );
 }
+
+/// The webhook injects a pod's own parameter values, and answers a value
+/// out of bounds with the template skipped and a warning naming the
+/// annotation, the value and the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_injects_a_pods_parameters_and_refuses_bad_ones() {
+    let templates = std::fs::read_to_string(common::run::repo_path(
+        "examples/templates/log-shipper.yaml",
+    ))
+    .unwrap();
+    let server = Server::start(Options {
+        templates: Some(&templates),
+        ..Options::default()
+    });
+    server.ready().await;
+    let mut conn = server.client().connect().await.unwrap();
+    let mut request: Value =
+        serde_json::from_str(&fixture_text("admission-v1.36/create.json")).unwrap();
+    let annotations = &mut request["request"]["object"]["metadata"]["annotations"];
+    *annotations = serde_json::json!({
+        "tandem.dev/inject": "log-shipper",
+        "log-shipper.tandem.dev/memory-limit": "512Mi",
+    });
+    let response = conn.review(&request.to_string()).await.json();
+    let pod = apply_response(&request, &response);
+    let shipper = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "log-shipper")
+        .cloned()
+        .unwrap();
+    assert_eq!(shipper["resources"]["limits"]["memory"], "512Mi");
+    assert_eq!(pod["metadata"]["labels"]["tandem.dev/injected"], "true");
+
+    request["request"]["uid"] = serde_json::json!("bad-value");
+    request["request"]["object"]["metadata"]["annotations"]["log-shipper.tandem.dev/memory-limit"] =
+        serde_json::json!("64Gi");
+    let response = conn.review(&request.to_string()).await.json();
+    assert_eq!(response["response"]["allowed"], true);
+    let warnings = response["response"]["warnings"].to_string();
+    assert!(
+        warnings.contains(r#"log-shipper skipped: log-shipper.tandem.dev/memory-limit=\"64Gi\" (pod annotation) must be at most 2Gi"#),
+        "{warnings}"
+    );
+    let pod = apply_response(&request, &response);
+    assert!(pod["spec"].get("initContainers").is_none(), "{pod:#}");
+}
