@@ -44,6 +44,21 @@ pub struct Parameter {
     pub targets: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `pattern`, compiled on first use: admission checks values against
+    /// it, and compiling costs far more than matching.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub compiled: Compiled,
+}
+
+/// A lazily compiled pattern; it takes no part in equality or output.
+#[derive(Clone, Debug, Default)]
+pub struct Compiled(std::sync::OnceLock<Result<regex::Regex, String>>);
+
+impl PartialEq for Compiled {
+    fn eq(&self, _: &Compiled) -> bool {
+        true
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -347,7 +362,8 @@ impl Parameter {
                     return refuse(format!("must be one of {}", self.values.join(", ")));
                 }
                 if let Some(p) = &self.pattern {
-                    match whole(p) {
+                    let re = self.compiled.0.get_or_init(|| whole(p).map_err(|e| e.to_string()));
+                    match re {
                         Ok(re) if re.is_match(value) => {}
                         Ok(_) => return refuse(format!("must match {p}")),
                         Err(e) => return refuse(format!("pattern {p} is not valid: {e}")),
@@ -439,6 +455,7 @@ mod tests {
             values: Vec::new(),
             targets: Vec::new(),
             description: None,
+            compiled: Compiled::default(),
         }
     }
 
