@@ -111,6 +111,32 @@ fn pathological() -> Vec<(&'static str, Value)> {
     out
 }
 
+/// The example log shipper (five parameters) on the small pod: at its
+/// defaults, and with two values of the pod's own, which renders the
+/// template anew for that pod.
+fn engine_parameters(c: &mut Criterion) {
+    let set = TemplateSet::new(tandem::template::examples().expect("examples load"))
+        .expect("unique names");
+    let review: Value = serde_json::from_str(&fixture("small")).unwrap();
+    let mut g = c.benchmark_group("parameters");
+    for (name, values) in [
+        ("defaults", json!({})),
+        (
+            "two-set",
+            json!({ "log-shipper.tandem.dev/cpu-limit": "500m", "log-shipper.tandem.dev/memory-limit": "256Mi" }),
+        ),
+    ] {
+        let mut pod = review["request"]["object"].clone();
+        let annotations = pod["metadata"]["annotations"].as_object_mut().unwrap();
+        annotations.insert("tandem.dev/inject".into(), json!("log-shipper"));
+        annotations.extend(values.as_object().unwrap().clone());
+        let doc = Doc::from(&pod);
+        assert!(decide(&doc, &set) > 0, "{name} must produce a real patch");
+        g.bench_function(name, |b| b.iter(|| decide(black_box(&doc), &set)));
+    }
+    g.finish();
+}
+
 fn engine_bodies(c: &mut Criterion) {
     let set = templates(0);
     let mut g = c.benchmark_group("decide");
@@ -191,5 +217,5 @@ fn engine_pathological(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine_bodies, engine_pathological);
+criterion_group!(benches, engine_bodies, engine_pathological, engine_parameters);
 criterion_main!(benches);
