@@ -16,7 +16,9 @@
 //! 4. [`admission`]: AdmissionReview bytes in, answer bytes out, and the Event
 //!    an answer calls for. [`install`]: the CRD and webhook configurations
 //!    Tandem ships. Neither imports the other.
-//! 5. [`cluster`]: watch caches and Event publishing, feeding a narrow sink.
+//! 5. [`cluster`]: watch caches, injected pod counts and Event publishing,
+//!    feeding a narrow sink; and what `tandem status` and `tandem rollout`
+//!    read and restart with the user's credentials.
 //! 6. [`server`]: `tandem serve`, the one place that wires the layers.
 //! 7. [`cli`]: every command and flag.
 //!

@@ -346,7 +346,7 @@ async fn status_counts_pods_per_template_and_owning_workload() {
     };
     assert_eq!(
         line("shop/Deployment/api"),
-        ["log-shipper", "shop/Deployment/api", "0", "2", "0"]
+        ["log-shipper", "shop/Deployment/api", "0", "2", "0", "0"]
     );
     assert!(table.stdout.starts_with("TEMPLATE"), "{}", table.stdout);
     assert!(

@@ -410,3 +410,75 @@ fn the_example_templates_take_the_parameters_users_ask_for() {
         d.outcome
     );
 }
+
+#[test]
+fn a_value_the_template_now_refuses_is_refused_never_outdated() {
+    let c = ctx("skip");
+    let large = c.inject(&pod(&[("cpu", "900m")]));
+    let mut spec = proxy_spec("skip");
+    spec["parameters"][0]["max"] = json!("500m");
+    let tighter = template_set(&[template_doc("proxy", spec)]);
+    let ns = Namespace::new("default", Default::default(), Default::default());
+    // A restart would skip the template: the pod would lose its sidecar.
+    assert_eq!(
+        engine::drift(&large.pod["metadata"], &ns, &tighter, &Policy::default()),
+        Drift::Templates(vec![("proxy".into(), State::Refused)])
+    );
+}
+
+#[test]
+fn an_integer_written_into_a_text_field_is_text() {
+    let mut spec = proxy_spec("skip");
+    spec["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "ADMIN_PORT", "value": "9901" }));
+    spec["parameters"][1]["targets"] = json!([
+        "containers[proxy].ports[admin].containerPort",
+        "containers[proxy].env[ADMIN_PORT].value"
+    ]);
+    let c = Ctx::new(template_set(&[template_doc("proxy", spec.clone())]));
+    let r = c.inject(&pod(&[("admin-port", "15000")]));
+    let p = proxy(&r.pod);
+    assert_eq!(p["ports"][0]["containerPort"], 15000);
+    assert_eq!(env(&p, "ADMIN_PORT"), "15000");
+    // Two parameters may not set one field.
+    spec["parameters"][3]["targets"] = json!(["containers[proxy].env[ADMIN_PORT].value"]);
+    let errors = load_error(spec);
+    assert!(
+        errors.contains("spec.parameters[3].targets[0]: containers[proxy].env[ADMIN_PORT].value is set by parameter admin-port too"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_dry_run_template_with_a_bad_value_denies_nothing() {
+    let mut spec = proxy_spec("fail");
+    spec["mode"] = json!("dryRun");
+    let c = Ctx::new(template_set(&[template_doc("proxy", spec)]));
+    let d = c.decide(&pod(&[("cpu", "5")])).unwrap();
+    assert!(
+        !matches!(d.outcome, Outcome::Denied { .. }),
+        "{:?}",
+        d.outcome
+    );
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.starts_with("tandem: dry run: proxy would be skipped")
+                || w.starts_with("dry run: proxy would be skipped")),
+        "{:?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn a_port_parameter_needs_bounds_a_port_can_take() {
+    let mut spec = proxy_spec("skip");
+    spec["parameters"][1]["max"] = json!(70000);
+    let errors = load_error(spec);
+    assert!(
+        errors.contains("containers[proxy].ports[admin].containerPort is a port: the parameter needs min and max within 1..65535"),
+        "{errors}"
+    );
+}

@@ -48,6 +48,8 @@ pub struct Counts {
     pub current: usize,
     pub outdated: usize,
     pub missing: usize,
+    /// Carry a parameter value the template now refuses: never restarted.
+    pub refused: usize,
 }
 
 impl Counts {
@@ -56,6 +58,7 @@ impl Counts {
             State::Current => self.current += 1,
             State::Outdated => self.outdated += 1,
             State::Missing => self.missing += 1,
+            State::Refused => self.refused += 1,
         }
     }
 
@@ -63,6 +66,7 @@ impl Counts {
         self.current += other.current;
         self.outdated += other.outdated;
         self.missing += other.missing;
+        self.refused += other.refused;
     }
 }
 
@@ -77,7 +81,9 @@ pub struct WorkloadCounts {
 #[derive(Debug, Serialize)]
 pub struct TemplateCounts {
     pub name: String,
-    /// The hash current pods carry; absent for a template no longer in force.
+    /// The template's hash, which pods at its parameters' defaults carry
+    /// (pods with their own values carry their own); absent for a template
+    /// no longer in force.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
     #[serde(flatten)]

@@ -134,7 +134,9 @@ async fn roll(
         match cluster::progress(&client, &w).await {
             Ok(Progress::Done) => return Outcome::RolledOut(started.elapsed()),
             Ok(Progress::Failed(why)) => return Outcome::Failed(why),
-            Ok(Progress::Waiting(what)) if started.elapsed() >= timeout => {
+            // Paused (or made OnDelete) after the restart counts as not
+            // finishing: the timeout holds for every state but done.
+            Ok(Progress::Waiting(what) | Progress::Held(what)) if started.elapsed() >= timeout => {
                 return Outcome::Failed(format!(
                     "did not finish within {}s ({what})",
                     timeout.as_secs()

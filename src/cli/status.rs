@@ -57,6 +57,7 @@ pub(super) fn table(report: &Report) -> String {
         "CURRENT".into(),
         "OUTDATED".into(),
         "MISSING".into(),
+        "REFUSED".into(),
     ]];
     for t in &report.templates {
         for w in &t.workloads {
@@ -66,6 +67,7 @@ pub(super) fn table(report: &Report) -> String {
                 w.counts.current.to_string(),
                 w.counts.outdated.to_string(),
                 w.counts.missing.to_string(),
+                w.counts.refused.to_string(),
             ]);
         }
         let total = match &t.hash {
@@ -78,9 +80,10 @@ pub(super) fn table(report: &Report) -> String {
             t.total.current.to_string(),
             t.total.outdated.to_string(),
             t.total.missing.to_string(),
+            t.total.refused.to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
+    let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

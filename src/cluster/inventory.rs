@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::ClusterError;
 use crate::engine::{self, Drift};
-use crate::facts::{INJECTION_LABEL, Namespace, Policy};
+use crate::facts::{INJECTION_LABEL, Namespace, Policy, UNFINISHED_PODS};
 use crate::template::{SidecarTemplate, TemplateSet};
 
 /// Items per list request: the API server's own default page for `kubectl`.
@@ -96,6 +96,7 @@ pub struct Inventory {
 async fn for_each<K>(
     api: &Api<K>,
     selector: Option<&str>,
+    fields: Option<&str>,
     what: &'static str,
     mut each: impl FnMut(PartialObjectMeta<K>),
 ) -> Result<(), InventoryError>
@@ -107,6 +108,9 @@ where
         let mut params = ListParams::default().limit(PAGE);
         if let Some(s) = selector {
             params = params.labels(s);
+        }
+        if let Some(f) = fields {
+            params = params.fields(f);
         }
         if let Some(t) = &token {
             params = params.continue_token(t);
@@ -133,7 +137,7 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let mut items = Vec::new();
-    for_each(api, selector, what, |item| items.push(item)).await?;
+    for_each(api, selector, None, what, |item| items.push(item)).await?;
     Ok(items)
 }
 
@@ -206,6 +210,7 @@ where
     let mut owners = Owners::new();
     let listed = for_each(
         &api::<K>(client, scope.namespace.as_deref()),
+        None,
         None,
         what,
         |o| {
@@ -287,6 +292,9 @@ pub async fn inventory(
     for_each(
         &api::<Pod>(client, scope.namespace.as_deref()),
         scope.selector.as_deref(),
+        // A finished pod (an evicted one, a Job's) is never restarted into
+        // anything: counting it would restart its workload on every run.
+        Some(UNFINISHED_PODS),
         "pods",
         |pod| {
             let meta = pod.metadata;

@@ -1,9 +1,10 @@
 //! The injected pods of the cluster, for day 2: a metadata-only watch
-//! selected by `tandem.dev/injected=true`, kept as little more than each
-//! pod's status text, and counted against the templates in force when
-//! they or the pods change. The counts go to the sink (metrics) and into each
-//! SidecarTemplate's status (`injectedPods`, `upToDatePods`), written only
-//! when they change. A failing watch makes the counts unknown; admission
+//! selected by `tandem.dev/injected=true` (finished pods left out), kept as
+//! little more than each pod's status text and parameter annotations, and
+//! counted against the templates in force when they or the pods change, and
+//! every [`RECOUNT`] (a namespace's parameter defaults may change). The
+//! counts go to the sink (metrics) and into each SidecarTemplate's status
+//! (`injectedPods`, `upToDatePods`), written only when they change. A failing watch makes the counts unknown; admission
 //! never waits on it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,19 +22,21 @@ use tracing::Instrument;
 use super::Sink;
 use super::problem::{CappedBackoff, WatchProblem, Watched};
 use crate::engine::{Drift, State, carried};
-use crate::facts::{INJECTED_LABEL, Namespace, STATUS_ANNOTATION};
-use crate::template::{Scope, SidecarTemplate, TemplateSet};
+use crate::facts::{INJECTED_LABEL, Namespace, STATUS_ANNOTATION, UNFINISHED_PODS};
+use crate::template::{Scope, SidecarTemplate, Template, TemplateSet};
 
 /// How often SidecarTemplate statuses may be written with new counts.
 pub const RECOUNT: Duration = Duration::from_secs(10);
 /// How often changes are looked for and the metric recounted.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a written count is trusted to still be in the object.
+const REWRITE: Duration = Duration::from_secs(300);
 
 /// Injected pods by template and state, as the metric exports them.
 pub type PodCounts = BTreeMap<(String, State), u64>;
 
 /// What one injected pod carries: its namespace, `tandem.dev/status` text
-/// and parameter annotations (`key=value` lines; usually empty), all
+/// and parameter annotations (see [`parameter_text`]; usually empty), all
 /// interned (a Deployment's pods share them).
 struct Carried {
     namespace: Arc<str>,
@@ -41,19 +44,32 @@ struct Carried {
     parameters: Arc<str>,
 }
 
-/// The pod's `<template>.tandem.dev/<parameter>` annotations, as
-/// `key=value` lines in key order (keys hold no `=`).
-fn parameter_lines(annotations: Option<&std::collections::BTreeMap<String, String>>) -> String {
-    let mut out = String::new();
-    for (k, v) in annotations.into_iter().flatten() {
-        if k.contains(".tandem.dev/") {
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
-            out.push('\n');
-        }
+/// The pod's `<template>.tandem.dev/<parameter>` annotations as a JSON
+/// object (empty text when it has none): one interned text per distinct
+/// set, whatever the values hold.
+fn parameter_text(annotations: Option<&BTreeMap<String, String>>) -> String {
+    let set: BTreeMap<&String, &String> = annotations
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.contains(".tandem.dev/"))
+        .collect();
+    if set.is_empty() {
+        return String::new();
     }
-    out
+    serde_json::to_string(&set).unwrap_or_default()
+}
+
+/// The SidecarTemplate object `t` came from, `None` for a `--config`
+/// file's: a template in `own_namespace` is cluster-wide.
+fn object_key(t: &Template, own_namespace: &str) -> Option<ObjectKey> {
+    if !t.source.starts_with("cluster:") {
+        return None;
+    }
+    let namespace = match &t.scope {
+        Scope::Cluster => own_namespace.to_string(),
+        Scope::Namespace(ns) => ns.clone(),
+    };
+    Some((namespace, t.name.clone()))
 }
 
 /// The injected pods, by uid.
@@ -92,7 +108,7 @@ impl Index {
             .and_then(|a| a.get(STATUS_ANNOTATION))
             .map(String::as_str)
             .unwrap_or_default();
-        let parameters = parameter_lines(meta.annotations.as_ref());
+        let parameters = parameter_text(meta.annotations.as_ref());
         let carried = Carried {
             namespace: self.intern(namespace),
             status: self.intern(status),
@@ -143,7 +159,7 @@ pub(super) struct Counts {
     pub by_object: BTreeMap<ObjectKey, ObjectCount>,
 }
 
-/// One pod as counted: namespace, status text, parameter lines.
+/// One pod as counted: namespace, status text, parameter annotations.
 type Counted<'a> = (&'a str, &'a str, &'a str);
 
 /// Counts `pods` against `templates`, with the namespaces' facts from
@@ -153,7 +169,7 @@ fn count<'a>(
     pods: impl Iterator<Item = Counted<'a>>,
     templates: &TemplateSet,
     own_namespace: &str,
-    namespace: &dyn Fn(&str) -> Namespace,
+    namespace_facts: &dyn Fn(&str) -> Namespace,
 ) -> Counts {
     let mut counts = Counts::default();
     // Each distinct (namespace, status, parameters) is judged once.
@@ -161,30 +177,26 @@ fn count<'a>(
     for key in pods {
         *seen.entry(key).or_default() += 1;
     }
-    for ((namespace_name, status, parameters), n) in seen {
-        let facts = namespace(namespace_name);
-        let annotation = |key: &str| {
-            parameters
-                .lines()
-                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+    for ((namespace, status, parameters), n) in seen {
+        let facts = namespace_facts(namespace);
+        let parameters: BTreeMap<String, String> = if parameters.is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_json::from_str(parameters).unwrap_or_default()
         };
+        let annotation = |key: &str| parameters.get(key).map(String::as_str);
         let Drift::Templates(list) = carried(status, annotation, &facts, templates) else {
             continue;
         };
-        let namespace = namespace_name;
         for (name, state) in list {
             *counts.by_template.entry((name.clone(), state)).or_default() += n;
-            let Some(t) = templates.lookup(namespace, &name) else {
+            let Some(key) = templates
+                .lookup(namespace, &name)
+                .and_then(|t| object_key(t, own_namespace))
+            else {
                 continue;
             };
-            let object_namespace = match &t.scope {
-                Scope::Cluster => own_namespace.to_string(),
-                Scope::Namespace(ns) => ns.clone(),
-            };
-            let entry = counts
-                .by_object
-                .entry((object_namespace, name))
-                .or_default();
+            let entry = counts.by_object.entry(key).or_default();
             entry.0 += n;
             if state == State::Current {
                 entry.1 += n;
@@ -192,15 +204,8 @@ fn count<'a>(
         }
     }
     // Every template object in force gets a count, zero included.
-    for t in templates.all() {
-        if !t.source.starts_with("cluster:") {
-            continue;
-        }
-        let ns = match &t.scope {
-            Scope::Cluster => own_namespace.to_string(),
-            Scope::Namespace(ns) => ns.clone(),
-        };
-        counts.by_object.entry((ns, t.name.clone())).or_default();
+    for key in templates.all().filter_map(|t| object_key(t, own_namespace)) {
+        counts.by_object.entry(key).or_default();
     }
     counts
 }
@@ -215,6 +220,7 @@ pub(super) fn watch_pods(client: Client, sink: Arc<dyn Sink>, own_namespace: Str
     let api = Api::<PartialObjectMeta<Pod>>::all(client.clone());
     let config = watcher::Config::default()
         .labels(&format!("{INJECTED_LABEL}=true"))
+        .fields(UNFINISHED_PODS)
         .page_size(500);
     let stream = watcher(api, config).backoff(CappedBackoff::new());
     let writer = index.clone();
@@ -285,8 +291,16 @@ async fn recount(
     let mut last_templates: Option<Arc<TemplateSet>> = None;
     let mut last_write: Option<Instant> = None;
     let mut unwritten: Option<Option<Counts>> = None;
+    let mut last_count = Instant::now();
+    let mut last_reset = Instant::now();
     loop {
         tokio::time::sleep(TICK).await;
+        // What was written is forgotten now and then, so a status someone
+        // else changed (or an object deleted and made again) is put right.
+        if last_reset.elapsed() >= REWRITE {
+            written.clear();
+            last_reset = Instant::now();
+        }
         let Some(templates) = sink.templates_in_force() else {
             continue;
         };
@@ -296,8 +310,12 @@ async fn recount(
                 .as_ref()
                 .is_some_and(|t| Arc::ptr_eq(t, &templates));
             let meaningful = index.listed || !index.healthy;
-            if meaningful && (index.dirty || !same_templates) {
+            // Also every RECOUNT: a namespace's parameter defaults may have
+            // changed, which no pod event says.
+            let due = last_count.elapsed() >= RECOUNT;
+            if meaningful && (index.dirty || !same_templates || due) {
                 index.dirty = false;
+                last_count = Instant::now();
                 let counts = index.healthy.then(|| {
                     let pods = index.pods.values().map(|c| {
                         (
@@ -326,6 +344,8 @@ async fn recount(
             Some(c) => c.by_object.into_iter().map(|(k, v)| (k, Some(v))).collect(),
             None => written.keys().map(|k| (k.clone(), None)).collect(),
         };
+        // Objects no longer in force are not written to again.
+        written.retain(|k, _| wanted.iter().any(|(w, _)| w == k));
         for (key, value) in wanted {
             if written.get(&key) == Some(&value) {
                 continue;

@@ -208,13 +208,22 @@ fn watch_templates(client: Client, sink: Arc<dyn Sink>) -> Store<DynamicObject> 
     tokio::spawn(
         async move {
             let mut stream = std::pin::pin!(stream);
+            let mut last: Option<Vec<String>> = None;
             while let Some(event) = stream.next().await {
                 match event {
                     // Yielded before every list, failing or not.
                     Ok(watcher::Event::Init) => {}
                     Ok(_) => {
                         health.ok();
-                        for u in sink.templates(reader.state()) {
+                        // The pod counts Tandem writes into the statuses come
+                        // back as events: those alone rebuild nothing.
+                        let objects = reader.state();
+                        let now = fingerprint(&objects);
+                        if last.as_ref() == Some(&now) {
+                            continue;
+                        }
+                        last = Some(now);
+                        for u in sink.templates(objects) {
                             tokio::spawn(
                                 write_status(client.clone(), resource.clone(), u).in_current_span(),
                             );
@@ -227,6 +236,31 @@ fn watch_templates(client: Client, sink: Arc<dyn Sink>) -> Store<DynamicObject> 
         .instrument(tracing::info_span!("watch", resource = "sidecartemplates")),
     );
     store
+}
+
+/// What of the objects decides the templates in force and their verdicts:
+/// everything but the pod counts in their statuses.
+fn fingerprint(objects: &[Arc<DynamicObject>]) -> Vec<String> {
+    let mut out: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            let mut status = o.data.get("status").cloned().unwrap_or_default();
+            if let Some(s) = status.as_object_mut() {
+                s.remove("injectedPods");
+                s.remove("upToDatePods");
+            }
+            format!(
+                "{:?}/{:?}/{:?}/{:?} {} {status}",
+                o.metadata.namespace,
+                o.metadata.name,
+                o.metadata.uid,
+                o.metadata.generation,
+                o.data.get("spec").cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 async fn write_status(client: Client, resource: ApiResource, u: StatusUpdate) {

@@ -86,16 +86,16 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
         }
         d.status = Some(status);
     }
-    // On what carries a template, however it came to (a pod injected by a
-    // Tandem before the label gets it on its next admission). Patches only
-    // add: a value someone else set is left, and said.
+    // On what carries a template, however it came to (a reinvocation sees
+    // the status the webhook wrote before). Patches only add: a value
+    // someone else set is left, and said.
     let carries = d.status.as_ref().is_some_and(|s| !s.templates.is_empty());
     match pod.label(INJECTED_LABEL) {
         None if carries => plan
             .labels
             .push((INJECTED_LABEL.to_string(), "true".to_string())),
         Some(other) if carries && other != "true" => d.warn(format!(
-            "label {INJECTED_LABEL}={other:?} is left as it is: tandem status and the pod counts miss this pod"
+            "label {INJECTED_LABEL}={other:?} is left as it is: the server's pod counts miss this pod"
         )),
         _ => {}
     }
@@ -148,9 +148,12 @@ fn prepare<'t>(
             if !values.overridden {
                 return Prepared::As(None);
             }
-            // Encoding what was decoded at load cannot fail; if it did, the
-            // defaults are injected rather than nothing.
-            Prepared::As(t.with_values(&values.values).ok().map(Box::new))
+            // A value the target's core/v1 type cannot hold is refused like
+            // one out of bounds; never the defaults in its place.
+            match t.with_values(&values.values) {
+                Ok(own) => Prepared::As(Some(Box::new(own))),
+                Err(e) => Prepared::Invalid(t, format!("the values do not fit their fields: {e}")),
+            }
         }
     }
 }

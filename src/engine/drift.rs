@@ -1,6 +1,9 @@
 //! Day 2: whether a running pod carries each template as it is now. A pod is
 //! outdated for a template when the hash its `tandem.dev/status` recorded
-//! differs from the template's current hash (or the template is gone).
+//! differs from the hash the template gives it now, its parameter values
+//! included (or the template is gone); refused when the template now
+//! refuses one of its values; missing when it has no status at all and the
+//! engine would inject the template.
 //! `tandem status`, `tandem rollout` and the server's pod counts all read
 //! pods through [`drift`], so they agree on every pod.
 
@@ -10,7 +13,7 @@ use super::parameters;
 use super::status::Status;
 use super::{Input, Verdict};
 use crate::facts::{Doc, Namespace, Policy};
-use crate::template::{Mode, Template, TemplateSet};
+use crate::template::{Template, TemplateSet};
 
 /// Where a pod stands for one template.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -21,8 +24,11 @@ pub enum State {
     /// Injected with another hash, or with a template no longer in force.
     Outdated,
     /// Asked for the template and carries no `tandem.dev/status` at all: it
-    /// was admitted while Tandem was not answering.
+    /// was admitted while Tandem was not answering, and would get it now.
     Missing,
+    /// Carries the template with a parameter value the template now
+    /// refuses: a restart would drop the sidecar, so it is never restarted.
+    Refused,
 }
 
 impl State {
@@ -31,6 +37,7 @@ impl State {
             State::Current => "current",
             State::Outdated => "outdated",
             State::Missing => "missing",
+            State::Refused => "refused",
         }
     }
 }
@@ -65,14 +72,14 @@ pub fn carried<'p>(
             .templates
             .into_iter()
             .map(|injected| {
-                let current = templates
-                    .lookup(&namespace.name, &injected.name)
-                    .and_then(|t| expected_hash(t, annotation, namespace))
-                    .is_some_and(|hash| hash == injected.hash);
-                let state = if current {
-                    State::Current
-                } else {
-                    State::Outdated
+                let state = match templates.lookup(&namespace.name, &injected.name) {
+                    // Gone: a restart leaves it out.
+                    None => State::Outdated,
+                    Some(t) => match expected_hash(t, annotation, namespace) {
+                        None => State::Refused,
+                        Some(hash) if hash == injected.hash => State::Current,
+                        Some(_) => State::Outdated,
+                    },
                 };
                 (injected.name, state)
             })
@@ -141,13 +148,9 @@ pub fn drift(
         decision
             .templates
             .into_iter()
-            // A dryRun template never injects: nothing is missing.
-            .filter(|t| !matches!(t.verdict, Verdict::Missing))
-            .filter(|t| {
-                templates
-                    .lookup(&namespace.name, &t.name)
-                    .is_some_and(|t| t.spec.mode != Mode::DryRun)
-            })
+            // Only what the engine would inject now is missing: not a
+            // dryRun template, nor one it would skip.
+            .filter(|t| matches!(t.verdict, Verdict::Injected { .. }))
             .map(|t| (t.name, State::Missing))
             .collect(),
     )

@@ -93,6 +93,15 @@ impl<'a> Run<'a> {
         why: String,
         d: &mut Decision,
     ) -> (Verdict, String) {
+        if t.spec.mode == Mode::DryRun {
+            d.warn(format!("dry run: {} would be skipped: {why}", t.name));
+            return (
+                Verdict::Skipped {
+                    reason: SkipReason::InvalidParameter,
+                },
+                format!("dry run; {why}"),
+            );
+        }
         if t.spec.on_conflict == OnConflict::Fail {
             self.denials
                 .push(format!("template {} (onConflict: fail): {why}", t.name));

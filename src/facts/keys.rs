@@ -16,6 +16,9 @@ pub const STATUS_ANNOTATION: &str = "tandem.dev/status";
 /// Pod label, `"true"` on every pod that carries an injected template: a
 /// label-selected, metadata-only watch of injected pods sees them and nothing else.
 pub const INJECTED_LABEL: &str = "tandem.dev/injected";
+/// Pods that still run or may yet: a finished pod is never restarted into
+/// anything, so day-2 counts leave it out.
+pub const UNFINISHED_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
 /// Namespace label: `enabled` (opt-in webhook scope) or `disabled`.
 pub const INJECTION_LABEL: &str = "tandem.dev/injection";
 /// Set by the kubelet on mirror pods of static manifests.

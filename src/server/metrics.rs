@@ -28,6 +28,8 @@ pub struct Metrics {
     pub client_auth_failures: Family<Fixed, Counter>,
     watch_errors: Family<[(&'static str, &'static str); 2], Counter>,
     injected_pods: Family<[(&'static str, String); 2], Gauge>,
+    /// The label sets `injected_pods` holds now.
+    injected_pod_series: std::sync::Mutex<Vec<[(&'static str, String); 2]>>,
     pub connections_refused: Counter,
     pub certificate_expiry: Gauge,
     pub templates: Gauge,
@@ -109,7 +111,7 @@ impl Metrics {
         );
         registry.register(
             "injected_pods",
-            "Running injected pods, by template and state (current, outdated: the template's hash changed since); absent while the pod watch fails",
+            "Injected pods that are not finished, by template and state (current; outdated: a restart would inject them differently; refused: a parameter value the template now refuses); absent while the pod watch fails",
             injected_pods.clone(),
         );
         registry.register(
@@ -135,6 +137,7 @@ impl Metrics {
             client_auth_failures,
             watch_errors,
             injected_pods,
+            injected_pod_series: std::sync::Mutex::default(),
             connections_refused,
             certificate_expiry,
             templates,
@@ -187,16 +190,28 @@ impl Metrics {
     }
 
     /// Replaces the injected pod counts; `None` leaves none (unknown).
+    /// Series are set, then the vanished ones removed: a scrape in between
+    /// never sees the family empty (which would restart an alert's `for`).
     pub fn injected_pods(&self, counts: Option<&PodCounts>) {
-        self.injected_pods.clear();
+        let mut shown = self
+            .injected_pod_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut now = Vec::new();
         for ((template, state), n) in counts.into_iter().flatten() {
+            let labels = [
+                ("template", template.clone()),
+                ("state", state.as_str().to_string()),
+            ];
             self.injected_pods
-                .get_or_create(&[
-                    ("template", template.clone()),
-                    ("state", state.as_str().to_string()),
-                ])
+                .get_or_create(&labels)
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            now.push(labels);
         }
+        for gone in shown.iter().filter(|l| !now.contains(l)) {
+            self.injected_pods.remove(gone);
+        }
+        *shown = now;
     }
 
     pub fn render(&self) -> String {

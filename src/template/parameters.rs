@@ -92,7 +92,8 @@ pub fn text(v: &IntOrString) -> String {
 /// What kind of value a target field holds in core/v1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldKind {
-    /// `image`, an env var's `value`: any parameter type, written as text.
+    /// `image`, an env var's `value`: any parameter type, written as text
+    /// (see [`Target::write`]).
     Text,
     /// `resources.*.*`, `emptyDir.sizeLimit`.
     Quantity,
@@ -315,8 +316,13 @@ impl Target {
     }
 
     /// Writes `value` into the field in `spec` (its JSON), creating the
-    /// objects on the way (`resources`, `requests`). `exists_in` held.
+    /// objects on the way (`resources`, `requests`). `exists_in` held. A
+    /// text field (an env var's value, an image) gets an integer as text.
     pub fn write(&self, spec: &mut Value, value: Value) {
+        let value = match (self.kind, value) {
+            (FieldKind::Text, Value::Number(n)) => Value::String(n.to_string()),
+            (_, v) => v,
+        };
         let Some(mut at) = self.object_mut(spec) else {
             return;
         };
@@ -362,7 +368,10 @@ impl Parameter {
                     return refuse(format!("must be one of {}", self.values.join(", ")));
                 }
                 if let Some(p) = &self.pattern {
-                    let re = self.compiled.0.get_or_init(|| whole(p).map_err(|e| e.to_string()));
+                    let re = self
+                        .compiled
+                        .0
+                        .get_or_init(|| whole(p).map_err(|e| e.to_string()));
                     match re {
                         Ok(re) if re.is_match(value) => {}
                         Ok(_) => return refuse(format!("must match {p}")),

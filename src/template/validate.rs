@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::parameters::{self, FieldKind, ParameterType, Target};
@@ -104,6 +105,8 @@ pub(super) fn validate(
 fn parameters(spec: &SidecarTemplateSpec, errs: &mut Errors) {
     let json = serde_json::to_value(spec).unwrap_or_default();
     let mut seen = HashSet::new();
+    // Each field is set by one parameter: two would make the order decide.
+    let mut set_by: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     for (i, p) in spec.parameters.iter().enumerate() {
         let field = format!("spec.parameters[{i}]");
         if let Err(m) = dns_label(&p.name) {
@@ -177,7 +180,31 @@ fn parameters(spec: &SidecarTemplateSpec, errs: &mut Errors) {
                 ),
                 Ok(target) => {
                     if let Err(m) = target.exists_in(&json) {
-                        errs.push(at, format!("{t}: {m}"));
+                        errs.push(at.clone(), format!("{t}: {m}"));
+                    }
+                    match set_by.get(&target.to_string()) {
+                        Some(other) => errs.push(
+                            at.clone(),
+                            format!("{target} is set by parameter {other} too"),
+                        ),
+                        None => {
+                            set_by.insert(target.to_string(), &p.name);
+                        }
+                    }
+                    let bound = |b: &Option<IntOrString>| {
+                        b.as_ref()
+                            .and_then(|b| parameters::text(b).parse::<i64>().ok())
+                    };
+                    let in_range = |b: Option<i64>| b.is_some_and(|b| (1..=65535).contains(&b));
+                    if target.kind == FieldKind::Port
+                        && !(in_range(bound(&p.min)) && in_range(bound(&p.max)))
+                    {
+                        errs.push(
+                            at,
+                            format!(
+                                "{t} is a port: the parameter needs min and max within 1..65535"
+                            ),
+                        );
                     }
                 }
             }

@@ -197,14 +197,16 @@ fn metadata(t: &Template, status: &str) -> Vec<String> {
             )
         ));
     }
+    // Only where absent, as the engine: patches add, never overwrite.
     parts.push(format!(
         "(has({meta}.labels) ? [] : [{}])",
         add(&pointer(&["metadata", "labels"]), "{}")
     ));
-    parts.push(list(&[add(
-        &pointer(&["metadata", "labels", INJECTED_LABEL]),
-        "'true'",
-    )]));
+    parts.push(format!(
+        "(has({meta}.labels) && {} in {meta}.labels ? [] : [{}])",
+        cel::string(INJECTED_LABEL),
+        add(&pointer(&["metadata", "labels", INJECTED_LABEL]), "'true'")
+    ));
     parts
 }
 
