@@ -217,5 +217,10 @@ fn engine_pathological(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engine_bodies, engine_pathological, engine_parameters);
+criterion_group!(
+    benches,
+    engine_bodies,
+    engine_pathological,
+    engine_parameters
+);
 criterion_main!(benches);
