@@ -482,3 +482,24 @@ fn a_port_parameter_needs_bounds_a_port_can_take() {
         "{errors}"
     );
 }
+
+#[test]
+fn a_rendering_with_a_pods_values_is_made_once_and_reused() {
+    let c = ctx("skip");
+    let t = c.templates.lookup("default", "proxy").unwrap();
+    let values = vec![
+        json!("250m"),
+        json!(9901),
+        json!("db:5432"),
+        json!("info"),
+        json!("true"),
+    ];
+    let first = t.with_values(&values).unwrap();
+    let again = t.with_values(&values).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
+    let mut other = values.clone();
+    other[0] = json!("300m");
+    let different = t.with_values(&other).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &different));
+    assert_ne!(first.hash, different.hash);
+}

@@ -1,6 +1,8 @@
 //! `decide`: the gates every pod passes before any template is considered,
 //! then one run per selected template, then the patch and its extras.
 
+use std::sync::Arc;
+
 use super::decision::{Decision, GateVerdict, ResourceChange, Stop};
 use super::parameters;
 use super::patch::{self, Plan};
@@ -111,7 +113,7 @@ fn decide_as(input: &Input<'_>, explaining: bool) -> Result<Decision, EngineErro
 /// A selected template as this pod gets it.
 enum Prepared<'t> {
     /// As in the set (`None`), or rendered with the pod's parameter values.
-    As(Option<Box<Template>>),
+    As(Option<Arc<Template>>),
     /// A parameter value breaks its rule.
     Invalid(&'t Template, String),
 }
@@ -151,7 +153,7 @@ fn prepare<'t>(
             // A value the target's core/v1 type cannot hold is refused like
             // one out of bounds; never the defaults in its place.
             match t.with_values(&values.values) {
-                Ok(own) => Prepared::As(Some(Box::new(own))),
+                Ok(own) => Prepared::As(Some(own)),
                 Err(e) => Prepared::Invalid(t, format!("the values do not fit their fields: {e}")),
             }
         }

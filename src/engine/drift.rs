@@ -101,7 +101,9 @@ fn expected_hash<'p>(
     if !values.overridden {
         return Some(t.hash.clone());
     }
-    t.with_values(&values.values).ok().map(|own| own.hash)
+    t.with_values(&values.values)
+        .ok()
+        .map(|own| own.hash.clone())
 }
 
 /// Where a pod stands for each template: what its status records, or,

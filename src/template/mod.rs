@@ -14,7 +14,7 @@ mod set;
 mod validate;
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -60,7 +60,14 @@ pub struct Template {
     /// The spec's field order as written (nothing for a cluster object):
     /// `tandem inject` writes what the template adds in that order.
     pub written: Order,
+    /// This template as rendered with pods' own parameter values, the most
+    /// recent first: a Deployment's pods share their values, and rendering
+    /// costs ten times a decision.
+    variants: Mutex<Vec<(String, Arc<Template>)>>,
 }
+
+/// How many renderings with pods' own values a template keeps.
+const VARIANTS: usize = 32;
 
 /// The template's objects as raw JSON, ready to be placed in a patch.
 #[derive(Debug, Default)]
@@ -164,15 +171,26 @@ impl Template {
     /// This template with its parameters set to `values` (one per
     /// declared parameter, in order, each checked by [`Parameter::check`]):
     /// what a pod that sets some of them gets. Its hash covers the values.
-    pub fn with_values(&self, values: &[Value]) -> Result<Template, serde_json::Error> {
+    pub fn with_values(&self, values: &[Value]) -> Result<Arc<Template>, serde_json::Error> {
+        let key = serde_json::to_string(values)?;
+        let mut variants = self.variants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = variants.iter().position(|(k, _)| *k == key) {
+            let hit = variants.remove(i);
+            let t = hit.1.clone();
+            variants.insert(0, hit);
+            return Ok(t);
+        }
         let spec = with_values(&self.spec, values)?;
-        Self::render(
+        let t = Arc::new(Self::render(
             &self.name,
             self.scope.clone(),
             self.source.clone(),
             spec,
             self.written.clone(),
-        )
+        )?);
+        variants.insert(0, (key, t.clone()));
+        variants.truncate(VARIANTS);
+        Ok(t)
     }
 
     fn render(
@@ -211,6 +229,7 @@ impl Template {
             hash,
             rendered,
             written,
+            variants: Mutex::default(),
         })
     }
 
