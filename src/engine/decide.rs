@@ -145,7 +145,7 @@ fn prepare<'t>(
         }
         Ok(values) => {
             d.gate(format!("parameters of {name}"), GateVerdict::Info, || {
-                values.shown.clone()
+                values.shown(t)
             });
             if !values.overridden {
                 return Prepared::As(None);

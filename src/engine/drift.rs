@@ -61,7 +61,7 @@ pub enum Drift {
 pub fn carried<'p>(
     status: &str,
     annotation: impl Fn(&str) -> Option<&'p str> + Copy,
-    namespace: &Namespace,
+    namespace: &'p Namespace,
     templates: &TemplateSet,
 ) -> Drift {
     let Ok(status) = Status::parse(status) else {
@@ -92,7 +92,7 @@ pub fn carried<'p>(
 fn expected_hash<'p>(
     t: &Template,
     annotation: impl Fn(&str) -> Option<&'p str>,
-    namespace: &Namespace,
+    namespace: &'p Namespace,
 ) -> Option<String> {
     if t.spec.parameters.is_empty() {
         return Some(t.hash.clone());

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::pod::PodView;
 use crate::facts::Namespace;
-use crate::template::{Template, parameter_annotation, parameter_of, parameter_text};
+use crate::template::{Template, parameter_of, parameter_text};
 
 /// Where a value came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,12 +31,31 @@ impl From {
 }
 
 /// The values a pod gets, one per declared parameter, in order.
-pub(super) struct Values {
+pub(super) struct Values<'t> {
     pub values: Vec<Value>,
-    /// `name=value (source)` for each, for `explain`.
-    pub shown: String,
+    /// Per parameter, the text set by the pod or the namespace; `None` for
+    /// the default. Kept for `explain`, formatted only when it asks.
+    set: Vec<Option<(&'t str, From)>>,
     /// Some value is not the default: the pod needs its own rendering.
     pub overridden: bool,
+}
+
+impl Values<'_> {
+    /// `name=value (source)` for each, for `explain`.
+    pub(super) fn shown(&self, t: &Template) -> String {
+        let mut out = String::new();
+        for (p, set) in t.spec.parameters.iter().zip(&self.set) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            let (text, from) = match set {
+                Some((text, from)) => (text.to_string(), *from),
+                None => (parameter_text(&p.default), From::Default),
+            };
+            let _ = write!(out, "{}={text} ({})", p.name, from.as_str());
+        }
+        out
+    }
 }
 
 /// A value that breaks its parameter's rule: the warning (or denial) text
@@ -44,26 +63,31 @@ pub(super) struct Values {
 pub(super) struct Invalid(pub String);
 
 /// The effective values of `t`'s parameters for a pod whose annotations
-/// `pod` reads, in `namespace`.
-pub(super) fn values<'p>(
+/// `pod` reads, in `namespace`. Defaults were checked at load; only what
+/// the pod or the namespace sets is checked here.
+pub(super) fn values<'t>(
     t: &Template,
-    pod: impl Fn(&str) -> Option<&'p str>,
-    namespace: &Namespace,
-) -> Result<Values, Invalid> {
+    pod: impl Fn(&str) -> Option<&'t str>,
+    namespace: &'t Namespace,
+) -> Result<Values<'t>, Invalid> {
     let mut out = Values {
-        values: Vec::with_capacity(t.spec.parameters.len()),
-        shown: String::new(),
+        values: Vec::with_capacity(t.declared.len()),
+        set: Vec::with_capacity(t.declared.len()),
         overridden: false,
     };
-    for p in &t.spec.parameters {
-        let key = parameter_annotation(&t.name, &p.name);
-        let default = parameter_text(&p.default);
-        let (text, from) = match (pod(&key), namespace.annotations.get(&key)) {
-            (Some(v), _) => (v.to_string(), From::Pod),
-            (None, Some(v)) => (v.clone(), From::Namespace),
-            (None, None) => (default.clone(), From::Default),
+    for (p, declared) in t.spec.parameters.iter().zip(&t.declared) {
+        let key = declared.annotation.as_str();
+        let found = match (pod(key), namespace.annotations.get(key)) {
+            (Some(v), _) => Some((v, From::Pod)),
+            (None, Some(v)) => Some((v.as_str(), From::Namespace)),
+            (None, None) => None,
         };
-        let value = p.check(&text).map_err(|rule| {
+        let Some((text, from)) = found else {
+            out.values.push(declared.default.clone());
+            out.set.push(None);
+            continue;
+        };
+        let value = p.check(text).map_err(|rule| {
             let whose = match from {
                 From::Namespace => format!("namespace {} annotation", namespace.name),
                 _ => "pod annotation".to_string(),
@@ -71,14 +95,9 @@ pub(super) fn values<'p>(
             Invalid(format!("{key}={text:?} ({whose}) {rule}"))
         })?;
         // Compared as injected: "50m " and "50m" are the same request.
-        if from != From::Default && p.check(&default).ok().as_ref() != Some(&value) {
-            out.overridden = true;
-        }
-        if !out.shown.is_empty() {
-            out.shown.push_str(", ");
-        }
-        let _ = write!(out.shown, "{}={text} ({})", p.name, from.as_str());
+        out.overridden |= value != declared.default;
         out.values.push(value);
+        out.set.push(Some((text, from)));
     }
     Ok(out)
 }

@@ -64,6 +64,18 @@ pub struct Template {
     /// recent first: a Deployment's pods share their values, and rendering
     /// costs ten times a decision.
     variants: Mutex<Vec<(String, Arc<Template>)>>,
+    /// Per parameter, in order: its annotation and its default as injected,
+    /// worked out once here rather than on every admission.
+    pub declared: Vec<Declared>,
+}
+
+/// What admission needs of a declared parameter.
+#[derive(Debug)]
+pub struct Declared {
+    /// `<template>.tandem.dev/<parameter>`.
+    pub annotation: String,
+    /// The default, checked at load, as the targets get it.
+    pub default: Value,
 }
 
 /// How many renderings with pods' own values a template keeps.
@@ -159,10 +171,9 @@ impl Template {
                 message: format!("cannot be encoded as JSON: {e}"),
             }]
         };
-        let defaults: Vec<Value> = spec
-            .parameters
-            .iter()
-            .map(|p| p.check(&parameters::text(&p.default)).unwrap_or_default())
+        let defaults: Vec<Value> = declared(name, &spec)
+            .into_iter()
+            .map(|d| d.default)
             .collect();
         let spec = with_values(&spec, &defaults).map_err(unencodable)?;
         Self::render(name, scope, source, spec, written).map_err(unencodable)
@@ -221,12 +232,14 @@ impl Template {
                 .transpose()?,
             ..rendered
         };
+        let declared = declared(name, &spec);
         Ok(Template {
             name: name.to_string(),
             scope,
             source,
             spec,
             hash,
+            declared,
             rendered,
             written,
             variants: Mutex::default(),
@@ -275,6 +288,18 @@ fn objects<T: serde::Serialize>(items: &[T]) -> Result<Vec<Arc<Object>>, serde_j
     items
         .iter()
         .map(|item| Object::new(serde_json::to_value(item)?).map(Arc::new))
+        .collect()
+}
+
+/// The annotation and checked default of each parameter of `spec`
+/// (validation passed every default).
+fn declared(name: &str, spec: &SidecarTemplateSpec) -> Vec<Declared> {
+    spec.parameters
+        .iter()
+        .map(|p| Declared {
+            annotation: p.annotation(name),
+            default: p.check(&parameters::text(&p.default)).unwrap_or_default(),
+        })
         .collect()
 }
 
