@@ -109,15 +109,7 @@ fn parameters(spec: &SidecarTemplateSpec, errs: &mut Errors) {
     let mut set_by: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     for (i, p) in spec.parameters.iter().enumerate() {
         let field = format!("spec.parameters[{i}]");
-        if let Err(m) = dns_label(&p.name) {
-            errs.push(format!("{field}.name"), m);
-        }
-        if !seen.insert(p.name.as_str()) {
-            errs.push(
-                format!("{field}.name"),
-                format!("duplicate parameter {:?}", p.name),
-            );
-        }
+        unique_name(&field, "parameter", &p.name, &mut seen, errs);
         let numeric = matches!(p.kind, ParameterType::Quantity | ParameterType::Integer);
         if !numeric && (p.min.is_some() || p.max.is_some()) {
             errs.push(
@@ -237,21 +229,32 @@ fn pattern(spec: &SidecarTemplateSpec, errs: &mut Errors) {
     }
 }
 
+/// `<field>.name` is a DNS label, and no other `kind` in `seen` has it.
+fn unique_name<'s>(
+    field: &str,
+    kind: &str,
+    name: &'s str,
+    seen: &mut HashSet<&'s str>,
+    errs: &mut Errors,
+) {
+    if let Err(m) = dns_label(name) {
+        errs.push(format!("{field}.name"), m);
+    }
+    if !seen.insert(name) {
+        errs.push(
+            format!("{field}.name"),
+            format!("duplicate {kind} {name:?}"),
+        );
+    }
+}
+
 /// Checks the volumes; returns their names, for the mounts to be checked against.
 fn volumes<'s>(spec: &'s SidecarTemplateSpec, errs: &mut Errors) -> HashSet<&'s str> {
     let volumes: HashSet<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
     let mut seen = HashSet::new();
     for (i, v) in spec.volumes.iter().enumerate() {
         let field = format!("spec.volumes[{i}]");
-        if let Err(m) = dns_label(&v.name) {
-            errs.push(format!("{field}.name"), m);
-        }
-        if !seen.insert(v.name.as_str()) {
-            errs.push(
-                format!("{field}.name"),
-                format!("duplicate volume {:?}", v.name),
-            );
-        }
+        unique_name(&field, "volume", &v.name, &mut seen, errs);
         if let Some(limit) = v.empty_dir.as_ref().and_then(|e| e.size_limit.as_ref())
             && let Err(m) = Quantity::parse(&limit.0)
         {
