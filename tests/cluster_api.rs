@@ -327,6 +327,25 @@ fn log_shipper_object() -> (Value, String) {
     (object, hash)
 }
 
+/// The SidecarTemplate list holding `object`.
+fn template_list(object: &Value) -> String {
+    json!({ "kind": "SidecarTemplateList", "apiVersion": "tandem.dev/v1alpha1",
+            "metadata": { "resourceVersion": "11" }, "items": [object] })
+    .to_string()
+}
+
+/// `tandem serve` on `api`, the templates in force being the cluster's.
+async fn serve_cluster_templates(api: &FakeApi) -> Server {
+    let kubeconfig = api.kubeconfig_arg();
+    let server = Server::start(Options {
+        args: &[&kubeconfig, "--kubernetes-version=v1.36.2"],
+        templates: None,
+        ..Options::default()
+    });
+    server.ready().await;
+    server
+}
+
 fn injected_pod(name: &str, hash: &str) -> Value {
     let status = json!({ "templates": [{ "name": "log-shipper", "hash": hash }] }).to_string();
     json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
@@ -347,12 +366,7 @@ async fn injected_pods_are_counted_into_the_template_status_and_the_metric() {
     let api = FakeApi::start_with_query(Arc::new(move |method: &str, path: &str, query: &str, body: &str| {
         match (method, path) {
             ("GET", "/api/v1/namespaces") => Some((200, namespaces())),
-            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => Some((
-                200,
-                json!({ "kind": "SidecarTemplateList", "apiVersion": "tandem.dev/v1alpha1",
-                        "metadata": { "resourceVersion": "11" }, "items": [object] })
-                .to_string(),
-            )),
+            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => Some((200, template_list(&object))),
             ("GET", "/api/v1/pods") => {
                 // Only the injected pods are asked for, by label.
                 assert!(query.contains("labelSelector=tandem.dev%2Finjected%3Dtrue"), "{query}");
@@ -371,14 +385,7 @@ async fn injected_pods_are_counted_into_the_template_status_and_the_metric() {
         }
     }))
     .await;
-    let kubeconfig = api.kubeconfig_arg();
-    let server = Server::start(Options {
-        args: &[&kubeconfig, "--kubernetes-version=v1.36.2"],
-        // The templates in force are the cluster's.
-        templates: None,
-        ..Options::default()
-    });
-    server.ready().await;
+    let server = serve_cluster_templates(&api).await;
 
     let status =
         "/apis/tandem.dev/v1alpha1/namespaces/tandem-system/sidecartemplates/log-shipper/status";
@@ -410,12 +417,9 @@ async fn a_pod_watch_tandem_may_not_run_leaves_counts_unknown_and_admission_serv
     let api = FakeApi::start(Arc::new(move |method: &str, path: &str, _: &str| {
         match (method, path) {
             ("GET", "/api/v1/namespaces") => Some((200, namespaces())),
-            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => Some((
-                200,
-                json!({ "kind": "SidecarTemplateList", "apiVersion": "tandem.dev/v1alpha1",
-                        "metadata": { "resourceVersion": "11" }, "items": [object] })
-                .to_string(),
-            )),
+            ("GET", "/apis/tandem.dev/v1alpha1/sidecartemplates") => {
+                Some((200, template_list(&object)))
+            }
             ("GET", "/api/v1/pods") => Some((
                 403,
                 json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
@@ -426,14 +430,7 @@ async fn a_pod_watch_tandem_may_not_run_leaves_counts_unknown_and_admission_serv
         }
     }))
     .await;
-    let kubeconfig = api.kubeconfig_arg();
-    let server = Server::start(Options {
-        args: &[&kubeconfig, "--kubernetes-version=v1.36.2"],
-        // The templates in force are the cluster's.
-        templates: None,
-        ..Options::default()
-    });
-    server.ready().await;
+    let server = serve_cluster_templates(&api).await;
     wait_until("the pod watch's error", async || {
         admin_get(server.admin, "/metrics")
             .await
