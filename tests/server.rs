@@ -641,6 +641,13 @@ async fn the_webhook_injects_a_pods_parameters_and_refuses_bad_ones() {
         .unwrap();
     assert_eq!(shipper["resources"]["limits"]["memory"], "512Mi");
     assert_eq!(pod["metadata"]["labels"]["tandem.dev/injected"], "true");
+    common::assert_well_formed(&pod);
+    common::assert_preserved(&request["request"]["object"], &pod);
+    // Reinvocation: the pod with its own values comes back unchanged.
+    let mut again = request.clone();
+    again["request"]["object"] = pod;
+    let second = conn.review(&again.to_string()).await.json();
+    assert!(second["response"]["patch"].is_null(), "{second}");
 
     request["request"]["uid"] = serde_json::json!("bad-value");
     request["request"]["object"]["metadata"]["annotations"]["log-shipper.tandem.dev/memory-limit"] =

@@ -189,7 +189,14 @@ fn count<'a>(
             continue;
         };
         for (name, state) in list {
-            *counts.by_template.entry((name.clone(), state)).or_default() += n;
+            // The metric's states are the contract's two: a refused pod does
+            // not run the template as it is now ("outdated"; `tandem status`
+            // tells it apart, and rollout never restarts it).
+            let shown = match state {
+                State::Refused => State::Outdated,
+                s => s,
+            };
+            *counts.by_template.entry((name.clone(), shown)).or_default() += n;
             let Some(key) = templates
                 .lookup(namespace, &name)
                 .and_then(|t| object_key(t, own_namespace))
@@ -413,7 +420,15 @@ mod tests {
         let current = status(&[("shipper", "hash-shipper"), ("proxy", "hash-proxy")]);
         let old = status(&[("shipper", "old")]);
         let gone = status(&[("removed", "x")]);
+        let shipper = status(&[("shipper", "hash-shipper")]);
+        // A value the template now refuses (cpu-limit, at most 2): outdated,
+        // as the metric has it. The key is the one the template reads.
+        let shipper_template = templates.lookup("web", "shipper").unwrap();
+        let key = &shipper_template.declared[1].annotation;
+        assert!(key.ends_with(".tandem.dev/cpu-limit"), "{key}");
+        let refused = serde_json::json!({ key.as_str(): "5" }).to_string();
         let pods = [
+            ("web", shipper.as_str(), refused.as_str()),
             ("shop", current.as_str(), ""),
             ("shop", current.as_str(), ""),
             ("shop", old.as_str(), ""),
@@ -425,11 +440,12 @@ mod tests {
         let c = count(pods.into_iter(), &templates, "tandem-system", &namespace);
         let by = |t: &str, s: State| c.by_template.get(&(t.to_string(), s)).copied();
         assert_eq!(by("shipper", State::Current), Some(2));
-        assert_eq!(by("shipper", State::Outdated), Some(2));
+        assert_eq!(by("shipper", State::Outdated), Some(3));
+        assert_eq!(by("shipper", State::Refused), None);
         assert_eq!(by("proxy", State::Current), Some(2));
         assert_eq!(by("removed", State::Outdated), Some(1));
         let object = |ns: &str, n: &str| c.by_object.get(&(ns.to_string(), n.to_string())).copied();
-        assert_eq!(object("tandem-system", "shipper"), Some((4, 2)));
+        assert_eq!(object("tandem-system", "shipper"), Some((5, 2)));
         assert_eq!(object("shop", "proxy"), Some((2, 2)));
         assert_eq!(c.by_object.len(), 2, "{:?}", c.by_object);
     }

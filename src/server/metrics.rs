@@ -111,7 +111,7 @@ impl Metrics {
         );
         registry.register(
             "injected_pods",
-            "Injected pods that are not finished, by template and state (current; outdated: a restart would inject them differently; refused: a parameter value the template now refuses); absent while the pod watch fails",
+            "Injected pods that are not finished, by template and state (current; outdated: not as the template is now, a restart would inject them differently or, where the template now refuses a parameter value, not at all); absent while the pod watch fails",
             injected_pods.clone(),
         );
         registry.register(
