@@ -42,22 +42,6 @@ pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
     let mut lints = template::lint(&templates);
     lints.extend(engine::collisions(&templates));
     let count = templates.len();
-    // Which templates `tandem policy` compiles: a fact for choosing a mode,
-    // not a fault, so a note rather than a warning.
-    let notes: Vec<String> = templates
-        .iter()
-        .map(|t| {
-            let reasons = policy::needs_webhook(t);
-            let what = if reasons.is_empty() && !t.spec.parameters.is_empty() {
-                "compiles to a MutatingAdmissionPolicy (tandem policy) for pods at the parameters' defaults; a pod or namespace that sets another value needs the webhook (the status hash covers the values)".to_string()
-            } else if reasons.is_empty() {
-                "compiles to a MutatingAdmissionPolicy (tandem policy)".to_string()
-            } else {
-                format!("needs the webhook: {}", reasons.join("; "))
-            };
-            format!("{}: template \"{}\": policy: {what}", t.source, t.name)
-        })
-        .collect();
     let security: Vec<String> = match args.pod_security {
         None => Vec::new(),
         Some(level) => {
@@ -83,10 +67,25 @@ pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
                 .collect()
         }
     };
-    TemplateSet::new(templates).map_err(|e| {
+    let set = TemplateSet::new(templates).map_err(|e| {
         println!("error: {e}");
         CliError::Failed(format!("1 error in {}", args.config.display()))
     })?;
+    // Which requests `tandem policy` injects: a fact for choosing a mode,
+    // not a fault, so notes rather than warnings.
+    let coverage = policy::coverage(&set);
+    let mut notes: Vec<String> = set
+        .all()
+        .filter_map(|t| {
+            let c = coverage.single(&t.name)?;
+            Some(format!("{}: template \"{}\": policy: {c}", t.source, t.name))
+        })
+        .collect();
+    notes.extend(
+        super::policy::coverage_lines(&coverage)
+            .into_iter()
+            .map(|l| format!("policy {}", l.trim_start())),
+    );
     for l in &lints {
         println!("warning: {l}");
     }

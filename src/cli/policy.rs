@@ -1,13 +1,14 @@
-//! `tandem policy`: the templates compiled to MutatingAdmissionPolicies
-//! (Kubernetes 1.36), each with its binding; what does not compile is
-//! reported with the reason, in the output and on stderr, never dropped.
+//! `tandem policy`: the template set compiled to one MutatingAdmissionPolicy
+//! (Kubernetes 1.36) and its binding, with policy mode's companion and
+//! warnings policies; which requests it injects and which need the webhook
+//! is said in the output and on stderr, never left out.
 
 use clap::Args;
 
 use super::{CliError, ScopeArgs, TemplateArgs, manifest, parse_pairs};
 use crate::install::policy::{
-    self, Compiled, FAILURE_POLICY, PolicyError, REINVOCATION_POLICY, Reach, STEPS_ASIDE,
-    WHY_JSON_PATCH, WHY_SELECTORS_IN_CEL,
+    self, Coverage, FAILURE_POLICY, PolicyError, REINVOCATION_POLICY, REQUIRE, Reach, STEPS_ASIDE,
+    WARNINGS, WHY_JSON_PATCH, WHY_SELECTORS_IN_CEL,
 };
 
 #[derive(Args, Debug)]
@@ -36,17 +37,26 @@ pub(super) fn run(args: &PolicyArgs) -> Result<(), CliError> {
     };
     let compiled = policy::compile(&set, &reach).map_err(|e| match e {
         PolicyError::Contradiction { .. } => CliError::Usage(e.to_string()),
-        PolicyError::Engine(_) | PolicyError::Site { .. } => CliError::Failed(e.to_string()),
+        PolicyError::NothingCompiles | PolicyError::Site { .. } => {
+            CliError::Failed(e.to_string())
+        }
     })?;
     let mut header: Vec<String> = [
-        "MutatingAdmissionPolicies compiled by `tandem policy` (admissionregistration.k8s.io/v1, Kubernetes 1.36+).",
-        "Each changes a pod only where Tandem's engine would inject exactly its template, and",
-        "makes the engine's change. It leaves unchanged, for the webhook in hybrid mode:",
+        "Compiled by `tandem policy` (admissionregistration.k8s.io/v1, Kubernetes 1.36+).",
+        "The MutatingAdmissionPolicy tandem makes Tandem's engine's whole decision for a pod: which",
+        "templates, in the engine's order, which it skips for a conflict, what it reuses, the status.",
+        "It leaves unchanged, for the webhook in hybrid mode:",
     ]
     .into_iter()
     .map(String::from)
     .collect();
     header.extend(STEPS_ASIDE.iter().map(|s| format!("- {s}")));
+    header.push(format!(
+        "In policy mode {REQUIRE} rejects those pods when they asked for injection, naming the reason;"
+    ));
+    header.push(format!(
+        "{WARNINGS} carries the engine's warnings (Warn binding, audit annotations). Hybrid mode drops both."
+    ));
     header.push(WHY_JSON_PATCH.to_string());
     header.push(WHY_SELECTORS_IN_CEL.to_string());
     header.push(format!(
@@ -57,48 +67,36 @@ pub(super) fn run(args: &PolicyArgs) -> Result<(), CliError> {
         "reinvocationPolicy {}: {}",
         REINVOCATION_POLICY.0, REINVOCATION_POLICY.1
     ));
-    let mut out = comment(&header);
-    let (mut compiled_names, mut refused) = (Vec::new(), Vec::new());
-    for c in &compiled {
-        match c {
-            Compiled::Policy(p) => {
-                compiled_names.push(p.template.as_str());
-                let docs = [
-                    serde_json::to_value(&p.policy),
-                    serde_json::to_value(&p.binding),
-                ]
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| CliError::Failed(format!("cannot render the output: {e}")))?;
-                out.push_str("---\n");
-                out.push_str(&comment(&[format!("template {}", p.template)]));
-                out.push_str(&manifest::render(manifest::Format::Yaml, &docs)?);
-            }
-            Compiled::NeedsWebhook { template, reasons } => {
-                for r in reasons {
-                    refused.push(format!("{template} needs the webhook: {r}"));
-                }
-            }
-        }
-    }
-    if !refused.is_empty() {
-        out.push_str("---\n");
-        out.push_str(&comment(&refused));
-    }
-    print!("{out}");
-    eprintln!(
-        "tandem: {} template(s) compiled{}{}",
-        compiled_names.len(),
-        if compiled_names.is_empty() { "" } else { ": " },
-        compiled_names.join(", ")
+    let coverage = coverage_lines(&compiled.coverage);
+    header.extend(coverage.iter().cloned());
+    let docs = [
+        serde_json::to_value(&compiled.policy),
+        serde_json::to_value(&compiled.binding),
+        serde_json::to_value(&compiled.require.0),
+        serde_json::to_value(&compiled.require.1),
+        serde_json::to_value(&compiled.warnings.0),
+        serde_json::to_value(&compiled.warnings.1),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| CliError::Failed(format!("cannot render the output: {e}")))?;
+    print!(
+        "{}{}",
+        comment(&header),
+        manifest::render(manifest::Format::Yaml, &docs)?
     );
-    for r in &refused {
-        eprintln!("tandem: {r}");
-    }
-    if compiled_names.is_empty() {
-        return Err(CliError::Failed(
-            "no template compiles to a policy; use the webhook".into(),
-        ));
+    for line in &coverage {
+        eprintln!("tandem: {line}");
     }
     Ok(())
+}
+
+/// The coverage, a summary line first, then each combination.
+pub(super) fn coverage_lines(coverage: &Coverage) -> Vec<String> {
+    let (compiled, total) = coverage.counts();
+    let mut lines = vec![format!(
+        "coverage: {compiled} of {total} request combinations (each template, each pair) compile; a request for more compiles when each pair in it does"
+    )];
+    lines.extend(coverage.combinations.iter().map(|c| format!("  {c}")));
+    lines
 }

@@ -44,7 +44,7 @@ pub use placement::Placement;
 pub use pod::POD_READS;
 pub use pod_security::{Violation, pod_violations, template_violations};
 pub use qos::QosClass;
-pub use resources::Requests;
+pub use resources::{Requests, template_requests};
 pub use select::{InjectRequest, Source, parse_request, selector_matches};
 pub use skip::SkipReason;
 pub use status::{Injected, InvalidStatus, Status};

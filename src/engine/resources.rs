@@ -85,6 +85,21 @@ fn requests_of(c: &Doc<'_>) -> Requests {
     requested(c.get("resources"))
 }
 
+/// What a template's own containers request once placed natively (its init
+/// containers, then its sidecars): the most it can add to a pod's effective
+/// request, as policy mode's warnings state it.
+pub fn template_requests(t: &crate::template::Template) -> Requests {
+    let r = &t.rendered;
+    effective(
+        [],
+        r.init_containers
+            .iter()
+            .chain(&r.native_containers)
+            .map(|c| c.doc()),
+        None,
+    )
+}
+
 /// The effective request of a pod with these containers, init containers (in
 /// order) and `spec` (for `overhead` and pod-level `resources`).
 pub(super) fn effective<'a>(

@@ -263,6 +263,13 @@ impl Request {
 pub struct Variables {
     pub values: HashMap<String, cel::Value>,
     failed: HashMap<String, Failure>,
+    /// How many expressions were evaluated for the request: match
+    /// conditions, variables (each once, when first read), validations,
+    /// messages and mutations. The proxy for what the API server pays.
+    pub evaluated: usize,
+    /// Variables being evaluated: a "no such key" naming one is the
+    /// object's field of that name, not a read of the variable.
+    evaluating: Vec<String>,
 }
 
 /// Evaluates `e` for `request`, binding what the API server binds at `e`'s
@@ -350,10 +357,39 @@ fn matches(
     failure.map_or(Ok(None), Err)
 }
 
-fn variables(env: &Arc<cel::Env>, declared: &[(String, Expr)], request: &Request) -> Variables {
-    let mut vars = Variables::default();
-    for (name, e) in declared {
-        match eval(env, e, request, &vars) {
+/// Evaluates `e` as the API server does, variables lazily: a variable is
+/// evaluated the first time an evaluation reads it (here: the evaluation
+/// stops at the unknown name, the variable is evaluated, and it runs
+/// again), then kept for the rest of the request.
+fn eval_lazy(
+    env: &Arc<cel::Env>,
+    e: &Expr,
+    request: &Request,
+    declared: &[(String, Expr)],
+    vars: &mut Variables,
+) -> Result<cel::Value, Failure> {
+    vars.evaluated += 1;
+    loop {
+        let result = eval(env, e, request, vars);
+        let Err(f) = &result else { return result };
+        let Some(name) = f.error.strip_prefix("no such key: ") else {
+            return result;
+        };
+        let pending = declared
+            .iter()
+            .find(|(n, _)| n == name)
+            .filter(|(n, _)| {
+                !vars.values.contains_key(n)
+                    && !vars.failed.contains_key(n)
+                    && !vars.evaluating.contains(n)
+            });
+        let Some((name, expr)) = pending else {
+            return result;
+        };
+        vars.evaluating.push(name.clone());
+        let value = eval_lazy(env, expr, request, declared, vars);
+        vars.evaluating.pop();
+        match value {
             Ok(v) => {
                 vars.values.insert(name.clone(), v);
             }
@@ -362,7 +398,6 @@ fn variables(env: &Arc<cel::Env>, declared: &[(String, Expr)], request: &Request
             }
         }
     }
-    vars
 }
 
 /// What one policy did to one request.
@@ -380,6 +415,8 @@ pub enum Run {
     Mutated {
         object: Value,
         variables: HashMap<String, cel::Value>,
+        /// Expressions evaluated, match conditions included.
+        evaluated: usize,
     },
 }
 
@@ -396,6 +433,8 @@ pub struct Validating {
     conditions: Vec<(String, Expr)>,
     variables: Vec<(String, Expr)>,
     validations: Vec<Validation>,
+    /// `auditAnnotations`: key and value expression.
+    audit: Vec<(String, Expr)>,
 }
 
 struct Validation {
@@ -461,11 +500,23 @@ impl Validating {
                 })
             })
             .collect::<Result<_, String>>()?;
+        let audit = spec
+            .audit_annotations
+            .iter()
+            .flatten()
+            .map(|a| {
+                Ok((
+                    a.key.clone(),
+                    compile(env, Site::Validation, &a.value_expression)?,
+                ))
+            })
+            .collect::<Result<_, String>>()?;
         Ok(Validating {
             failure_policy: FailurePolicy::of(spec.failure_policy.as_deref()),
             conditions,
             variables,
             validations,
+            audit,
         })
     }
 
@@ -475,9 +526,9 @@ impl Validating {
             Ok(None) => {}
             Err(f) => return Run::Failed(f),
         }
-        let vars = variables(env, &self.variables, request);
+        let mut vars = Variables::default();
         for v in &self.validations {
-            match eval(env, &v.expr, request, &vars) {
+            match eval_lazy(env, &v.expr, request, &self.variables, &mut vars) {
                 Ok(cel::Value::Bool(true)) => continue,
                 Ok(cel::Value::Bool(false)) => {}
                 Ok(other) => {
@@ -491,10 +542,43 @@ impl Validating {
             }
             return Run::Validated(Some(Denial {
                 reason: v.reason.clone().unwrap_or_else(|| "Invalid".into()),
-                message: self.message(env, v, request, &vars),
+                message: self.message(env, v, request, &mut vars),
             }));
         }
         Run::Validated(None)
+    }
+
+    /// What a binding with `validationActions: [Warn]` gives: the message
+    /// of every validation that does not hold, and the audit annotations
+    /// whose value is not null. `Err` when an expression fails.
+    pub fn warnings(
+        &self,
+        env: &Arc<cel::Env>,
+        request: &Request,
+    ) -> Result<(Vec<String>, BTreeMap<String, String>), Failure> {
+        if matches(env, &self.conditions, request)?.is_some() {
+            return Ok(Default::default());
+        }
+        let mut vars = Variables::default();
+        let mut warnings = Vec::new();
+        for v in &self.validations {
+            if eval_lazy(env, &v.expr, request, &self.variables, &mut vars)?
+                == cel::Value::Bool(false)
+            {
+                warnings.push(self.message(env, v, request, &mut vars));
+            }
+        }
+        let mut audit = BTreeMap::new();
+        for (key, e) in &self.audit {
+            match eval_lazy(env, e, request, &self.variables, &mut vars)? {
+                cel::Value::Null => {}
+                cel::Value::String(s) => {
+                    audit.insert(key.clone(), s.to_string());
+                }
+                other => panic!("audit annotation {key} gives {other:?}"),
+            }
+        }
+        Ok((warnings, audit))
     }
 
     /// A failed validation's message: `messageExpression` when it gives a
@@ -505,10 +589,10 @@ impl Validating {
         env: &Arc<cel::Env>,
         v: &Validation,
         request: &Request,
-        vars: &Variables,
+        vars: &mut Variables,
     ) -> String {
         if let Some(m) = &v.message_expression
-            && let Ok(cel::Value::String(s)) = eval(env, m, request, vars)
+            && let Ok(cel::Value::String(s)) = eval_lazy(env, m, request, &self.variables, vars)
             && !s.trim().is_empty()
             && !s.contains('\n')
         {
@@ -589,10 +673,10 @@ impl Mutating {
             Ok(None) => {}
             Err(f) => return Run::Failed(f),
         }
-        let vars = variables(env, &self.variables, request);
+        let mut vars = Variables::default();
         let mut object = request.object.clone();
         for m in &self.mutations {
-            let ops = match eval(env, m, request, &vars) {
+            let ops = match eval_lazy(env, m, request, &self.variables, &mut vars) {
                 Ok(cel::Value::List(ops)) => ops,
                 Ok(other) => {
                     return Run::Failed(Failure {
@@ -618,6 +702,7 @@ impl Mutating {
         }
         Run::Mutated {
             object,
+            evaluated: self.conditions.len() + vars.evaluated,
             variables: vars.values,
         }
     }

@@ -718,6 +718,9 @@ pub fn pod_variants(set: &TemplateSet) -> Vec<(String, Annotations, Labels)> {
     }
     requests.push(Some(format!(" {0}, {0} ", names[0])));
     requests.push(Some(format!("{},{}", names[0], names[1])));
+    // Several templates, in both orders: the order is the request's.
+    requests.push(Some(format!("{},{}", names[1], names[0])));
+    requests.push(Some(names[names.len().saturating_sub(3)..].join(",")));
     requests.push(Some(format!("{},does-not-exist", names[0])));
     let labels: Vec<Labels> = vec![
         vec![],

@@ -1,33 +1,40 @@
-//! Webhook-free injection: each SidecarTemplate compiled to a
+//! Webhook-free injection: the whole template set compiled to one
 //! MutatingAdmissionPolicy and its binding (`admissionregistration.k8s.io/v1`,
-//! Kubernetes 1.36), run by the API server itself.
+//! Kubernetes 1.36), run by the API server itself, and two
+//! ValidatingAdmissionPolicies that say what the webhook would have said.
 //!
-//! The engine stays the one source of truth. A policy changes a pod only
-//! when the engine would inject exactly its template into that pod, and
-//! then makes the engine's change; everywhere else it steps aside (an empty
-//! patch), leaving the pod to the webhook in hybrid mode, or to the
-//! companion ValidatingAdmissionPolicy, which rejects a pod that asked for
-//! injection and did not get it. What a policy cannot do at all (deny, warn,
-//! report a dry run) makes its template one that needs the webhook.
+//! The engine stays the one source of truth. The policy makes the engine's
+//! whole decision for a pod: which templates, in which order, which it
+//! skips for a conflict, what it reuses, the status. Where CEL cannot be
+//! exact (`STEPS_ASIDE`) it leaves the pod unchanged for the webhook in
+//! hybrid mode; in policy mode the companion policy then rejects the pod,
+//! naming the reason. One policy for the set means one evaluation of the
+//! request per pod, however many templates there are.
 
 mod cel;
-mod gates;
+mod clear;
+mod companion;
+mod coverage;
+mod members;
 mod mutation;
+mod select;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{
     JSONPatch, MatchResources, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
     MutatingAdmissionPolicyBindingSpec, MutatingAdmissionPolicySpec, Mutation,
-    NamedRuleWithOperations, Variable,
+    NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    Variable,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use crate::engine::{EngineError, Status};
+pub use companion::{REQUIRE, WARNINGS};
+pub use coverage::{Combination, Coverage};
+use members::Member;
+
 use crate::install::webhook::{NamespaceScope, namespace_selector};
-use crate::template::{
-    Lifecycle, Mode, OnConflict, QosPolicy, Scope as TemplateScope, Template, TemplateSet,
-};
+use crate::template::{QosPolicy, Scope as TemplateScope, Template, TemplateSet};
 
 /// Which namespaces the bindings reach: the webhook's scope, narrowed by
 /// any `extra_labels` the namespace must also carry.
@@ -39,31 +46,30 @@ pub struct Reach {
     pub extra_labels: BTreeMap<String, String>,
 }
 
-/// What became of one template.
-pub enum Compiled {
-    Policy(Box<CompiledPolicy>),
-    /// The reasons, each a sentence: what the webhook does that no policy can.
-    NeedsWebhook {
-        template: String,
-        reasons: Vec<String>,
-    },
-}
-
-pub struct CompiledPolicy {
-    pub template: String,
+/// What `tandem policy` prints: the policies and their bindings, and what
+/// became of each template.
+pub struct CompiledSet {
     pub policy: MutatingAdmissionPolicy,
     pub binding: MutatingAdmissionPolicyBinding,
+    /// Rejects, naming the reason, a pod that asked for injection and
+    /// was not injected (policy mode's companion).
+    pub require: (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding),
+    /// The engine's warnings that matter to users, as admission warnings
+    /// and audit annotations.
+    pub warnings: (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding),
+    pub coverage: Coverage,
 }
 
-/// The pods every compiled policy leaves unchanged, though the engine might
-/// inject them: the webhook's work in hybrid mode. Printed with the output.
+/// The pods the policy leaves unchanged, though the engine might inject
+/// them: the webhook's work in hybrid mode, rejected with the reason in
+/// policy mode. Printed with the output.
 pub const STEPS_ASIDE: [&str; 6] = [
     "pods that already carry tandem.dev/status: adding to an injection merges the status, which only the webhook does",
-    "pods that get more than one template, or ask for one that does not exist: the status names them all",
-    "pods where a name, volume, port, mount path, env var or envFrom source of the template is already taken: the engine's full conflict analysis (reuse of identical volumes and env, ports by phase) needs the webhook",
-    "pods that asked for injection and got none: the webhook records the empty status",
-    "pods in a namespace enforcing a Pod Security level the template's containers or volumes break on their own: the webhook checks the whole pod (what it inherits, whether it already breaks the level)",
-    "pods whose annotation (or namespace's) sets one of the template's parameters to anything but its default, of any type: the status hash covers the values, and CEL cannot compute it; the webhook checks and injects them",
+    "pods that get a template that needs the webhook (qos preserve), an onConflict fail template that conflicts with the pod (the engine denies it, naming the conflict), or two templates that conflict with each other (which one the engine skips depends on the request's order)",
+    "pods whose tandem.dev/inject names more than 32 templates",
+    "pods in a namespace that has SidecarTemplates of its own",
+    "pods in a namespace enforcing a Pod Security level a selected template's containers or volumes break on their own: the webhook checks the whole pod (what it inherits, whether it already breaks the level)",
+    "pods whose annotation (or namespace's) sets a selected template's parameter to anything but its default: the status hash covers the values, and CEL cannot compute it",
 ];
 
 /// `failurePolicy`, and why, for the output's comments.
@@ -82,23 +88,15 @@ pub const REINVOCATION_POLICY: (&str, &str) = (
 pub const WHY_JSON_PATCH: &str = "JSONPatch throughout: every change is an add at the place the engine chooses (init containers at their position, appended list items, annotations key by key); an ApplyConfiguration would merge a template container into a user container of the same name, which the engine refuses as a conflict";
 
 /// Why the selectors are CEL rather than the binding's objectSelector.
-pub const WHY_SELECTORS_IN_CEL: &str = "Selectors are CEL variables, not the binding's objectSelector: a pod that names the template gets it without the label, and a pod that another template's selector also matches is the webhook's";
+pub const WHY_SELECTORS_IN_CEL: &str = "Selectors are CEL variables, not the binding's objectSelector: a pod that names a template gets it without the label, and the templates a pod gets are decided together, in the engine's order";
 
-/// Why `t` cannot be compiled at all; empty when it can.
+/// Why a pod that gets `t` is the webhook's; empty when the policy injects
+/// it. A `mode: dryRun` template is not one: the engine never changes a pod
+/// for it, and neither does the policy. Nor is `onConflict: fail`: where it
+/// conflicts, the policy leaves the pod and the companion rejects it, as
+/// the engine denies it.
 pub fn needs_webhook(t: &Template) -> Vec<String> {
     let mut reasons = Vec::new();
-    if t.spec.mode == Mode::DryRun {
-        reasons.push(
-            "mode dryRun reports through warnings and audit annotations; a policy can only mutate"
-                .to_string(),
-        );
-    }
-    if t.spec.on_conflict == OnConflict::Fail {
-        reasons.push(
-            "onConflict fail denies the pod naming both sides; a mutating policy cannot deny"
-                .to_string(),
-        );
-    }
     if t.spec.qos == QosPolicy::Preserve {
         reasons.push(
             "qos preserve rewrites requests for Guaranteed pods only, which takes the whole pod's QoS class"
@@ -115,6 +113,8 @@ pub fn needs_webhook(t: &Template) -> Vec<String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    #[error("no template compiles to a policy; use the webhook")]
+    NothingCompiles,
     /// An extra namespace label that no namespace in the mode's scope has.
     #[error(
         "--namespace-selector {key}={wanted} contradicts the {key}={required} the mode requires"
@@ -124,13 +124,10 @@ pub enum PolicyError {
         wanted: String,
         required: String,
     },
-    /// The status annotation could not be encoded; a bug, never the input's fault.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
     /// A generated expression reads a variable the API server does not bind
     /// where it runs; a bug, caught before it reaches a cluster.
-    #[error("policy for template {template}: {problems}")]
-    Site { template: String, problems: String },
+    #[error("policy {policy}: {problems}")]
+    Site { policy: String, problems: String },
 }
 
 /// The namespaces every binding selects: the webhook's scope, and the extra
@@ -155,37 +152,69 @@ fn binding_selector(reach: &Reach) -> Result<LabelSelector, PolicyError> {
     Ok(selector)
 }
 
-/// Compiles every template of `set`, in the set's order.
-pub fn compile(set: &TemplateSet, reach: &Reach) -> Result<Vec<Compiled>, PolicyError> {
+/// Compiles the whole set.
+pub fn compile(set: &TemplateSet, reach: &Reach) -> Result<CompiledSet, PolicyError> {
     let selector = binding_selector(reach)?;
-    set.all()
-        .map(|t| {
-            let reasons = needs_webhook(t);
-            if !reasons.is_empty() {
-                return Ok(Compiled::NeedsWebhook {
-                    template: t.name.clone(),
-                    reasons,
-                });
-            }
-            compile_one(t, set, &selector).map(|p| Compiled::Policy(Box::new(p)))
-        })
-        .collect()
+    let members = members::members(set);
+    if !members.iter().any(Member::injects) {
+        return Err(PolicyError::NothingCompiles);
+    }
+    let spec = mutating_spec(&members);
+    let problems = crate::install::sites::check_mutating_policy(&spec);
+    if !problems.is_empty() {
+        return Err(PolicyError::Site {
+            policy: NAME.into(),
+            problems: problems.join("; "),
+        });
+    }
+    let policy = MutatingAdmissionPolicy {
+        metadata: meta(NAME, set),
+        spec: Some(spec),
+    };
+    let binding = MutatingAdmissionPolicyBinding {
+        metadata: meta(NAME, set),
+        spec: Some(MutatingAdmissionPolicyBindingSpec {
+            policy_name: Some(NAME.into()),
+            match_resources: Some(MatchResources {
+                namespace_selector: Some(selector.clone()),
+                ..MatchResources::default()
+            }),
+            param_ref: None,
+        }),
+    };
+    Ok(CompiledSet {
+        policy,
+        binding,
+        require: companion::require(&members, &selector)?,
+        warnings: companion::warnings(&members, set, &selector)?,
+        coverage: coverage::coverage(&members),
+    })
 }
 
-fn name_of(t: &Template) -> String {
-    format!("tandem-{}", t.name)
+/// Which request combinations the policy injects, for `tandem check`.
+pub fn coverage(set: &TemplateSet) -> Coverage {
+    coverage::coverage(&members::members(set))
 }
 
-fn meta(t: &Template) -> ObjectMeta {
+/// The policy's and its binding's name.
+pub const NAME: &str = "tandem";
+
+/// Labels naming Tandem, and the templates' hashes, so `kubectl get` shows
+/// which versions a policy was compiled from.
+fn meta(name: &str, set: &TemplateSet) -> ObjectMeta {
+    let hashes: Vec<String> = set
+        .all()
+        .map(|t| format!("{}={}", t.name, t.hash))
+        .collect();
     ObjectMeta {
-        name: Some(name_of(t)),
-        labels: Some(BTreeMap::from([
-            ("app.kubernetes.io/name".to_string(), "tandem".to_string()),
-            ("tandem.dev/template".to_string(), t.name.clone()),
-        ])),
+        name: Some(name.into()),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/name".to_string(),
+            "tandem".to_string(),
+        )])),
         annotations: Some(BTreeMap::from([(
-            "tandem.dev/template-hash".to_string(),
-            t.hash.clone(),
+            "tandem.dev/template-hashes".to_string(),
+            hashes.join(","),
         )])),
         ..ObjectMeta::default()
     }
@@ -199,93 +228,54 @@ fn variable(name: &str, expression: impl Into<String>) -> Variable {
     }
 }
 
-fn compile_one(
-    t: &Template,
-    set: &TemplateSet,
-    selector: &LabelSelector,
-) -> Result<CompiledPolicy, PolicyError> {
-    let mut status = Status::default();
-    status.record(t);
-    let status = status.to_annotation()?;
-    let classic = t.spec.lifecycle == Lifecycle::Classic && !t.spec.containers.is_empty();
+/// Pod CREATEs, the only requests Tandem's policies take.
+fn pod_creates() -> MatchResources {
+    MatchResources {
+        match_policy: Some("Equivalent".into()),
+        resource_rules: Some(vec![NamedRuleWithOperations {
+            api_groups: Some(vec!["".into()]),
+            api_versions: Some(vec!["v1".into()]),
+            operations: Some(vec!["CREATE".into()]),
+            resources: Some(vec!["pods".into()]),
+            ..NamedRuleWithOperations::default()
+        }]),
+        ..MatchResources::default()
+    }
+}
 
-    let mut variables = gates::selection(t, set);
-    variables.extend(mutation::objects(t, classic));
-    let app = !t.spec.app.is_empty();
-    if app {
-        variables.push(variable("targets", gates::targets(t)));
-        variables.push(variable("apps", "object.spec.containers.map(c, c.name)"));
+/// The variables in the order they may read each other (a variable reads
+/// only earlier ones): the request, the pod's shape, each template's
+/// objects and conflict check, what is injected, whether the pod is the
+/// webhook's, each template's operations, the status.
+fn mutating_spec(members: &[Member]) -> MutatingAdmissionPolicySpec {
+    let injecting: Vec<&Member> = select::cluster(members)
+        .filter(|m| m.injects())
+        .collect();
+    let mut variables = select::selection(members);
+    variables.extend(mutation::shape(members));
+    for m in &injecting {
+        variables.extend(mutation::checks(m));
     }
-    variables.push(gates::clear(t));
-    let mut inject = vec!["variables.selected", "variables.clear"];
-    if let Some(v) = gates::pod_security(t) {
-        variables.push(v);
-        inject.push("variables.podSecurityClear");
+    variables.push(select::injected(members));
+    variables.push(select::blocked(members));
+    for m in &injecting {
+        variables.extend(mutation::operations(members, m));
     }
-    if let Some(v) = gates::parameters(t) {
-        variables.push(v);
-        inject.push("variables.parametersAtDefault");
-    }
-    variables.push(variable("inject", inject.join(" && ")));
-    if classic {
-        variables.push(variable(
-            "restartsAlways",
-            "!has(object.spec.restartPolicy) || object.spec.restartPolicy == 'Always'",
-        ));
-    }
-    variables.extend(mutation::evictable(t));
-
-    let policy = MutatingAdmissionPolicy {
-        metadata: meta(t),
-        spec: Some(MutatingAdmissionPolicySpec {
-            failure_policy: Some(FAILURE_POLICY.0.into()),
-            match_conditions: Some(gates::match_conditions()),
-            match_constraints: Some(MatchResources {
-                match_policy: Some("Equivalent".into()),
-                resource_rules: Some(vec![NamedRuleWithOperations {
-                    api_groups: Some(vec!["".into()]),
-                    api_versions: Some(vec!["v1".into()]),
-                    operations: Some(vec!["CREATE".into()]),
-                    resources: Some(vec!["pods".into()]),
-                    ..NamedRuleWithOperations::default()
-                }]),
-                ..MatchResources::default()
+    let (status, expression) = mutation::mutation(members);
+    variables.extend(status);
+    MutatingAdmissionPolicySpec {
+        failure_policy: Some(FAILURE_POLICY.0.into()),
+        match_conditions: Some(select::match_conditions()),
+        match_constraints: Some(pod_creates()),
+        mutations: Some(vec![Mutation {
+            patch_type: "JSONPatch".into(),
+            json_patch: Some(JSONPatch {
+                expression: Some(expression),
             }),
-            mutations: Some(vec![Mutation {
-                patch_type: "JSONPatch".into(),
-                json_patch: Some(JSONPatch {
-                    expression: Some(mutation::expression(t, &status, classic)),
-                }),
-                apply_configuration: None,
-            }]),
-            param_kind: None,
-            reinvocation_policy: Some(REINVOCATION_POLICY.0.into()),
-            variables: Some(variables),
-        }),
-    };
-    if let Some(spec) = &policy.spec {
-        let problems = crate::install::sites::check_mutating_policy(spec);
-        if !problems.is_empty() {
-            return Err(PolicyError::Site {
-                template: t.name.clone(),
-                problems: problems.join("; "),
-            });
-        }
+            apply_configuration: None,
+        }]),
+        param_kind: None,
+        reinvocation_policy: Some(REINVOCATION_POLICY.0.into()),
+        variables: Some(variables),
     }
-    let binding = MutatingAdmissionPolicyBinding {
-        metadata: meta(t),
-        spec: Some(MutatingAdmissionPolicyBindingSpec {
-            policy_name: Some(name_of(t)),
-            match_resources: Some(MatchResources {
-                namespace_selector: Some(selector.clone()),
-                ..MatchResources::default()
-            }),
-            param_ref: None,
-        }),
-    };
-    Ok(CompiledPolicy {
-        template: t.name.clone(),
-        policy,
-        binding,
-    })
 }
