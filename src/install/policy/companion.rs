@@ -124,12 +124,13 @@ pub(super) fn require(
     members: &[Member],
     selector: &LabelSelector,
 ) -> Result<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding), PolicyError> {
-    // `blocked` reads an onConflict-fail template's conflict check.
+    // `blocked` reads what an onConflict-fail template's checks decide.
     let mut variables = select::selection(members);
     variables.extend(mutation::shape(members));
     for m in cluster(members).filter(|m| m.injects()) {
         variables.extend(mutation::checks(m));
     }
+    variables.extend(select::injected(members));
     variables.push(select::blocked(members));
     variables.extend(status_variables());
     let message = "(variables.asked ? 'pod requests Tandem injection (' + \

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::members::{Between, Member, Role, between};
+use super::members::{Member, Role, between};
 use super::select::cluster;
 use crate::template::Scope;
 
@@ -85,19 +85,19 @@ pub(super) fn coverage(members: &[Member]) -> Coverage {
     let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
     for (i, a) in injecting.iter().enumerate() {
         for b in &injecting[i + 1..] {
-            let (webhook, note) = match between(a, b) {
-                Between::Conflict(why) => (
-                    Some(format!(
-                        "they {why}, and which one the engine skips depends on the request's order"
-                    )),
-                    None,
-                ),
-                Between::Fine(shared) if shared.is_empty() => (None, None),
-                Between::Fine(shared) => {
-                    let items: Vec<String> = shared.iter().map(ToString::to_string).collect();
-                    (None, Some(format!("share {}, added once", items.join(", "))))
-                }
-            };
+            let pair = between(a, b);
+            let mut notes = Vec::new();
+            if let Some((why, when)) = &pair.conflict {
+                let whe = if when.is_some() { " where they meet" } else { "" };
+                notes.push(format!(
+                    "they {why}: the second in the request's order is skipped{whe}, as the engine does"
+                ));
+            }
+            if !pair.shared.is_empty() {
+                let items: Vec<String> = pair.shared.iter().map(ToString::to_string).collect();
+                notes.push(format!("share {}, added once", items.join(", ")));
+            }
+            let (webhook, note) = (None, (!notes.is_empty()).then(|| notes.join("; ")));
             combinations.push(Combination {
                 templates: vec![a.t.name.clone(), b.t.name.clone()],
                 webhook,

@@ -92,14 +92,14 @@ impl fmt::Display for Shared {
 }
 
 /// What two templates do to each other in one pod.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Between {
-    /// Nothing in common, or only identical objects the later one reuses.
-    Fine(Vec<Shared>),
-    /// The engine skips whichever comes second, and which comes second
-    /// depends on the pod's request: the pair is the webhook's. The reason
-    /// names the first collision.
-    Conflict(String),
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Between {
+    /// Identical objects both add: the later one reuses them.
+    pub(super) shared: Vec<Shared>,
+    /// Their first collision, if they have one: why, and when (a CEL
+    /// condition on the pod; `None`: in every pod). The engine skips
+    /// whichever of the two it reaches second.
+    pub(super) conflict: Option<(String, Option<String>)>,
 }
 
 fn name_of<'a>(o: &'a Object) -> &'a str {
@@ -111,10 +111,9 @@ fn path_of(o: &Object) -> String {
     p.unwrap_or_default().trim_end_matches('/').to_string()
 }
 
-/// When a container of a template may run, for ports: init containers one
-/// at a time; sidecars natively for the whole pod, or classically beside the
-/// app (a classic template goes native in a pod that does not restart
-/// always, so both count).
+/// When a container of a template runs, for ports: init containers one at
+/// a time; sidecars natively for the whole pod, or classically beside the
+/// app.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Init,
@@ -126,11 +125,12 @@ fn meet(a: Phase, b: Phase) -> bool {
     a == Phase::Sidecar || b == Phase::Sidecar || (a == Phase::App && b == Phase::App)
 }
 
-/// (containerPort, hostPort, protocol, phase) of every port of `m`'s containers.
-fn ports(m: &Member) -> Vec<(Option<i64>, Option<i64>, String, Phase)> {
+/// (containerPort, hostPort, protocol, phase) of every port of `m`'s
+/// containers, in a pod that restarts always or not.
+fn ports(m: &Member, restarts_always: bool) -> Vec<(Option<i64>, Option<i64>, String, Phase)> {
     let r = &m.t.rendered;
-    let long: &[Phase] = if m.classic() {
-        &[Phase::App, Phase::Sidecar]
+    let long: &[Phase] = if m.classic() && restarts_always {
+        &[Phase::App]
     } else {
         &[Phase::Sidecar]
     };
@@ -156,60 +156,95 @@ fn ports(m: &Member) -> Vec<(Option<i64>, Option<i64>, String, Phase)> {
 
 /// What `a` and `b` do to each other, whichever comes first: the engine's
 /// conflict rules (`engine/conflicts.rs`) applied to the two templates.
-/// App-container changes count as colliding whenever both make them, even
-/// where their `app.containers` could never pick the same container.
+/// Names, volumes and ports collide in every pod (ports of a classic
+/// template only as it is placed there); mounts and env vars only where
+/// both change the same app container.
 pub(super) fn between(a: &Member, b: &Member) -> Between {
     let (ra, rb) = (&a.t.rendered, &b.t.rendered);
-    let conflict = |what: String| Between::Conflict(format!("both {what}"));
+    let mut out = Between::default();
+    let mut conflicts: Vec<(String, Option<String>)> = Vec::new();
     for name in a.t.container_names() {
         if b.t.container_names().any(|n| n == name) {
-            return conflict(format!("name a container {name:?}"));
+            conflicts.push((format!("name a container {name:?}"), None));
         }
     }
-    let mut shared = Vec::new();
     for va in &ra.volumes {
         if let Some(vb) = rb.volumes.iter().find(|v| name_of(v) == name_of(va)) {
             if va.value() != vb.value() {
-                return conflict(format!("define volume {:?}, differently", name_of(va)));
-            }
-            shared.push(Shared::Volume(name_of(va).to_string()));
-        }
-    }
-    for (pa, ha, proto_a, phase_a) in ports(a) {
-        for (pb, hb, proto_b, phase_b) in ports(b) {
-            if proto_a != proto_b {
-                continue;
-            }
-            if pa.is_some() && pa == pb && meet(phase_a, phase_b) {
-                return conflict(format!("use port {}/{proto_a}", pa.unwrap_or_default()));
-            }
-            if ha.is_some() && ha == hb {
-                return conflict(format!("use hostPort {}/{proto_a}", ha.unwrap_or_default()));
+                conflicts.push((format!("define volume {:?}, differently", name_of(va)), None));
+            } else {
+                out.shared.push(Shared::Volume(name_of(va).to_string()));
             }
         }
     }
+    conflicts.extend(port_collision(a, b));
+    let same_container = || {
+        Some(format!(
+            "object.spec.containers.exists(c, {} && {})",
+            super::clear::targets_c(a),
+            super::clear::targets_c(b)
+        ))
+    };
     for ma in &ra.app_volume_mounts {
         if let Some(mb) = rb.app_volume_mounts.iter().find(|m| path_of(m) == path_of(ma)) {
             if ma.value() != mb.value() {
-                return conflict(format!("mount at {}, differently", path_of(ma)));
+                conflicts.push((format!("mount at {}, differently", path_of(ma)), same_container()));
+            } else {
+                out.shared.push(Shared::Mount(path_of(ma)));
             }
-            shared.push(Shared::Mount(path_of(ma)));
         }
     }
     for ea in &ra.app_env {
         if let Some(eb) = rb.app_env.iter().find(|e| name_of(e) == name_of(ea)) {
             if ea.value() != eb.value() {
-                return conflict(format!("set env {}, differently", name_of(ea)));
+                conflicts.push((format!("set env {}, differently", name_of(ea)), same_container()));
+            } else {
+                out.shared.push(Shared::Env(name_of(ea).to_string()));
             }
-            shared.push(Shared::Env(name_of(ea).to_string()));
         }
     }
     for ea in &ra.app_env_from {
         if rb.app_env_from.iter().any(|e| e.value() == ea.value()) {
-            shared.push(Shared::EnvFrom(ea.value().clone()));
+            out.shared.push(Shared::EnvFrom(ea.value().clone()));
         }
     }
-    Between::Fine(shared)
+    // Colliding in every pod, or wherever any of the conditions holds.
+    out.conflict = match conflicts.iter().find(|(_, when)| when.is_none()) {
+        Some((why, _)) => Some((format!("both {why}"), None)),
+        None => conflicts.first().map(|(why, _)| {
+            let when: Vec<&str> = conflicts.iter().filter_map(|(_, w)| w.as_deref()).collect();
+            (format!("both {why}"), Some(when.join(" || ")))
+        }),
+    };
+    out
+}
+
+/// The first port `a` and `b` both use while both run, and when: a classic
+/// template's sidecars run beside the app where the pod restarts always,
+/// natively elsewhere.
+fn port_collision(a: &Member, b: &Member) -> Option<(String, Option<String>)> {
+    let at = |restarts_always: bool| -> Option<String> {
+        for (pa, ha, proto_a, phase_a) in ports(a, restarts_always) {
+            for (pb, hb, proto_b, phase_b) in ports(b, restarts_always) {
+                if proto_a != proto_b {
+                    continue;
+                }
+                if let Some(p) = pa.filter(|_| pa == pb && meet(phase_a, phase_b)) {
+                    return Some(format!("use port {p}/{proto_a}"));
+                }
+                if let Some(h) = ha.filter(|_| ha == hb) {
+                    return Some(format!("use hostPort {h}/{proto_a}"));
+                }
+            }
+        }
+        None
+    };
+    match (at(true), at(false)) {
+        (Some(why), Some(_)) => Some((why, None)),
+        (Some(why), None) => Some((why, Some("variables.restartsAlways".into()))),
+        (None, Some(why)) => Some((why, Some("!variables.restartsAlways".into()))),
+        (None, None) => None,
+    }
 }
 
 /// The injecting templates other than `m` that add `item` identically.
@@ -220,6 +255,6 @@ pub(super) fn sharers<'m, 'a>(
 ) -> Vec<&'m Member<'a>> {
     all.iter()
         .filter(|o| o.injects() && o.var != m.var)
-        .filter(|o| matches!(between(m, o), Between::Fine(s) if s.contains(item)))
+        .filter(|o| between(m, o).shared.contains(item))
         .collect()
 }

@@ -65,7 +65,7 @@ pub struct CompiledSet {
 /// policy mode. Printed with the output.
 pub const STEPS_ASIDE: [&str; 6] = [
     "pods that already carry tandem.dev/status: adding to an injection merges the status, which only the webhook does",
-    "pods that get a template that needs the webhook (qos preserve), an onConflict fail template that conflicts with the pod (the engine denies it, naming the conflict), or two templates that conflict with each other (which one the engine skips depends on the request's order)",
+    "pods that get a template that needs the webhook (qos preserve), or an onConflict fail template that conflicts with the pod or another template (the engine denies it, naming the conflict)",
     "pods whose tandem.dev/inject names more than 32 templates",
     "pods in a namespace that has SidecarTemplates of its own",
     "pods in a namespace enforcing a Pod Security level a selected template's containers or volumes break on their own: the webhook checks the whole pod (what it inherits, whether it already breaks the level)",
@@ -256,7 +256,7 @@ fn mutating_spec(members: &[Member]) -> MutatingAdmissionPolicySpec {
     for m in &injecting {
         variables.extend(mutation::checks(m));
     }
-    variables.push(select::injected(members));
+    variables.extend(select::injected(members));
     variables.push(select::blocked(members));
     for m in &injecting {
         variables.extend(mutation::operations(members, m));

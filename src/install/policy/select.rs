@@ -10,7 +10,7 @@
 
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, Variable};
 
-use super::members::{Between, Member, Role, between};
+use super::members::{Member, Role, between};
 use super::{cel, variable};
 use crate::facts::{
     INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, Level, POD_SECURITY_PREFIX,
@@ -213,21 +213,61 @@ pub(super) fn selection(members: &[Member]) -> Vec<Variable> {
     vars
 }
 
-/// `variables.injected`: the templates the engine injects, in its order:
-/// those selected whose conflict check (`<t>Clear`) passes.
-pub(super) fn injected(members: &[Member]) -> Variable {
-    variable(
-        "injected",
-        format!(
-            "variables.order.filter(n, {})",
-            by_name(
-                "n",
-                cluster(members).filter(|m| m.injects()),
-                |m| Some(m.v("Clear")),
-                "false"
-            )
-        ),
-    )
+/// `variables.injected`: the templates the engine injects, in its order.
+/// `candidates` are those selected whose conflict check with the pod
+/// (`<t>Clear`) passes; of two that collide with each other, the engine
+/// keeps the first it reaches, and a template skipped that way collides
+/// with nothing, so each slot is kept when no kept slot before it
+/// collides with it (`keep<k>`).
+pub(super) fn injected(members: &[Member]) -> Vec<Variable> {
+    let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
+    let candidates = format!(
+        "variables.order.filter(n, {})",
+        by_name("n", injecting.iter().copied(), |m| Some(m.v("Clear")), "false")
+    );
+    let mut colliding = Vec::new();
+    for (i, a) in injecting.iter().enumerate() {
+        for b in &injecting[i + 1..] {
+            if let Some((_, when)) = between(a, b).conflict {
+                let keys = cel::strings([
+                    format!("{}/{}", a.t.name, b.t.name).as_str(),
+                    format!("{}/{}", b.t.name, a.t.name).as_str(),
+                ]);
+                colliding.push(match when {
+                    None => keys,
+                    Some(when) => format!("({when} ? {keys} : [])"),
+                });
+            }
+        }
+    }
+    if colliding.is_empty() {
+        return vec![variable("injected", candidates)];
+    }
+    let mut vars = vec![
+        variable("candidates", candidates),
+        variable("collide", colliding.join(" + ")),
+    ];
+    let c = |k: usize| format!("variables.candidates[{k}]");
+    let mut slots = vec![format!("(size(variables.candidates) > 0 ? [{}] : [])", c(0))];
+    for k in 1..injecting.len() {
+        let before: Vec<String> = (0..k)
+            .map(|j| {
+                let kept = if j == 0 {
+                    String::new()
+                } else {
+                    format!(" && variables.keep{j}")
+                };
+                format!("({} + '/' + {} in variables.collide{kept})", c(j), c(k))
+            })
+            .collect();
+        vars.push(variable(&format!("keep{k}"), format!("!({})", before.join(" || "))));
+        slots.push(format!(
+            "(size(variables.candidates) > {k} && variables.keep{k} ? [{}] : [])",
+            c(k)
+        ));
+    }
+    vars.push(variable("injected", slots.join(" + ")));
+    vars
 }
 
 /// Whether every parameter of `t` is at its default for this pod: the
@@ -325,25 +365,12 @@ pub(super) fn blocked(members: &[Member]) -> Variable {
         }
     }
     let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
-    for (i, a) in injecting.iter().enumerate() {
-        for b in &injecting[i + 1..] {
-            if let Between::Conflict(why) = between(a, b) {
-                chain.push((
-                    format!("{} && {}", asks_for(a), asks_for(b)),
-                    cel::string(&format!(
-                        "templates {} and {} {why}: which one the engine skips depends on the order",
-                        a.t.name, b.t.name
-                    )),
-                ));
-            }
-        }
-    }
     for m in &injecting {
         if m.t.spec.on_conflict == OnConflict::Fail {
             chain.push((
-                format!("{} && !{}", asks_for(m), m.v("Clear")),
+                format!("{} && !({} in variables.injected)", asks_for(m), cel::string(&m.t.name)),
                 cel::string(&format!(
-                    "template {} (onConflict: fail) conflicts with the pod, which the engine denies naming the conflict",
+                    "template {} (onConflict: fail) conflicts with the pod or another template, which the engine denies naming the conflict",
                     m.t.name
                 )),
             ));
@@ -361,7 +388,10 @@ pub(super) fn blocked(members: &[Member]) -> Variable {
             // The engine checks conflicts first: a template it skips for
             // one never reaches Pod Security.
             chain.push((
-                format!("{} && {} && {breaks}", asks_for(m), m.v("Clear")),
+                format!(
+                    "{} in variables.injected && {breaks}",
+                    cel::string(&m.t.name)
+                ),
                 cel::string(&format!(
                     "template {} breaks the Pod Security level the namespace enforces, which the webhook checks against the whole pod",
                     m.t.name
