@@ -330,12 +330,20 @@ fn objects_by_id(objects: &[Value]) -> BTreeMap<String, Value> {
     objects.iter().map(|o| (id(o), o.clone())).collect()
 }
 
-/// What `tandem policy` emits: the MutatingAdmissionPolicies and their bindings.
+/// What `tandem policy` emits: the MutatingAdmissionPolicy and its binding,
+/// and policy mode's companion and warnings policies.
 fn is_compiled(o: &Value) -> bool {
     matches!(
         text(o, "/kind"),
         "MutatingAdmissionPolicy" | "MutatingAdmissionPolicyBinding"
-    )
+    ) || is_policy_mode_only(o)
+}
+
+/// Policy mode's companion and warnings policies (`tandem-policy-*`), which
+/// hybrid mode leaves out: there the webhook injects and warns.
+fn is_policy_mode_only(o: &Value) -> bool {
+    text(o, "/kind").starts_with("ValidatingAdmissionPolicy")
+        && text(o, "/metadata/name").starts_with("tandem-policy-")
 }
 
 /// Anything the API server would call: a webhook's clientConfig, a conversion
@@ -1299,12 +1307,16 @@ fn overlays_change_only_what_they_say() {
     }
 
     let hybrid = by_id(&kustomize(&repo_path("deploy/overlays/hybrid")));
-    let compiled = by_id(&yaml_docs(&read_repo(POLICIES_FILE), POLICIES_FILE));
+    let mutating: Vec<Value> = yaml_docs(&read_repo(POLICIES_FILE), POLICIES_FILE)
+        .into_iter()
+        .filter(|o| !is_policy_mode_only(o))
+        .collect();
+    let compiled = by_id(&mutating);
     let mut expected = base.clone();
     expected.extend(compiled.clone());
     assert_eq!(
         hybrid, expected,
-        "the hybrid overlay is the base plus the policies of {POLICIES}, unchanged"
+        "the hybrid overlay is the base plus the MutatingAdmissionPolicy of {POLICIES}, unchanged"
     );
     assert_eq!(base.len() + compiled.len(), hybrid.len());
 }
@@ -1398,12 +1410,7 @@ fn policy_overlay_installs_only_what_the_api_server_runs() {
     check_types(&objects, source);
     let base = kustomize(&repo_path("deploy/base"));
     let compiled = yaml_docs(&read_repo(POLICIES_FILE), POLICIES_FILE);
-    let kept = [
-        "Namespace",
-        "CustomResourceDefinition",
-        "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicyBinding",
-    ];
+    let kept = ["Namespace", "CustomResourceDefinition"];
     let expected: Vec<Value> = base
         .iter()
         .filter(|o| kept.contains(&text(o, "/kind")))
@@ -1415,8 +1422,8 @@ fn policy_overlay_installs_only_what_the_api_server_runs() {
     assert_eq!(
         have.keys().collect::<Vec<_>>(),
         want.keys().collect::<Vec<_>>(),
-        "{source}: the Namespace, the CRD, the ValidatingAdmissionPolicy + binding and the \
-         policies of {POLICIES}, nothing else"
+        "{source}: the Namespace, the CRD and the policies of {POLICIES} (policy mode's own \
+         companion in place of the base's), nothing else"
     );
     assert_eq!(have, want, "{source}: what it keeps, it keeps unchanged");
 
@@ -1425,12 +1432,16 @@ fn policy_overlay_installs_only_what_the_api_server_runs() {
         check_mutating_policies(&objects, selector.as_ref(), source) > 0,
         "{source}: no MutatingAdmissionPolicy"
     );
-    check_policy(
-        one(&objects, "ValidatingAdmissionPolicy", source),
-        one(&objects, "ValidatingAdmissionPolicyBinding", source),
-        selector.as_ref(),
-        source,
-    );
+    // The companion and the warnings cover the policy's namespaces.
+    for b in of_kind(&objects, "ValidatingAdmissionPolicyBinding") {
+        let b: adm::ValidatingAdmissionPolicyBinding = strict(b, source);
+        assert_eq!(
+            b.spec.match_resources.and_then(|m| m.namespace_selector).as_ref(),
+            selector.as_ref(),
+            "{source}: {:?} covers the policy's namespaces",
+            b.metadata.name
+        );
+    }
     for o in &objects {
         assert!(
             !calls_a_service(o),
@@ -1740,10 +1751,14 @@ fn chart_renders_and_passes_the_install_checks() {
                 .collect::<Vec<_>>(),
         );
         if hybrid {
+            let mutating: Vec<Value> = yaml_docs(&read_repo(POLICIES_FILE), POLICIES_FILE)
+                .into_iter()
+                .filter(|o| !is_policy_mode_only(o))
+                .collect();
             assert_eq!(
                 compiled,
-                objects_by_id(&yaml_docs(&read_repo(POLICIES_FILE), POLICIES_FILE)),
-                "{source}: injector.policies, verbatim"
+                objects_by_id(&mutating),
+                "{source}: injector.policies verbatim, but policy mode's own policies"
             );
         } else {
             assert!(compiled.is_empty(), "{source}: policies in webhook mode");
@@ -1864,8 +1879,8 @@ fn chart_policy_mode_installs_only_the_policies() {
     let overlay = kustomize(&repo_path(POLICY_OVERLAY));
     let selector = base_webhook_scope();
     let injector = json!({"mode": "policy", "policies": policies});
-    for (name, values, validating) in [
-        ("injector.mode=policy", json!({"injector": injector}), true),
+    for (name, values) in [
+        ("injector.mode=policy", json!({"injector": injector})),
         (
             "injector.mode=policy, every server value set",
             json!({
@@ -1875,12 +1890,10 @@ fn chart_policy_mode_installs_only_the_policies() {
                 "serviceMonitor": {"enabled": true},
                 "podDisruptionBudget": {"enabled": true},
             }),
-            true,
         ),
         (
             "injector.mode=policy, no validating policy",
             json!({"injector": injector, "validatingPolicy": {"enabled": false}}),
-            false,
         ),
     ] {
         let source = format!("{CHART} ({name})");
@@ -1894,32 +1907,19 @@ fn chart_policy_mode_installs_only_the_policies() {
             compiled,
             "{source}: injector.policies, verbatim"
         );
-        let mut kinds: Vec<&str> = rest.iter().map(|o| text(o, "/kind")).collect();
-        kinds.sort();
-        let want: &[&str] = if validating {
-            &[
-                "ValidatingAdmissionPolicy",
-                "ValidatingAdmissionPolicyBinding",
-            ]
-        } else {
-            &[]
-        };
-        assert_eq!(kinds, want, "{source}: no server object");
+        // The compiled companion takes the chart's place, as in the overlay;
+        // `validatingPolicy.enabled` has nothing left to turn off.
+        let kinds: Vec<&str> = rest.iter().map(|o| text(o, "/kind")).collect();
+        assert!(kinds.is_empty(), "{source}: no server object, no second companion: {kinds:?}");
         check_mutating_policies(objects, selector.as_ref(), &source);
-        if validating {
-            let (policy, binding) = (
-                one(objects, "ValidatingAdmissionPolicy", &source),
-                one(objects, "ValidatingAdmissionPolicyBinding", &source),
+        for o in objects.iter().filter(|o| is_policy_mode_only(o)) {
+            let kind = text(o, "/kind");
+            let name = text(o, "/metadata/name");
+            assert_eq!(
+                o["spec"],
+                named(&overlay, kind, name).unwrap()["spec"],
+                "{source}: {kind} {name} as in {POLICY_OVERLAY}"
             );
-            check_policy(policy, binding, selector.as_ref(), &source);
-            for o in [policy, binding] {
-                let kind = text(o, "/kind");
-                assert_eq!(
-                    o["spec"],
-                    one(&overlay, kind, POLICY_OVERLAY)["spec"],
-                    "{source}: {kind} as in {POLICY_OVERLAY}"
-                );
-            }
         }
         for o in objects {
             assert!(

@@ -357,6 +357,15 @@ fn matches(
     failure.map_or(Ok(None), Err)
 }
 
+/// Whether `text` reads `variables.<name>`.
+fn reads(text: &str, name: &str) -> bool {
+    let needle = format!("variables.{name}");
+    text.match_indices(&needle).any(|(at, _)| {
+        !text[at + needle.len()..]
+            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
 /// Evaluates `e` as the API server does, variables lazily: a variable is
 /// evaluated the first time an evaluation reads it (here: the evaluation
 /// stops at the unknown name, the variable is evaluated, and it runs
@@ -372,16 +381,22 @@ fn eval_lazy(
     loop {
         let result = eval(env, e, request, vars);
         let Err(f) = &result else { return result };
-        let Some(name) = f.error.strip_prefix("no such key: ") else {
-            return result;
+        let is_pending = |n: &str| {
+            !vars.values.contains_key(n)
+                && !vars.failed.contains_key(n)
+                && !vars.evaluating.iter().any(|x| x == n)
         };
+        // The variable the error names; else, when an error elsewhere
+        // hides the read (`variables.a && x` with both failing), the first
+        // variable the expression reads that is not evaluated yet.
+        let named = f.error.strip_prefix("no such key: ");
         let pending = declared
             .iter()
-            .find(|(n, _)| n == name)
-            .filter(|(n, _)| {
-                !vars.values.contains_key(n)
-                    && !vars.failed.contains_key(n)
-                    && !vars.evaluating.contains(n)
+            .find(|(n, _)| Some(n.as_str()) == named && is_pending(n))
+            .or_else(|| {
+                declared
+                    .iter()
+                    .find(|(n, _)| is_pending(n) && reads(&e.text, n))
             });
         let Some((name, expr)) = pending else {
             return result;
