@@ -1077,3 +1077,112 @@ fn policy_mode_warns_as_the_webhook_does() {
     assert_eq!(audit["skipped"], "classic-proxy");
     assert_eq!(audit["dry-run"], "audited");
 }
+
+// ------------------------------------------------------------ the API server's CEL budgets
+
+/// Kubernetes' limits (k8s.io/apiserver/pkg/apis/cel): per expression, per
+/// policy evaluation (all its expressions for one request), and for the
+/// match conditions together.
+const PER_CALL_LIMIT: u64 = 1_000_000;
+const RUNTIME_BUDGET: u64 = 10_000_000;
+const MATCH_CONDITIONS_BUDGET: u64 = 2_500_000;
+
+/// A large pod: what the budgets are held to.
+const LARGE: common::cost::Bounds = common::cost::Bounds {
+    containers: 20,
+    init_containers: 10,
+    volumes: 30,
+    env: 50,
+    mounts: 20,
+    env_from: 5,
+    ports: 10,
+    map_entries: 64,
+    names: 32,
+    string: 1024,
+};
+
+/// The estimate for each policy `tandem policy` compiles from `set`.
+fn estimates(set: &TemplateSet, b: common::cost::Bounds) -> Vec<(String, common::cost::Estimate)> {
+    let c = policy::compile(set, &reach()).unwrap();
+    let named = |v: &Option<Vec<k8s_openapi::api::admissionregistration::v1::Variable>>| -> Vec<(String, String)> {
+        v.iter().flatten().map(|v| (v.name.clone(), v.expression.clone())).collect()
+    };
+    let conditions = |m: &Option<Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>>| -> Vec<(String, String)> {
+        m.iter().flatten().map(|m| (m.name.clone(), m.expression.clone())).collect()
+    };
+    let spec = c.policy.spec.as_ref().unwrap();
+    let mutation: Vec<(String, String)> = spec
+        .mutations
+        .iter()
+        .flatten()
+        .filter_map(|m| Some(("mutation".to_string(), m.json_patch.as_ref()?.expression.clone()?)))
+        .collect();
+    let mut out = vec![(
+        policy::NAME.to_string(),
+        common::cost::estimate(b, &conditions(&spec.match_conditions), &named(&spec.variables), &mutation),
+    )];
+    for p in [&c.require.0, &c.warnings.0] {
+        let spec = p.spec.as_ref().unwrap();
+        let mut others = Vec::new();
+        for v in spec.validations.iter().flatten() {
+            others.push(("validation".to_string(), v.expression.clone()));
+            others.extend(v.message_expression.clone().map(|m| ("messageExpression".to_string(), m)));
+        }
+        for a in spec.audit_annotations.iter().flatten() {
+            others.push((format!("auditAnnotation {}", a.key), a.value_expression.clone()));
+        }
+        out.push((
+            p.metadata.name.clone().unwrap(),
+            common::cost::estimate(b, &conditions(&spec.match_conditions), &named(&spec.variables), &others),
+        ));
+    }
+    out
+}
+
+/// Every policy stays a wide margin (five times) inside the API server's
+/// budgets for the largest set the project has (every example and test
+/// template together) on a large pod, and the estimate grows with the
+/// templates, the containers and the env vars, so the test would see a
+/// change that makes it explode.
+#[test]
+fn the_policies_stay_well_inside_the_cel_budgets() {
+    let all = templates(&format!(
+        "{TRICKY}\n---\n{OVERLAPPING}\n---\n{}",
+        std::fs::read_dir(manifest_dir().join("examples/templates"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    ));
+    let total = |set: &TemplateSet, b| -> u64 {
+        estimates(set, b).iter().map(|(_, e)| e.total()).max().unwrap()
+    };
+    for (name, e) in estimates(&all, LARGE) {
+        let (largest, cost) = e.largest();
+        let conditions: u64 = e
+            .expressions
+            .iter()
+            .filter(|(n, _)| n.starts_with("matchCondition"))
+            .map(|(_, c)| c)
+            .sum();
+        println!(
+            "{name}: {} templates, at most {} per admission ({:.1}% of {RUNTIME_BUDGET}); dearest expression {largest}: {cost} ({:.1}% of {PER_CALL_LIMIT}); match conditions {conditions}",
+            all.len(),
+            e.total(),
+            100.0 * e.total() as f64 / RUNTIME_BUDGET as f64,
+            100.0 * cost as f64 / PER_CALL_LIMIT as f64
+        );
+        assert!(cost * 5 <= PER_CALL_LIMIT, "{name}: {largest} may cost {cost}");
+        assert!(e.total() * 5 <= RUNTIME_BUDGET, "{name}: {} in all", e.total());
+        assert!(conditions * 5 <= MATCH_CONDITIONS_BUDGET, "{name}: {conditions}");
+    }
+    let examples = example_templates();
+    assert!(total(&all, LARGE) > total(&examples, LARGE), "more templates");
+    let more = |f: fn(&mut common::cost::Bounds)| {
+        let mut b = LARGE;
+        f(&mut b);
+        total(&examples, b)
+    };
+    assert!(more(|b| b.containers *= 2) > total(&examples, LARGE), "more containers");
+    assert!(more(|b| b.env *= 2) > total(&examples, LARGE), "more env vars");
+}

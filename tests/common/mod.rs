@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cel;
+pub mod cost;
 pub mod fake_api;
 pub mod run;
 

@@ -121,17 +121,6 @@ pub(super) fn glob(pattern: &str) -> String {
     re
 }
 
-/// An anchored RE2 pattern matching `path` with any number of trailing
-/// slashes: the engine compares mount paths without them.
-pub(super) fn mount_path(path: &str) -> String {
-    let mut re = String::from("^");
-    for c in path.trim_end_matches('/').chars() {
-        push_escaped(&mut re, c);
-    }
-    re.push_str("/*$");
-    re
-}
-
 fn push_escaped(re: &mut String, c: char) {
     if "\\.+*?()|[]{}^$".contains(c) {
         re.push('\\');
@@ -157,10 +146,8 @@ mod tests {
     }
 
     #[test]
-    fn globs_and_paths_are_anchored_and_escaped() {
+    fn globs_are_anchored_and_escaped() {
         assert_eq!(glob("app-*"), "^app-.*$");
         assert_eq!(glob("a.b?"), "^a\\.b.$");
-        assert_eq!(mount_path("/var/log/"), "^/var/log/*$");
-        assert_eq!(mount_path("/"), "^/*$");
     }
 }

@@ -38,14 +38,22 @@ pub(super) fn targets_c(m: &Member) -> String {
     format!("({})", any.join(" || "))
 }
 
-/// The regex a pod mount `m.mountPath` matches when it is at `o`'s path.
+/// Whether a pod mount `m` is at `o`'s path: the same path with any number
+/// of trailing slashes, as the engine compares them. A prefix and a string
+/// without slashes, not a regex: linear, and cheap in the API server's
+/// cost budget.
 pub(super) fn at_path(o: &Object) -> String {
     let path = o
         .doc()
         .get("mountPath")
         .and_then(Doc::as_str)
-        .unwrap_or_default();
-    format!("m.mountPath.matches({})", cel::string(&cel::mount_path(path)))
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    format!(
+        "(m.mountPath.startsWith({}) && m.mountPath.replace('/', '') == {})",
+        cel::string(path),
+        cel::string(&path.replace('/', ""))
+    )
 }
 
 /// Pod-side predicates on a port `p`, by which pod containers they apply
@@ -175,19 +183,19 @@ pub(super) fn clear(m: &Member) -> String {
     }
 
     // In each target container the engine compares with the first entry at
-    // the same path or of the same name.
+    // the same path or of the same name (filtered once, bound to `f`).
     let mut app = Vec::new();
     for (i, mount) in r.app_volume_mounts.iter().enumerate() {
         let at = at_path(mount);
         app.push(format!(
-            "(has(c.volumeMounts) && c.volumeMounts.exists(m, {at}) && dyn(c.volumeMounts.filter(m, {at})[0]) != {}[{i}])",
+            "(has(c.volumeMounts) && [c.volumeMounts.filter(m, {at})].exists(f, size(f) > 0 && dyn(f[0]) != {}[{i}]))",
             m.v("Mounts")
         ));
     }
     for (i, e) in r.app_env.iter().enumerate() {
         let named = format!("e.name == {}", cel::string(name_of(e)));
         app.push(format!(
-            "(has(c.env) && c.env.exists(e, {named}) && dyn(c.env.filter(e, {named})[0]) != {}[{i}])",
+            "(has(c.env) && [c.env.filter(e, {named})].exists(f, size(f) > 0 && dyn(f[0]) != {}[{i}]))",
             m.v("Env")
         ));
     }
