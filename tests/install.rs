@@ -1436,7 +1436,10 @@ fn policy_overlay_installs_only_what_the_api_server_runs() {
     for b in of_kind(&objects, "ValidatingAdmissionPolicyBinding") {
         let b: adm::ValidatingAdmissionPolicyBinding = strict(b, source);
         assert_eq!(
-            b.spec.match_resources.and_then(|m| m.namespace_selector).as_ref(),
+            b.spec
+                .match_resources
+                .and_then(|m| m.namespace_selector)
+                .as_ref(),
             selector.as_ref(),
             "{source}: {:?} covers the policy's namespaces",
             b.metadata.name
@@ -1910,7 +1913,10 @@ fn chart_policy_mode_installs_only_the_policies() {
         // The compiled companion takes the chart's place, as in the overlay;
         // `validatingPolicy.enabled` has nothing left to turn off.
         let kinds: Vec<&str> = rest.iter().map(|o| text(o, "/kind")).collect();
-        assert!(kinds.is_empty(), "{source}: no server object, no second companion: {kinds:?}");
+        assert!(
+            kinds.is_empty(),
+            "{source}: no server object, no second companion: {kinds:?}"
+        );
         check_mutating_policies(objects, selector.as_ref(), &source);
         for o in objects.iter().filter(|o| is_policy_mode_only(o)) {
             let kind = text(o, "/kind");

@@ -69,7 +69,9 @@ enum Effect {
     NotMatched(String),
     /// The mutation gave no operations; `blocked` is why the policy left
     /// the pod to the webhook (empty when the engine changes nothing either).
-    Unchanged { blocked: String },
+    Unchanged {
+        blocked: String,
+    },
     Patched(Value),
 }
 
@@ -100,11 +102,7 @@ fn run(c: &Compiled, pod: &Value, namespace: &Value) -> Effect {
 
 /// Expressions the policy evaluates for one pod.
 fn evaluated(policy: &cel::Mutating, env: &Arc<::cel::Env>, pod: &Value, ns: &Value) -> usize {
-    match policy.run(env, &cel::Request::create(pod, ns)) {
-        cel::Run::Mutated { evaluated, .. } => evaluated,
-        cel::Run::NotMatched(_) => 3,
-        other => panic!("{other:?}"),
-    }
+    policy.evaluated(env, &cel::Request::create(pod, ns))
 }
 
 // ------------------------------------------------------------ pods to try
@@ -421,7 +419,10 @@ fn equivalence(set: &TemplateSet, label: &str) -> Tally {
                         );
                         assert_well_formed(&by_policy);
                         assert_preserved(&pod, &by_policy);
-                        assert!(verdict.is_none(), "{case}: the companion rejects {verdict:?}");
+                        assert!(
+                            verdict.is_none(),
+                            "{case}: the companion rejects {verdict:?}"
+                        );
                         // Hybrid mode: the webhook after the policy finds
                         // nothing left to do; the policy again neither.
                         let webhook = decide(&by_policy, &ns).unwrap();
@@ -447,7 +448,10 @@ fn equivalence(set: &TemplateSet, label: &str) -> Tally {
                                 d.warnings
                             );
                         }
-                        if d.warnings.iter().any(|w| w.starts_with("pod request grows")) {
+                        if d.warnings
+                            .iter()
+                            .any(|w| w.starts_with("pod request grows"))
+                        {
                             assert!(
                                 warnings.iter().any(|w| w.contains("pod request grows")),
                                 "{case}: no word of the growth: {warnings:?}"
@@ -484,7 +488,9 @@ fn equivalence(set: &TemplateSet, label: &str) -> Tally {
                         // Policy mode never admits it uninjected: the
                         // companion rejects it, naming the reason.
                         let denial = verdict.unwrap_or_else(|| {
-                            panic!("{case}: policy mode admits a pod the engine changes ({blocked})")
+                            panic!(
+                                "{case}: policy mode admits a pod the engine changes ({blocked})"
+                            )
                         });
                         assert!(
                             denial.message.contains(&blocked)
@@ -606,8 +612,15 @@ fn several_templates_in_the_requests_order() {
         .filter(|n| status.contains(&format!("\"name\":\"{n}\"")))
         .collect();
     assert_eq!(order.len(), 3, "{status}");
-    assert!(status.find("tail-b") < status.find("prep") && status.find("prep") < status.find("tail-a"), "{status}");
-    assert_eq!(names(&out, "/spec/volumes"), ["app-logs"], "shared, added once");
+    assert!(
+        status.find("tail-b") < status.find("prep") && status.find("prep") < status.find("tail-a"),
+        "{status}"
+    );
+    assert_eq!(
+        names(&out, "/spec/volumes"),
+        ["app-logs"],
+        "shared, added once"
+    );
     assert_eq!(
         names(&out, "/spec/initContainers"),
         ["tailer-a", "setup", "prep"],
@@ -615,7 +628,11 @@ fn several_templates_in_the_requests_order() {
     );
     assert_eq!(names(&out, "/spec/containers"), ["web", "api", "tailer-b"]);
     let web = &out["spec"]["containers"][0];
-    assert_eq!(web["env"].as_array().unwrap().len(), 1, "LOG_DIR once: {web}");
+    assert_eq!(
+        web["env"].as_array().unwrap().len(),
+        1,
+        "LOG_DIR once: {web}"
+    );
     assert_eq!(web["volumeMounts"].as_array().unwrap().len(), 1, "{web}");
     assert_eq!(out["spec"]["containers"][1]["env"][0]["name"], "LOG_DIR");
 }
@@ -634,9 +651,13 @@ fn one_policy_evaluates_fewer_expressions_than_one_per_template() {
     for (case, ask) in [
         ("asks for nothing", None),
         ("one template", Some("log-shipper")),
-        ("three templates", Some("log-shipper,log-adapter,config-init")),
+        (
+            "three templates",
+            Some("log-shipper,log-adapter,config-init"),
+        ),
     ] {
-        let annotations: Vec<(&str, &str)> = ask.map(|a| (INJECT_ANNOTATION, a)).into_iter().collect();
+        let annotations: Vec<(&str, &str)> =
+            ask.map(|a| (INJECT_ANNOTATION, a)).into_iter().collect();
         let pod = bare_pod(&annotations, &[]);
         let now = evaluated(&c.policy, &env, &pod, &ns);
         let then: usize = before.iter().map(|p| evaluated(p, &env, &pod, &ns)).sum();
@@ -648,12 +669,16 @@ fn one_policy_evaluates_fewer_expressions_than_one_per_template() {
 }
 
 fn per_template_policies(env: &Arc<::cel::Env>) -> Vec<cel::Mutating> {
-    let text = std::fs::read_to_string(manifest_dir().join("tests/fixtures/policies-per-template.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(manifest_dir().join("tests/fixtures/policies-per-template.yaml"))
+            .unwrap();
     serde_saphyr::from_multiple::<Value>(&text)
         .unwrap()
         .into_iter()
         .filter(|d| d["kind"] == "MutatingAdmissionPolicy")
-        .map(|d| cel::Mutating::new(env, &serde_json::from_value(d["spec"].clone()).unwrap()).unwrap())
+        .map(|d| {
+            cel::Mutating::new(env, &serde_json::from_value(d["spec"].clone()).unwrap()).unwrap()
+        })
         .collect()
 }
 
@@ -671,7 +696,11 @@ struct Output {
 
 fn strict<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> T {
     let typed: T = serde_json::from_value(doc.clone()).unwrap();
-    assert_eq!(&serde_json::to_value(&typed).unwrap(), doc, "unknown fields");
+    assert_eq!(
+        &serde_json::to_value(&typed).unwrap(),
+        doc,
+        "unknown fields"
+    );
     typed
 }
 
@@ -684,7 +713,10 @@ fn typed_documents(yaml: &str) -> Output {
         validating_bindings: Vec::new(),
     };
     for doc in docs.into_iter().filter(|d| !d.is_null()) {
-        assert_eq!(doc["apiVersion"], "admissionregistration.k8s.io/v1", "{doc}");
+        assert_eq!(
+            doc["apiVersion"], "admissionregistration.k8s.io/v1",
+            "{doc}"
+        );
         match doc["kind"].as_str() {
             Some("MutatingAdmissionPolicy") => out.policies.push(strict(&doc)),
             Some("MutatingAdmissionPolicyBinding") => out.bindings.push(strict(&doc)),
@@ -706,7 +738,10 @@ fn the_example_output_is_typed_and_parses() {
     // overlays install; tests/install.rs holds it to this output.
     let out = typed_documents(&stdout);
     assert_eq!((out.policies.len(), out.bindings.len()), (1, 1), "{stderr}");
-    assert_eq!((out.validating.len(), out.validating_bindings.len()), (2, 2));
+    assert_eq!(
+        (out.validating.len(), out.validating_bindings.len()),
+        (2, 2)
+    );
     let spec = out.policies[0].spec.as_ref().unwrap();
     let bspec = out.bindings[0].spec.as_ref().unwrap();
     assert_eq!(bspec.policy_name, out.policies[0].metadata.name);
@@ -717,7 +752,10 @@ fn the_example_output_is_typed_and_parses() {
         .as_ref()
         .and_then(|m| m.namespace_selector.clone())
         .unwrap();
-    assert_eq!(selector.match_labels.as_ref().unwrap()["tandem.dev/injection"], "enabled");
+    assert_eq!(
+        selector.match_labels.as_ref().unwrap()["tandem.dev/injection"],
+        "enabled"
+    );
     for (p, b) in out.validating.iter().zip(&out.validating_bindings) {
         assert_eq!(b.spec.policy_name, p.metadata.name.clone().unwrap());
         let covered = b.spec.match_resources.as_ref().unwrap();
@@ -728,7 +766,10 @@ fn the_example_output_is_typed_and_parses() {
         .iter()
         .map(|b| &b.spec.validation_actions)
         .collect();
-    assert_eq!(actions, [&vec!["Deny".to_string()], &vec!["Warn".to_string()]]);
+    assert_eq!(
+        actions,
+        [&vec!["Deny".to_string()], &vec!["Warn".to_string()]]
+    );
     // Why the policy is what it is, and what it covers, in the output itself.
     for needle in [
         "# failurePolicy Ignore:",
@@ -849,7 +890,8 @@ struct PolicyMode {
 impl PolicyMode {
     fn installed() -> PolicyMode {
         let env = cel::env();
-        let text = std::fs::read_to_string(manifest_dir().join("deploy/policies/policies.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(manifest_dir().join("deploy/policies/policies.yaml")).unwrap();
         let docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text)
             .unwrap()
             .into_iter()
@@ -865,8 +907,7 @@ impl PolicyMode {
         let companion: Vec<cel::Validating> = docs
             .iter()
             .filter(|d| {
-                d["kind"] == "ValidatingAdmissionPolicy"
-                    && d["metadata"]["name"] == policy::REQUIRE
+                d["kind"] == "ValidatingAdmissionPolicy" && d["metadata"]["name"] == policy::REQUIRE
             })
             .map(|d| cel::Validating::new(&env, &serde_json::from_value(spec_of(d)).unwrap()))
             .collect::<Result<_, _>>()
@@ -952,7 +993,10 @@ fn policy_mode_injects_a_namespace_default_and_admits_it() {
         let admitted = mode
             .admit(&pod, &namespace)
             .unwrap_or_else(|d| panic!("{}", d.message));
-        assert!(annotation(&admitted, STATUS_ANNOTATION).is_some(), "{admitted}");
+        assert!(
+            annotation(&admitted, STATUS_ANNOTATION).is_some(),
+            "{admitted}"
+        );
         assert_eq!(
             names(&admitted, "/spec/initContainers"),
             ["db-ambassador", "log-shipper"],
@@ -979,7 +1023,10 @@ fn policy_mode_rejects_what_it_cannot_inject_and_says_why() {
         ),
         (
             bare_pod(
-                &[(INJECT_ANNOTATION, "log-shipper"), ("log-shipper.tandem.dev/cpu-request", "100m")],
+                &[
+                    (INJECT_ANNOTATION, "log-shipper"),
+                    ("log-shipper.tandem.dev/cpu-request", "100m"),
+                ],
                 &[],
             ),
             "(tandem.dev/inject=log-shipper) but policy mode leaves it to the webhook: a parameter of template log-shipper is set to a value other than its default, which changes the status hash; the webhook (hybrid mode",
@@ -1107,33 +1154,61 @@ fn estimates(set: &TemplateSet, b: common::cost::Bounds) -> Vec<(String, common:
     let named = |v: &Option<Vec<k8s_openapi::api::admissionregistration::v1::Variable>>| -> Vec<(String, String)> {
         v.iter().flatten().map(|v| (v.name.clone(), v.expression.clone())).collect()
     };
-    let conditions = |m: &Option<Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>>| -> Vec<(String, String)> {
-        m.iter().flatten().map(|m| (m.name.clone(), m.expression.clone())).collect()
+    let conditions = |m: &Option<
+        Vec<k8s_openapi::api::admissionregistration::v1::MatchCondition>,
+    >|
+     -> Vec<(String, String)> {
+        m.iter()
+            .flatten()
+            .map(|m| (m.name.clone(), m.expression.clone()))
+            .collect()
     };
     let spec = c.policy.spec.as_ref().unwrap();
     let mutation: Vec<(String, String)> = spec
         .mutations
         .iter()
         .flatten()
-        .filter_map(|m| Some(("mutation".to_string(), m.json_patch.as_ref()?.expression.clone()?)))
+        .filter_map(|m| {
+            Some((
+                "mutation".to_string(),
+                m.json_patch.as_ref()?.expression.clone()?,
+            ))
+        })
         .collect();
     let mut out = vec![(
         policy::NAME.to_string(),
-        common::cost::estimate(b, &conditions(&spec.match_conditions), &named(&spec.variables), &mutation),
+        common::cost::estimate(
+            b,
+            &conditions(&spec.match_conditions),
+            &named(&spec.variables),
+            &mutation,
+        ),
     )];
     for p in [&c.require.0, &c.warnings.0] {
         let spec = p.spec.as_ref().unwrap();
         let mut others = Vec::new();
         for v in spec.validations.iter().flatten() {
             others.push(("validation".to_string(), v.expression.clone()));
-            others.extend(v.message_expression.clone().map(|m| ("messageExpression".to_string(), m)));
+            others.extend(
+                v.message_expression
+                    .clone()
+                    .map(|m| ("messageExpression".to_string(), m)),
+            );
         }
         for a in spec.audit_annotations.iter().flatten() {
-            others.push((format!("auditAnnotation {}", a.key), a.value_expression.clone()));
+            others.push((
+                format!("auditAnnotation {}", a.key),
+                a.value_expression.clone(),
+            ));
         }
         out.push((
             p.metadata.name.clone().unwrap(),
-            common::cost::estimate(b, &conditions(&spec.match_conditions), &named(&spec.variables), &others),
+            common::cost::estimate(
+                b,
+                &conditions(&spec.match_conditions),
+                &named(&spec.variables),
+                &others,
+            ),
         ));
     }
     out
@@ -1155,7 +1230,11 @@ fn the_policies_stay_well_inside_the_cel_budgets() {
             .join("\n---\n")
     ));
     let total = |set: &TemplateSet, b| -> u64 {
-        estimates(set, b).iter().map(|(_, e)| e.total()).max().unwrap()
+        estimates(set, b)
+            .iter()
+            .map(|(_, e)| e.total())
+            .max()
+            .unwrap()
     };
     for (name, e) in estimates(&all, LARGE) {
         let (largest, cost) = e.largest();
@@ -1172,17 +1251,36 @@ fn the_policies_stay_well_inside_the_cel_budgets() {
             100.0 * e.total() as f64 / RUNTIME_BUDGET as f64,
             100.0 * cost as f64 / PER_CALL_LIMIT as f64
         );
-        assert!(cost * 5 <= PER_CALL_LIMIT, "{name}: {largest} may cost {cost}");
-        assert!(e.total() * 5 <= RUNTIME_BUDGET, "{name}: {} in all", e.total());
-        assert!(conditions * 5 <= MATCH_CONDITIONS_BUDGET, "{name}: {conditions}");
+        assert!(
+            cost * 5 <= PER_CALL_LIMIT,
+            "{name}: {largest} may cost {cost}"
+        );
+        assert!(
+            e.total() * 5 <= RUNTIME_BUDGET,
+            "{name}: {} in all",
+            e.total()
+        );
+        assert!(
+            conditions * 5 <= MATCH_CONDITIONS_BUDGET,
+            "{name}: {conditions}"
+        );
     }
     let examples = example_templates();
-    assert!(total(&all, LARGE) > total(&examples, LARGE), "more templates");
+    assert!(
+        total(&all, LARGE) > total(&examples, LARGE),
+        "more templates"
+    );
     let more = |f: fn(&mut common::cost::Bounds)| {
         let mut b = LARGE;
         f(&mut b);
         total(&examples, b)
     };
-    assert!(more(|b| b.containers *= 2) > total(&examples, LARGE), "more containers");
-    assert!(more(|b| b.env *= 2) > total(&examples, LARGE), "more env vars");
+    assert!(
+        more(|b| b.containers *= 2) > total(&examples, LARGE),
+        "more containers"
+    );
+    assert!(
+        more(|b| b.env *= 2) > total(&examples, LARGE),
+        "more env vars"
+    );
 }

@@ -78,7 +78,10 @@ pub(super) fn run(args: &CheckArgs) -> Result<(), CliError> {
         .all()
         .filter_map(|t| {
             let c = coverage.single(&t.name)?;
-            Some(format!("{}: template \"{}\": policy: {c}", t.source, t.name))
+            Some(format!(
+                "{}: template \"{}\": policy: {c}",
+                t.source, t.name
+            ))
         })
         .collect();
     notes.extend(

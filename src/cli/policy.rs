@@ -37,9 +37,7 @@ pub(super) fn run(args: &PolicyArgs) -> Result<(), CliError> {
     };
     let compiled = policy::compile(&set, &reach).map_err(|e| match e {
         PolicyError::Contradiction { .. } => CliError::Usage(e.to_string()),
-        PolicyError::NothingCompiles | PolicyError::Site { .. } => {
-            CliError::Failed(e.to_string())
-        }
+        PolicyError::NothingCompiles | PolicyError::Site { .. } => CliError::Failed(e.to_string()),
     })?;
     let mut header: Vec<String> = [
         "Compiled by `tandem policy` (admissionregistration.k8s.io/v1, Kubernetes 1.36+).",

@@ -206,6 +206,9 @@ pub struct Expr {
     pub site: Site,
     pub text: String,
     program: cel::Program,
+    /// The variables it reads (`variables.<name>`): all that is bound, as
+    /// the API server's activation resolves only what is read.
+    reads: Vec<String>,
 }
 
 /// Compiles `text` for `site`; `Err` is the compiler's message.
@@ -213,10 +216,22 @@ pub fn compile(env: &cel::Env, site: Site, text: &str) -> Result<Expr, String> {
     let program = env
         .compile(text)
         .map_err(|e| format!("does not compile: {e}\n{text}"))?;
+    let mut reads: Vec<String> = text
+        .match_indices("variables.")
+        .map(|(at, needle)| {
+            text[at + needle.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect();
+    reads.sort();
+    reads.dedup();
     Ok(Expr {
         site,
         text: text.to_string(),
         program,
+        reads,
     })
 }
 
@@ -292,7 +307,12 @@ pub fn eval(
     context.add_variable_from_value("namespaceObject", namespace);
     context.add_variable_from_value("request", request.attributes.clone());
     if e.site.sees_variables() {
-        context.add_variable_from_value("variables", variables.values.clone());
+        let bound: HashMap<&str, cel::Value> = e
+            .reads
+            .iter()
+            .filter_map(|n| Some((n.as_str(), variables.values.get(n)?.clone())))
+            .collect();
+        context.add_variable_from_value("variables", bound);
     }
     e.program.execute(&context).map_err(|err| {
         // A variable that failed is absent from the map: reading it is
@@ -358,12 +378,8 @@ fn matches(
 }
 
 /// Whether `text` reads `variables.<name>`.
-fn reads(text: &str, name: &str) -> bool {
-    let needle = format!("variables.{name}");
-    text.match_indices(&needle).any(|(at, _)| {
-        !text[at + needle.len()..]
-            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-    })
+fn reads(e: &Expr, name: &str) -> bool {
+    e.reads.iter().any(|n| n == name)
 }
 
 /// Evaluates `e` as the API server does, variables lazily: a variable is
@@ -393,11 +409,7 @@ fn eval_lazy(
         let pending = declared
             .iter()
             .find(|(n, _)| Some(n.as_str()) == named && is_pending(n))
-            .or_else(|| {
-                declared
-                    .iter()
-                    .find(|(n, _)| is_pending(n) && reads(&e.text, n))
-            });
+            .or_else(|| declared.iter().find(|(n, _)| is_pending(n) && reads(e, n)));
         let Some((name, expr)) = pending else {
             return result;
         };
@@ -720,6 +732,58 @@ impl Mutating {
             evaluated: self.conditions.len() + vars.evaluated,
             variables: vars.values,
         }
+    }
+
+    /// How many expressions the API server evaluates for `request`: match
+    /// conditions, the variables read, the mutation.
+    pub fn evaluated(&self, env: &Arc<cel::Env>, request: &Request) -> usize {
+        match self.run(env, request) {
+            Run::Mutated { evaluated, .. } => evaluated,
+            _ => self.conditions.len(),
+        }
+    }
+
+    /// The variables a lazy evaluation of `request` reads, by index: what
+    /// the API server evaluates for it.
+    pub fn needed(&self, env: &Arc<cel::Env>, request: &Request) -> Vec<usize> {
+        let Run::Mutated { variables, .. } = self.run(env, request) else {
+            return Vec::new();
+        };
+        (0..self.variables.len())
+            .filter(|&i| variables.contains_key(&self.variables[i].0))
+            .collect()
+    }
+
+    /// The evaluation the API server makes: the match conditions, the
+    /// `needed` variables once each, the mutation, the patch applied; no
+    /// evaluation repeated, as the lazy one here repeats them. For timing.
+    pub fn evaluate(&self, env: &Arc<cel::Env>, request: &Request, needed: &[usize]) -> Value {
+        if matches(env, &self.conditions, request)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return request.object.clone();
+        }
+        let mut vars = Variables::default();
+        for &i in needed {
+            let (name, e) = &self.variables[i];
+            if let Ok(v) = eval(env, e, request, &vars) {
+                vars.values.insert(name.clone(), v);
+            }
+        }
+        let mut object = request.object.clone();
+        for m in &self.mutations {
+            if let Ok(cel::Value::List(ops)) = eval(env, m, request, &vars)
+                && !ops.is_empty()
+            {
+                let patch: json_patch::Patch =
+                    serde_json::from_value(Value::Array(ops.iter().map(operation).collect()))
+                        .unwrap();
+                json_patch::patch(&mut object, &patch).unwrap();
+            }
+        }
+        object
     }
 
     /// The object after this policy, as admission continues with it: an

@@ -139,7 +139,10 @@ impl Estimator<'_> {
                 (base + scan(target_size), target_size)
             }
             "split" => (base + scan(target_size), self.b.names),
-            "join" => (base + 1 + target_size * self.b.string / 10, target_size * self.b.string),
+            "join" => (
+                base + 1 + target_size * self.b.string / 10,
+                target_size * self.b.string,
+            ),
             "indexOf" => (base + 1 + target_size, 1),
             "size" | "string" | "dyn" | "has" => (base + 1, 1),
             _ => (base + 1, 1),
@@ -187,7 +190,10 @@ pub fn estimate(
             variables: &sizes,
             locals: Vec::new(),
         };
-        expressions.push((format!("matchCondition {name}"), est.estimate(&parse(text)).0));
+        expressions.push((
+            format!("matchCondition {name}"),
+            est.estimate(&parse(text)).0,
+        ));
     }
     for (name, text) in variables {
         let (cost, size) = Estimator {

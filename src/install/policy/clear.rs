@@ -7,13 +7,9 @@
 //! at the same time.
 
 use super::cel;
-use super::members::Member;
+use super::members::{Member, name_of};
 use crate::facts::Doc;
 use crate::template::Object;
-
-fn name_of(o: &Object) -> &str {
-    o.doc().get("name").and_then(Doc::as_str).unwrap_or_default()
-}
 
 /// `!<list>.exists(x, <pred>)` for a list field of the pod, optional or not.
 fn none_of(list: &str, optional: bool, var: &str, pred: &str) -> String {
@@ -77,7 +73,12 @@ fn clashes(m: &Member, classic_here: bool) -> Clashes {
     let groups = [(&r.init_containers, true), (&r.containers, false)];
     for (containers, init) in groups {
         for c in containers.iter() {
-            for p in c.doc().get("ports").and_then(Doc::as_array).unwrap_or_default() {
+            for p in c
+                .doc()
+                .get("ports")
+                .and_then(Doc::as_array)
+                .unwrap_or_default()
+            {
                 let proto = p.get("protocol").and_then(Doc::as_str).unwrap_or("TCP");
                 let same_proto = format!(
                     "(has(p.protocol) ? p.protocol : 'TCP') == {}",

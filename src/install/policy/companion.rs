@@ -17,9 +17,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{
-    AuditAnnotation, MatchCondition, MatchResources, Validation, ValidatingAdmissionPolicy,
+    AuditAnnotation, MatchCondition, MatchResources, ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
-    ValidatingAdmissionPolicySpec, Variable,
+    ValidatingAdmissionPolicySpec, Validation, Variable,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -38,7 +38,10 @@ fn meta(name: &str) -> ObjectMeta {
         name: Some(name.into()),
         labels: Some(BTreeMap::from([
             ("app.kubernetes.io/name".to_string(), "tandem".to_string()),
-            ("app.kubernetes.io/component".to_string(), "policy".to_string()),
+            (
+                "app.kubernetes.io/component".to_string(),
+                "policy".to_string(),
+            ),
         ])),
         ..ObjectMeta::default()
     }
@@ -182,7 +185,11 @@ pub(super) fn warnings(
     let mut variables = select::selection(members);
     variables.extend(status_variables());
     let known = cel::strings(set.all().map(|t| t.name.as_str()));
-    let injecting = cel::strings(cluster(members).filter(|m| m.injects()).map(|m| m.t.name.as_str()));
+    let injecting = cel::strings(
+        cluster(members)
+            .filter(|m| m.injects())
+            .map(|m| m.t.name.as_str()),
+    );
     let dry = cel::strings(
         cluster(members)
             .filter(|m| matches!(m.role, Role::DryRun))
@@ -250,7 +257,9 @@ pub(super) fn warnings(
     ];
     let audit = |key: &str, list: &str| AuditAnnotation {
         key: key.into(),
-        value_expression: format!("size(variables.{list}) == 0 ? null : variables.{list}.join(',')"),
+        value_expression: format!(
+            "size(variables.{list}) == 0 ? null : variables.{list}.join(',')"
+        ),
     };
     let audits = vec![
         audit("missing", "missing"),
@@ -259,7 +268,14 @@ pub(super) fn warnings(
     ];
     let conditions = vec![mirror(), select::pod_does_not_opt_out()];
     Ok((
-        policy(WARNINGS, "Ignore", conditions, variables, validations, audits)?,
+        policy(
+            WARNINGS,
+            "Ignore",
+            conditions,
+            variables,
+            validations,
+            audits,
+        )?,
         binding(WARNINGS, "Warn", selector),
     ))
 }

@@ -59,7 +59,8 @@ fn single(m: &Member) -> Combination {
     let webhook = match &m.role {
         Role::Webhook(reasons) => Some(reasons.join("; ")),
         Role::DryRun => {
-            notes.push("mode dryRun: never changes the pod; warns that it was selected".to_string());
+            notes
+                .push("mode dryRun: never changes the pod; warns that it was selected".to_string());
             None
         }
         Role::Injects => {
@@ -88,7 +89,11 @@ pub(super) fn coverage(members: &[Member]) -> Coverage {
             let pair = between(a, b);
             let mut notes = Vec::new();
             if let Some((why, when)) = &pair.conflict {
-                let whe = if when.is_some() { " where they meet" } else { "" };
+                let whe = if when.is_some() {
+                    " where they meet"
+                } else {
+                    ""
+                };
                 notes.push(format!(
                     "they {why}: the second in the request's order is skipped{whe}, as the engine does"
                 ));

@@ -102,8 +102,12 @@ pub(super) struct Between {
     pub(super) conflict: Option<(String, Option<String>)>,
 }
 
-fn name_of<'a>(o: &'a Object) -> &'a str {
-    o.doc().get("name").and_then(Doc::as_str).unwrap_or_default()
+/// An object's `name`.
+pub(super) fn name_of(o: &Object) -> &str {
+    o.doc()
+        .get("name")
+        .and_then(Doc::as_str)
+        .unwrap_or_default()
 }
 
 fn path_of(o: &Object) -> String {
@@ -141,7 +145,12 @@ fn ports(m: &Member, restarts_always: bool) -> Vec<(Option<i64>, Option<i64>, St
     ];
     for (containers, phases) in groups {
         for c in containers.iter() {
-            for p in c.doc().get("ports").and_then(Doc::as_array).unwrap_or_default() {
+            for p in c
+                .doc()
+                .get("ports")
+                .and_then(Doc::as_array)
+                .unwrap_or_default()
+            {
                 let port = p.get("containerPort").and_then(Doc::as_i64);
                 let host = p.get("hostPort").and_then(Doc::as_i64).filter(|&h| h != 0);
                 let proto = p.get("protocol").and_then(Doc::as_str).unwrap_or("TCP");
@@ -171,7 +180,10 @@ pub(super) fn between(a: &Member, b: &Member) -> Between {
     for va in &ra.volumes {
         if let Some(vb) = rb.volumes.iter().find(|v| name_of(v) == name_of(va)) {
             if va.value() != vb.value() {
-                conflicts.push((format!("define volume {:?}, differently", name_of(va)), None));
+                conflicts.push((
+                    format!("define volume {:?}, differently", name_of(va)),
+                    None,
+                ));
             } else {
                 out.shared.push(Shared::Volume(name_of(va).to_string()));
             }
@@ -186,9 +198,16 @@ pub(super) fn between(a: &Member, b: &Member) -> Between {
         ))
     };
     for ma in &ra.app_volume_mounts {
-        if let Some(mb) = rb.app_volume_mounts.iter().find(|m| path_of(m) == path_of(ma)) {
+        if let Some(mb) = rb
+            .app_volume_mounts
+            .iter()
+            .find(|m| path_of(m) == path_of(ma))
+        {
             if ma.value() != mb.value() {
-                conflicts.push((format!("mount at {}, differently", path_of(ma)), same_container()));
+                conflicts.push((
+                    format!("mount at {}, differently", path_of(ma)),
+                    same_container(),
+                ));
             } else {
                 out.shared.push(Shared::Mount(path_of(ma)));
             }
@@ -197,7 +216,10 @@ pub(super) fn between(a: &Member, b: &Member) -> Between {
     for ea in &ra.app_env {
         if let Some(eb) = rb.app_env.iter().find(|e| name_of(e) == name_of(ea)) {
             if ea.value() != eb.value() {
-                conflicts.push((format!("set env {}, differently", name_of(ea)), same_container()));
+                conflicts.push((
+                    format!("set env {}, differently", name_of(ea)),
+                    same_container(),
+                ));
             } else {
                 out.shared.push(Shared::Env(name_of(ea).to_string()));
             }

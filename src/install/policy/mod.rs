@@ -24,8 +24,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::admissionregistration::v1::{
     JSONPatch, MatchResources, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding,
     MutatingAdmissionPolicyBindingSpec, MutatingAdmissionPolicySpec, Mutation,
-    NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-    Variable,
+    NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, Variable,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -248,9 +247,7 @@ fn pod_creates() -> MatchResources {
 /// objects and conflict check, what is injected, whether the pod is the
 /// webhook's, each template's operations, the status.
 fn mutating_spec(members: &[Member]) -> MutatingAdmissionPolicySpec {
-    let injecting: Vec<&Member> = select::cluster(members)
-        .filter(|m| m.injects())
-        .collect();
+    let injecting: Vec<&Member> = select::cluster(members).filter(|m| m.injects()).collect();
     let mut variables = select::selection(members);
     variables.extend(mutation::shape(members));
     for m in &injecting {

@@ -15,7 +15,7 @@ use k8s_openapi::api::admissionregistration::v1::Variable;
 use serde_json::Value;
 
 use super::clear::{at_path, clear, targets_c};
-use super::members::{Member, Shared, sharers};
+use super::members::{Member, Shared, name_of, sharers};
 use super::select::{by_name, cluster, has_annotation};
 use super::{cel, variable};
 use crate::facts::{
@@ -36,10 +36,6 @@ fn pointer(tokens: &[&str]) -> String {
         .map(|t| t.replace('~', "~0").replace('/', "~1"))
         .collect();
     cel::string(&format!("/{}", escaped.join("/")))
-}
-
-fn name_of(o: &Object) -> &str {
-    o.doc().get("name").and_then(Doc::as_str).unwrap_or_default()
 }
 
 /// The pointer to field `field` of app container `c`.
@@ -129,9 +125,7 @@ fn init_ops(m: &Member, native: bool) -> String {
 fn placed(m: &Member) -> Option<String> {
     let (native, classic) = (init_ops(m, true), init_ops(m, false));
     if m.classic() {
-        return Some(format!(
-            "(variables.restartsAlways ? {classic} : {native})"
-        ));
+        return Some(format!("(variables.restartsAlways ? {classic} : {native})"));
     }
     (native != "[]").then_some(native)
 }
@@ -251,12 +245,8 @@ fn parents(members: &[Member]) -> String {
             .filter(|m| pick(m))
             .map(|m| m.t.name.as_str())
             .collect();
-        (!names.is_empty()).then(|| {
-            format!(
-                "variables.injected.exists(n, n in {})",
-                cel::strings(names)
-            )
-        })
+        (!names.is_empty())
+            .then(|| format!("variables.injected.exists(n, n in {})", cel::strings(names)))
     };
     let mut parts = Vec::new();
     let always = any_of(&|m| !init_items(m, !m.classic()).is_empty());
@@ -285,7 +275,9 @@ fn parents(members: &[Member]) -> String {
             (|m: &Member| !m.t.rendered.app_volume_mounts.is_empty()) as fn(&Member) -> bool,
         ),
         ("env", |m: &Member| !m.t.rendered.app_env.is_empty()),
-        ("envFrom", |m: &Member| !m.t.rendered.app_env_from.is_empty()),
+        ("envFrom", |m: &Member| {
+            !m.t.rendered.app_env_from.is_empty()
+        }),
     ] {
         let targeting: Vec<String> = injecting
             .iter()
@@ -359,19 +351,18 @@ fn status(members: &[Member]) -> Variable {
         },
         "''",
     );
-    let mut text = format!(
-        "'{{\"templates\":[' + variables.injected.map(n, {templates}).join(',') + ']'"
-    );
+    let mut text =
+        format!("'{{\"templates\":[' + variables.injected.map(n, {templates}).join(',') + ']'");
     let spec = |m: &Member, key: &str| -> Vec<String> {
         match key {
             "containers" => m.t.spec.containers.iter().map(|c| c.name.clone()).collect(),
-            "initContainers" => m
-                .t
-                .spec
-                .init_containers
-                .iter()
-                .map(|c| c.name.clone())
-                .collect(),
+            "initContainers" => {
+                m.t.spec
+                    .init_containers
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect()
+            }
             _ => m.t.spec.volumes.iter().map(|v| v.name.clone()).collect(),
         }
     };
@@ -425,12 +416,19 @@ fn metadata(members: &[Member]) -> (Vec<Variable>, String) {
             add(&pointer(&["metadata", "labels", INJECTED_LABEL]), "'true'")
         ),
     ];
-    let scratch = slots(members, "Scratch", 0..cluster(members).filter(|m| m.injects()).count());
+    let scratch = slots(
+        members,
+        "Scratch",
+        0..cluster(members).filter(|m| m.injects()).count(),
+    );
     if !scratch.is_empty() {
         for m in cluster(members).filter(|m| m.injects() && !m.t.rendered.volumes.is_empty()) {
             vars.push(variable(
                 &format!("{}Scratch", m.var),
-                format!("{}.filter(v, has(v.emptyDir)).map(v, v.name)", m.v("NewVolumes")),
+                format!(
+                    "{}.filter(v, has(v.emptyDir)).map(v, v.name)",
+                    m.v("NewVolumes")
+                ),
             ));
         }
         vars.push(variable(

@@ -223,7 +223,12 @@ pub(super) fn injected(members: &[Member]) -> Vec<Variable> {
     let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
     let candidates = format!(
         "variables.order.filter(n, {})",
-        by_name("n", injecting.iter().copied(), |m| Some(m.v("Clear")), "false")
+        by_name(
+            "n",
+            injecting.iter().copied(),
+            |m| Some(m.v("Clear")),
+            "false"
+        )
     );
     let mut colliding = Vec::new();
     for (i, a) in injecting.iter().enumerate() {
@@ -248,7 +253,10 @@ pub(super) fn injected(members: &[Member]) -> Vec<Variable> {
         variable("collide", colliding.join(" + ")),
     ];
     let c = |k: usize| format!("variables.candidates[{k}]");
-    let mut slots = vec![format!("(size(variables.candidates) > 0 ? [{}] : [])", c(0))];
+    let mut slots = vec![format!(
+        "(size(variables.candidates) > 0 ? [{}] : [])",
+        c(0)
+    )];
     for k in 1..injecting.len() {
         let before: Vec<String> = (0..k)
             .map(|j| {
@@ -260,7 +268,10 @@ pub(super) fn injected(members: &[Member]) -> Vec<Variable> {
                 format!("({} + '/' + {} in variables.collide{kept})", c(j), c(k))
             })
             .collect();
-        vars.push(variable(&format!("keep{k}"), format!("!({})", before.join(" || "))));
+        vars.push(variable(
+            &format!("keep{k}"),
+            format!("!({})", before.join(" || ")),
+        ));
         slots.push(format!(
             "(size(variables.candidates) > {k} && variables.keep{k} ? [{}] : [])",
             c(k)
