@@ -109,11 +109,23 @@ pub fn check_validating_policy(spec: &ValidatingAdmissionPolicySpec) -> Vec<Stri
     )
 }
 
+/// Besides the match conditions: the API server declares the `JSONPatch`
+/// type only in a mutation's expression, so a variable that builds one does
+/// not compile there.
 pub fn check_mutating_policy(spec: &MutatingAdmissionPolicySpec) -> Vec<String> {
-    conditions(
+    let mut problems = conditions(
         Site::PolicyMatchCondition,
         spec.match_conditions.iter().flatten(),
-    )
+    );
+    for v in spec.variables.iter().flatten() {
+        if roots(&v.expression).contains(&"JSONPatch") {
+            problems.push(format!(
+                "variable {} builds a JSONPatch, a type declared only in mutations",
+                v.name
+            ));
+        }
+    }
+    problems
 }
 
 pub fn check_mutating_webhooks(config: &MutatingWebhookConfiguration) -> Vec<String> {

@@ -8,6 +8,8 @@
 //! |---|---|---|---|
 //! | match condition | the pod | **null** | undeclared |
 //! | variable, validation, messageExpression, mutation | the pod | the Namespace | earlier variables, lazily |
+//!
+//! The `JSONPatch` type is declared only in a mutation's expression.
 //! | CRD `x-kubernetes-validations` rule | `self` only (the schema node) | undeclared | undeclared |
 //!
 //! The API server *declares* `namespaceObject` for match conditions, so an
@@ -213,6 +215,13 @@ pub struct Expr {
 
 /// Compiles `text` for `site`; `Err` is the compiler's message.
 pub fn compile(env: &cel::Env, site: Site, text: &str) -> Result<Expr, String> {
+    // The API server declares the JSONPatch type for a mutation's
+    // expression only: anywhere else it is an undeclared reference.
+    if site != Site::Mutation && text.contains("JSONPatch{") {
+        return Err(format!(
+            "does not compile: undeclared reference to 'JSONPatch' (it is declared only in mutations)\n{text}"
+        ));
+    }
     let program = env
         .compile(text)
         .map_err(|e| format!("does not compile: {e}\n{text}"))?;

@@ -36,7 +36,7 @@ pub(super) fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 /// The API server type-checks aggregate literals as homogeneous: every
 /// value of a map, or element of a list, of one type. A container's fields
 /// are not, so map values are wrapped in `dyn()`, and so are the elements of
-/// a list that mixes kinds.
+/// any list but one of strings.
 pub(super) fn literal(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
@@ -47,12 +47,12 @@ pub(super) fn literal(value: &Value) -> String {
         Value::Number(n) => format!("{n}u"),
         Value::String(s) => string(s),
         Value::Array(items) => {
-            let mixed = items
-                .windows(2)
-                .any(|w| std::mem::discriminant(&w[0]) != std::mem::discriminant(&w[1]));
+            // Strings are one type; anything else may not be (an int and a
+            // double, two lists of different elements), so it is `dyn`.
+            let strings = items.iter().all(Value::is_string);
             let items: Vec<String> = items
                 .iter()
-                .map(|v| if mixed { dynamic(v) } else { literal(v) })
+                .map(|v| if strings { literal(v) } else { dynamic(v) })
                 .collect();
             format!("[{}]", items.join(", "))
         }
@@ -141,6 +141,7 @@ mod tests {
             r#"{'a': dyn([dyn(1), dyn(-2), dyn(1.5), dyn(true), dyn(null)]), 'b"': dyn('x\\y\n')}"#
         );
         assert_eq!(literal(&json!(["a", "b"])), "['a', 'b']");
+        assert_eq!(literal(&json!([1, 1.5])), "[dyn(1), dyn(1.5)]");
         assert_eq!(string("it's\u{7}"), r"'it\'s\u0007'");
         assert_eq!(literal(&json!(u64::MAX)), "18446744073709551615u");
     }

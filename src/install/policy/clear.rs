@@ -175,9 +175,20 @@ pub(super) fn clear(m: &Member) -> String {
     }
 
     if m.classic() {
-        let (app, native) = (ports_free(m, true), ports_free(m, false));
-        if let (Some(app), Some(native)) = (app, native) {
-            terms.push(format!("(variables.restartsAlways ? {app} : {native})"));
+        // Both or neither: the same ports, counted by where they run.
+        match (ports_free(m, true), ports_free(m, false)) {
+            (Some(app), Some(native)) => {
+                terms.push(format!("(variables.restartsAlways ? {app} : {native})"));
+            }
+            (None, None) => {}
+            (app, native) => {
+                let free = |f: Option<String>| f.unwrap_or_else(|| "true".into());
+                terms.push(format!(
+                    "(variables.restartsAlways ? {} : {})",
+                    free(app),
+                    free(native)
+                ));
+            }
         }
     } else if let Some(free) = ports_free(m, false) {
         terms.push(free);

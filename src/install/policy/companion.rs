@@ -23,10 +23,10 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::members::{Member, Role};
-use super::select::{self, cluster, has_annotation};
+use super::members::{Member, Role, injecting};
+use super::select::{self, has_annotation};
 use super::{PolicyError, cel, mutation, pod_creates, variable};
-use crate::facts::STATUS_ANNOTATION;
+use crate::facts::{INJECT_ANNOTATION, STATUS_ANNOTATION};
 use crate::install::webhook::mirror_condition;
 use crate::template::TemplateSet;
 
@@ -130,21 +130,23 @@ pub(super) fn require(
     // `blocked` reads what an onConflict-fail template's checks decide.
     let mut variables = select::selection(members);
     variables.extend(mutation::shape(members));
-    for m in cluster(members).filter(|m| m.injects()) {
+    for m in injecting(members) {
         variables.extend(mutation::checks(m));
     }
     variables.extend(select::injected(members));
     variables.push(select::blocked(members));
     variables.extend(status_variables());
-    let message = "(variables.asked ? 'pod requests Tandem injection (' + \
-        (has(object.metadata.annotations) && 'tandem.dev/inject' in object.metadata.annotations \
-        ? 'tandem.dev/inject=' + variables.podValue \
+    let message = format!(
+        "(variables.asked ? 'pod requests Tandem injection (' + \
+        ({} ? 'tandem.dev/inject=' + variables.podValue \
         : 'namespace ' + namespaceObject.metadata.name + ' default tandem.dev/inject=' + variables.namespaceValue) + ')' \
         : 'SidecarTemplate selectors pick ' + variables.order.join(',') + ' for this pod') + \
         ' but ' + (variables.status != '' ? 'its tandem.dev/status is not a record Tandem wrote' : \
         variables.blocked != '' ? 'policy mode leaves it to the webhook: ' + variables.blocked + \
         '; the webhook (hybrid mode, deploy/overlays/hybrid) injects such pods' : \
-        'Tandem did not inject it: the MutatingAdmissionPolicy tandem is missing or failed on it (see `tandem explain` for what it should get)')";
+        'Tandem did not inject it: the MutatingAdmissionPolicy tandem is missing or failed on it (see `tandem explain` for what it should get)')",
+        has_annotation("object.metadata", INJECT_ANNOTATION)
+    );
     let validation = Validation {
         // Asked for, or selected and left to the webhook: either way the
         // engine would have changed the pod (or denied it).
@@ -153,7 +155,7 @@ pub(super) fn require(
             "this pod requests Tandem injection but carries no tandem.dev/status: policy mode could not inject it (see `tandem explain`)"
                 .into(),
         ),
-        message_expression: Some(message.into()),
+        message_expression: Some(message),
         reason: Some("Forbidden".into()),
     };
     Ok((
@@ -185,13 +187,10 @@ pub(super) fn warnings(
     let mut variables = select::selection(members);
     variables.extend(status_variables());
     let known = cel::strings(set.all().map(|t| t.name.as_str()));
-    let injecting = cel::strings(
-        cluster(members)
-            .filter(|m| m.injects())
-            .map(|m| m.t.name.as_str()),
-    );
+    let injects = cel::strings(injecting(members).map(|m| m.t.name.as_str()));
     let dry = cel::strings(
-        cluster(members)
+        members
+            .iter()
             .filter(|m| matches!(m.role, Role::DryRun))
             .map(|m| m.t.name.as_str()),
     );
@@ -202,7 +201,7 @@ pub(super) fn warnings(
     variables.push(variable(
         "skipped",
         format!(
-            "variables.processed ? variables.order.filter(n, n in {injecting} && !{}) : []",
+            "variables.processed ? variables.order.filter(n, n in {injects} && !{}) : []",
             in_status("n")
         ),
     ));
@@ -210,8 +209,7 @@ pub(super) fn warnings(
         "dryRun",
         format!("variables.order.filter(n, n in {dry})"),
     ));
-    let grows: Vec<String> = cluster(members)
-        .filter(|m| m.injects())
+    let grows: Vec<String> = injecting(members)
         .filter_map(|m| {
             let r = crate::engine::template_requests(m.t);
             (!(r.cpu.is_zero() && r.memory.is_zero())).then(|| {

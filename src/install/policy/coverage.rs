@@ -7,8 +7,7 @@
 
 use std::fmt;
 
-use super::members::{Member, Role, between};
-use super::select::cluster;
+use super::members::{Member, Role, between, injecting};
 use crate::template::Scope;
 
 /// One request combination: one template, or two.
@@ -83,7 +82,7 @@ fn single(m: &Member) -> Combination {
 
 pub(super) fn coverage(members: &[Member]) -> Coverage {
     let mut combinations: Vec<Combination> = members.iter().map(single).collect();
-    let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
+    let injecting: Vec<&Member> = injecting(members).collect();
     for (i, a) in injecting.iter().enumerate() {
         for b in &injecting[i + 1..] {
             let pair = between(a, b);

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::needs_webhook;
 use crate::facts::Doc;
-use crate::template::{Lifecycle, Mode, Object, Template, TemplateSet};
+use crate::template::{Lifecycle, Mode, Object, Scope, Template, TemplateSet};
 
 /// A template's part in the compiled policy.
 pub(super) enum Role {
@@ -52,11 +52,12 @@ pub(super) fn members(set: &TemplateSet) -> Vec<Member<'_>> {
     set.all()
         .enumerate()
         .map(|(i, t)| {
+            // A dry run first: whatever else it holds, it changes no pod.
             let reasons = needs_webhook(t);
-            let role = if !reasons.is_empty() {
-                Role::Webhook(reasons)
-            } else if t.spec.mode == Mode::DryRun {
+            let role = if t.spec.mode == Mode::DryRun && matches!(t.scope, Scope::Cluster) {
                 Role::DryRun
+            } else if !reasons.is_empty() {
+                Role::Webhook(reasons)
             } else {
                 Role::Injects
             };
@@ -67,6 +68,12 @@ pub(super) fn members(set: &TemplateSet) -> Vec<Member<'_>> {
             }
         })
         .collect()
+}
+
+/// The templates the policy injects, in the set's order (namespace-scoped
+/// ones always need the webhook, so these are all cluster-wide).
+pub(super) fn injecting<'m, 'a>(members: &'m [Member<'a>]) -> impl Iterator<Item = &'m Member<'a>> {
+    members.iter().filter(|m| m.injects())
 }
 
 /// Something two templates both add, identically: added once, by whichever
@@ -110,7 +117,8 @@ pub(super) fn name_of(o: &Object) -> &str {
         .unwrap_or_default()
 }
 
-fn path_of(o: &Object) -> String {
+/// A mount's path without trailing slashes, as the engine compares them.
+pub(super) fn path_of(o: &Object) -> String {
     let p = o.doc().get("mountPath").and_then(Doc::as_str);
     p.unwrap_or_default().trim_end_matches('/').to_string()
 }

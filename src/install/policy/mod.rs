@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 pub use companion::{REQUIRE, WARNINGS};
 pub use coverage::{Combination, Coverage};
-use members::Member;
+use members::{Member, injecting};
 
 use crate::install::webhook::{NamespaceScope, namespace_selector};
 use crate::template::{QosPolicy, Scope as TemplateScope, Template, TemplateSet};
@@ -65,7 +65,7 @@ pub struct CompiledSet {
 pub const STEPS_ASIDE: [&str; 6] = [
     "pods that already carry tandem.dev/status: adding to an injection merges the status, which only the webhook does",
     "pods that get a template that needs the webhook (qos preserve), or an onConflict fail template that conflicts with the pod or another template (the engine denies it, naming the conflict)",
-    "pods whose tandem.dev/inject names more than 32 templates",
+    "pods whose tandem.dev/inject has more than 32 entries",
     "pods in a namespace that has SidecarTemplates of its own",
     "pods in a namespace enforcing a Pod Security level a selected template's containers or volumes break on their own: the webhook checks the whole pod (what it inherits, whether it already breaks the level)",
     "pods whose annotation (or namespace's) sets a selected template's parameter to anything but its default: the status hash covers the values, and CEL cannot compute it",
@@ -247,7 +247,7 @@ fn pod_creates() -> MatchResources {
 /// objects and conflict check, what is injected, whether the pod is the
 /// webhook's, each template's operations, the status.
 fn mutating_spec(members: &[Member]) -> MutatingAdmissionPolicySpec {
-    let injecting: Vec<&Member> = select::cluster(members).filter(|m| m.injects()).collect();
+    let injecting: Vec<&Member> = injecting(members).collect();
     let mut variables = select::selection(members);
     variables.extend(mutation::shape(members));
     for m in &injecting {

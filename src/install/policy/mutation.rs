@@ -15,17 +15,20 @@ use k8s_openapi::api::admissionregistration::v1::Variable;
 use serde_json::Value;
 
 use super::clear::{at_path, clear, targets_c};
-use super::members::{Member, Shared, name_of, sharers};
-use super::select::{by_name, cluster, has_annotation};
+use super::members::{Member, Shared, injecting, name_of, path_of, sharers};
+use super::select::{by_name, has_annotation};
 use super::{cel, variable};
 use crate::facts::{
-    DEFAULT_CONTAINER_ANNOTATION, Doc, INJECTED_LABEL, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
+    DEFAULT_CONTAINER_ANNOTATION, INJECTED_LABEL, SAFE_TO_EVICT_ANNOTATION, STATUS_ANNOTATION,
 };
 use crate::template::{Object, Position};
 
-/// One `add` operation; `path` and `value` are CEL expressions.
+/// One `add` operation; `path` and `value` are CEL expressions. A plain
+/// map: the API server declares the `JSONPatch` type only in the mutation's
+/// own expression, which turns these into patches (`mutation`). Both values
+/// are `dyn`, since a map literal's values must share one type.
 fn add(path: &str, value: &str) -> String {
-    format!("JSONPatch{{op: 'add', path: {path}, value: {value}}}")
+    format!("{{'path': dyn({path}), 'value': dyn({value})}}")
 }
 
 /// A JSON pointer as a CEL string literal. Annotation keys hold `/`,
@@ -144,14 +147,13 @@ pub(super) fn checks(m: &Member) -> Vec<Variable> {
 pub(super) fn operations(all: &[Member], m: &Member) -> Vec<Variable> {
     let r = &m.t.rendered;
     let mut vars = Vec::new();
-    let front = m.t.spec.position == Position::BeforeUserInit;
-    let init = placed(m);
-    if front && let Some(ops) = &init {
-        vars.push(variable(&format!("{}Front", m.var), ops.clone()));
-    }
     let mut rest = Vec::new();
-    if !front && let Some(ops) = init {
-        rest.push(ops);
+    if let Some(ops) = placed(m) {
+        if has_front(m) {
+            vars.push(variable(&format!("{}Front", m.var), ops));
+        } else {
+            rest.push(ops);
+        }
     }
     if m.classic() {
         let append = add(&pointer(&["spec", "containers", "-"]), "c");
@@ -160,7 +162,7 @@ pub(super) fn operations(all: &[Member], m: &Member) -> Vec<Variable> {
             m.v("Classic")
         ));
     }
-    if !r.volumes.is_empty() {
+    if has_volumes(m) {
         let new: Vec<String> = r
             .volumes
             .iter()
@@ -206,14 +208,7 @@ fn app_ops(all: &[Member], m: &Member) -> Vec<String> {
             let (present, shared) = match field {
                 "volumeMounts" => (
                     format!("c.volumeMounts.exists(m, {})", at_path(o)),
-                    Shared::Mount(
-                        o.doc()
-                            .get("mountPath")
-                            .and_then(Doc::as_str)
-                            .unwrap_or_default()
-                            .trim_end_matches('/')
-                            .to_string(),
-                    ),
+                    Shared::Mount(path_of(o)),
                 ),
                 "env" => (
                     format!("c.env.exists(e, e.name == {})", cel::string(name_of(o))),
@@ -238,7 +233,7 @@ fn app_ops(all: &[Member], m: &Member) -> Vec<String> {
 /// Parents every injected template adds to, created empty where the pod
 /// has none (the engine creates them whole; the pod is the same).
 fn parents(members: &[Member]) -> String {
-    let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
+    let injecting: Vec<&Member> = injecting(members).collect();
     let any_of = |pick: &dyn Fn(&Member) -> bool| -> Option<String> {
         let names: Vec<&str> = injecting
             .iter()
@@ -306,21 +301,27 @@ fn parents(members: &[Member]) -> String {
     }
 }
 
-/// `<slot k>` for k in `slots`: the k-th injected template's `suffix` variable.
-fn slots(members: &[Member], suffix: &str, slots: impl Iterator<Item = usize>) -> Vec<String> {
-    let has = |m: &Member| {
-        let r = &m.t.rendered;
-        match suffix {
-            "Front" => {
-                m.t.spec.position == Position::BeforeUserInit
-                    && (m.classic() || !init_items(m, true).is_empty())
-            }
-            "NewVolumes" | "Scratch" => !r.volumes.is_empty(),
-            _ => true,
-        }
-    };
-    let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects() && has(m)).collect();
-    if injecting.is_empty() {
+/// Whether `m` declares `<t>Front`: init containers before the user's.
+fn has_front(m: &Member) -> bool {
+    m.t.spec.position == Position::BeforeUserInit
+        && (m.classic() || !init_items(m, true).is_empty())
+}
+
+/// Whether `m` declares `<t>NewVolumes` and `<t>Scratch`.
+fn has_volumes(m: &Member) -> bool {
+    !m.t.rendered.volumes.is_empty()
+}
+
+/// `<slot k>` for k in `slots`: the k-th injected template's `suffix`
+/// variable, for the templates that declare it (`declares`).
+fn slots(
+    members: &[Member],
+    suffix: &str,
+    declares: fn(&Member) -> bool,
+    slots: impl Iterator<Item = usize>,
+) -> Vec<String> {
+    let with: Vec<&Member> = injecting(members).filter(|m| declares(m)).collect();
+    if with.is_empty() {
         return Vec::new();
     }
     slots
@@ -328,7 +329,7 @@ fn slots(members: &[Member], suffix: &str, slots: impl Iterator<Item = usize>) -
             let at = format!("variables.injected[{k}]");
             format!(
                 "(size(variables.injected) > {k} ? {} : [])",
-                by_name(&at, injecting.iter().copied(), |m| Some(m.v(suffix)), "[]")
+                by_name(&at, with.iter().copied(), |m| Some(m.v(suffix)), "[]")
             )
         })
         .collect()
@@ -337,7 +338,7 @@ fn slots(members: &[Member], suffix: &str, slots: impl Iterator<Item = usize>) -
 /// The status record, built as the engine's serializer writes it: the
 /// injected templates' names and hashes, then the names of what they add.
 fn status(members: &[Member]) -> Variable {
-    let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
+    let injecting: Vec<&Member> = injecting(members).collect();
     let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let templates = by_name(
         "n",
@@ -419,10 +420,11 @@ fn metadata(members: &[Member]) -> (Vec<Variable>, String) {
     let scratch = slots(
         members,
         "Scratch",
-        0..cluster(members).filter(|m| m.injects()).count(),
+        has_volumes,
+        0..injecting(members).count(),
     );
     if !scratch.is_empty() {
-        for m in cluster(members).filter(|m| m.injects() && !m.t.rendered.volumes.is_empty()) {
+        for m in injecting(members).filter(|m| has_volumes(m)) {
             vars.push(variable(
                 &format!("{}Scratch", m.var),
                 format!(
@@ -466,14 +468,16 @@ fn metadata(members: &[Member]) -> (Vec<Variable>, String) {
 /// The status variables and the mutation: nothing for a pod that gets nothing and asked for nothing, or
 /// that the policy leaves to the webhook; else the engine's change.
 pub(super) fn mutation(members: &[Member]) -> (Vec<Variable>, String) {
-    let n = cluster(members).filter(|m| m.injects()).count();
+    let n = injecting(members).count();
     let mut parts = vec![parents(members)];
-    parts.extend(slots(members, "Front", (0..n).rev()));
-    parts.extend(slots(members, "Rest", 0..n));
+    parts.extend(slots(members, "Front", has_front, (0..n).rev()));
+    parts.extend(slots(members, "Rest", |_| true, 0..n));
     let (vars, meta_ops) = metadata(members);
     parts.push(meta_ops);
+    // The one place `JSONPatch` is declared; the result must be exactly a
+    // list of them.
     let expression = format!(
-        "size(variables.order) == 0 && !variables.asked || variables.blocked != '' ? [] :\n  {}",
+        "size(variables.order) == 0 && !variables.asked || variables.blocked != '' ? [] : (\n  {}\n).map(p, JSONPatch{{op: 'add', path: p.path, value: p.value}})",
         parts.join("\n  + ")
     );
     (vars, expression)

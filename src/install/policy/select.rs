@@ -1,16 +1,17 @@
-//! Which templates the engine gives a pod, in its order, and whether the
-//! policy can make the engine's whole decision for that pod or must leave
-//! the pod to the webhook (`variables.blocked`, the reason).
+//! Which templates the engine gives a pod, in its order, which of them it
+//! injects, and whether the policy can make the engine's whole decision
+//! for that pod or must leave the pod to the webhook (`variables.blocked`,
+//! the reason).
 //!
-//! Every variable here reads only the annotations and labels of the pod
-//! and of its namespace, so a pod that asks for nothing costs a handful of
-//! map lookups; the API server evaluates a variable only when an
-//! expression reads it, and the mutation reads the rest only for pods
-//! that get a template.
+//! The selection (`selection`) reads only the annotations and labels of
+//! the pod and of its namespace, so a pod that asks for nothing costs a
+//! handful of map lookups: the API server evaluates a variable only when
+//! an expression reads it, and the conflict checks (`injected`, `blocked`)
+//! are read only for a pod that gets a template or asked for one.
 
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, Variable};
 
-use super::members::{Member, Role, between};
+use super::members::{Member, Role, between, injecting};
 use super::{cel, variable};
 use crate::facts::{
     INJECT_ANNOTATION, INJECT_DEFAULTS, INJECT_OPT_OUT, Level, POD_SECURITY_PREFIX,
@@ -20,10 +21,14 @@ use crate::install::webhook::mirror_condition;
 use crate::template::{OnConflict, Scope, Template, parameter_text};
 
 const POD: &str = "object.metadata";
-
-/// The most names a request may hold for the policy to read it.
-const MAX_NAMES: usize = 32;
 const NAMESPACE: &str = "namespaceObject.metadata";
+
+/// The most entries a request may hold for the policy to read it.
+const MAX_NAMES: usize = 32;
+
+/// The Kubernetes minor versions Pod Security levels are checked at, besides
+/// `latest`: every release up to well past the one Tandem targets.
+const MAX_MINOR: u32 = 40;
 
 /// `has(<meta>.annotations) && "<key>" in <meta>.annotations`.
 pub(super) fn has_annotation(meta: &str, key: &str) -> String {
@@ -93,10 +98,7 @@ fn request(prefix: &str, meta: &str) -> Vec<Variable> {
 }
 
 fn names_of(prefix: &str) -> String {
-    format!(
-        "variables.{prefix}Value.split(',').map(n, n.trim()).filter(n, n != '')",
-        prefix = prefix
-    )
+    format!("variables.{prefix}Value.split(',').map(n, n.trim()).filter(n, n != '')")
 }
 
 /// Whether `t` injects automatically into this pod, as the engine's
@@ -220,7 +222,7 @@ pub(super) fn selection(members: &[Member]) -> Vec<Variable> {
 /// with nothing, so each slot is kept when no kept slot before it
 /// collides with it (`keep<k>`).
 pub(super) fn injected(members: &[Member]) -> Vec<Variable> {
-    let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
+    let injecting: Vec<&Member> = injecting(members).collect();
     let candidates = format!(
         "variables.order.filter(n, {})",
         by_name(
@@ -311,17 +313,17 @@ fn parameters_at_default(t: &Template) -> Option<String> {
 
 /// Whether the namespace enforces a Pod Security level `t`'s containers or
 /// volumes break on their own (or a label value the API server reads as
-/// restricted). `None` when `t` meets restricted.
+/// restricted). `None` when `t` meets restricted at every version.
 fn breaks_pod_security(t: &Template) -> Option<String> {
+    // At any version the namespace may pin (`enforce-version`): the checks
+    // differ between versions, and one the template breaks at any of them
+    // leaves the decision to the webhook, which reads the pin.
     let at = |level| {
-        !crate::engine::template_violations(
-            t,
-            Standard {
-                level,
-                version: Version::Latest,
-            },
-        )
-        .is_empty()
+        std::iter::once(Version::Latest)
+            .chain((0..=MAX_MINOR).map(Version::Minor))
+            .any(|version| {
+                !crate::engine::template_violations(t, Standard { level, version }).is_empty()
+            })
     };
     let allowed: &[&str] = if at(Level::Baseline) {
         &["privileged"]
@@ -344,7 +346,7 @@ fn breaks_pod_security(t: &Template) -> Option<String> {
 pub(super) fn blocked(members: &[Member]) -> Variable {
     let mut chain: Vec<(String, String)> = vec![(
         format!("size(variables.asks) > {MAX_NAMES}"),
-        format!("'its tandem.dev/inject names more than {MAX_NAMES} templates'"),
+        format!("'its tandem.dev/inject has more than {MAX_NAMES} entries'"),
     )];
     let mut local: Vec<&str> = members
         .iter()
@@ -353,6 +355,7 @@ pub(super) fn blocked(members: &[Member]) -> Variable {
             Scope::Cluster => None,
         })
         .collect();
+    local.sort_unstable();
     local.dedup();
     if !local.is_empty() {
         chain.push((
@@ -375,7 +378,7 @@ pub(super) fn blocked(members: &[Member]) -> Variable {
             ));
         }
     }
-    let injecting: Vec<&Member> = cluster(members).filter(|m| m.injects()).collect();
+    let injecting: Vec<&Member> = injecting(members).collect();
     for m in &injecting {
         if m.t.spec.on_conflict == OnConflict::Fail {
             chain.push((
