@@ -7,7 +7,7 @@
 //! at the same time.
 
 use super::cel;
-use super::members::{Member, name_of};
+use super::members::{Member, name_of, targets_c};
 use crate::facts::Doc;
 use crate::template::Object;
 
@@ -18,20 +18,6 @@ fn none_of(list: &str, optional: bool, var: &str, pred: &str) -> String {
     } else {
         format!("!{list}.exists({var}, {pred})")
     }
-}
-
-/// The app containers `m` changes, all when `app.containers` is empty: a
-/// predicate on container `c`.
-pub(super) fn targets_c(m: &Member) -> String {
-    let patterns = &m.t.spec.app.containers;
-    if patterns.is_empty() {
-        return "true".into();
-    }
-    let any: Vec<String> = patterns
-        .iter()
-        .map(|p| format!("c.name.matches({})", cel::string(&cel::glob(p))))
-        .collect();
-    format!("({})", any.join(" || "))
 }
 
 /// Whether a pod mount `m` is at `o`'s path: the same path with any number

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::needs_webhook;
+use super::{cel, needs_webhook};
 use crate::facts::Doc;
 use crate::template::{Lifecycle, Mode, Object, Scope, Template, TemplateSet};
 
@@ -68,6 +68,20 @@ pub(super) fn members(set: &TemplateSet) -> Vec<Member<'_>> {
             }
         })
         .collect()
+}
+
+/// The app containers `m` changes, all when `app.containers` is empty: a
+/// predicate on container `c`.
+pub(super) fn targets_c(m: &Member) -> String {
+    let patterns = &m.t.spec.app.containers;
+    if patterns.is_empty() {
+        return "true".into();
+    }
+    let any: Vec<String> = patterns
+        .iter()
+        .map(|p| format!("c.name.matches({})", cel::string(&cel::glob(p))))
+        .collect();
+    format!("({})", any.join(" || "))
 }
 
 /// The templates the policy injects, in the set's order (namespace-scoped
@@ -201,8 +215,8 @@ pub(super) fn between(a: &Member, b: &Member) -> Between {
     let same_container = || {
         Some(format!(
             "object.spec.containers.exists(c, {} && {})",
-            super::clear::targets_c(a),
-            super::clear::targets_c(b)
+            targets_c(a),
+            targets_c(b)
         ))
     };
     for ma in &ra.app_volume_mounts {

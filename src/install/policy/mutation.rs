@@ -14,8 +14,8 @@ use std::sync::Arc;
 use k8s_openapi::api::admissionregistration::v1::Variable;
 use serde_json::Value;
 
-use super::clear::{at_path, clear, targets_c};
-use super::members::{Member, Shared, injecting, name_of, path_of, sharers};
+use super::clear::{at_path, clear};
+use super::members::{Member, Shared, injecting, name_of, path_of, sharers, targets_c};
 use super::select::{by_name, has_annotation};
 use super::{cel, variable};
 use crate::facts::{
