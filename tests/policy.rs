@@ -587,9 +587,9 @@ fn a_pod_the_webhook_injected_is_left_alone() {
     );
 }
 
-/// Several templates in one request, in the request's order, with what
-/// they share added once: the contract's own example and the overlapping
-/// tailers, both orders.
+/// Several templates in one request, in the request's order, then a
+/// selector's, with what they share added once (the equivalence tests try
+/// both orders of every pair).
 #[test]
 fn several_templates_in_the_requests_order() {
     let set = overlapping_templates();
@@ -1283,4 +1283,39 @@ fn the_policies_stay_well_inside_the_cel_budgets() {
         more(|b| b.env *= 2) > total(&examples, LARGE),
         "more env vars"
     );
+}
+
+/// The warnings policy on pods and namespaces without annotations or
+/// labels, as the API server stores them and with empty maps: it evaluates
+/// without an error (under `Ignore` an error would only lose warnings,
+/// silently) and has nothing to say.
+#[test]
+fn the_warnings_policy_is_quiet_on_pods_that_ask_for_nothing() {
+    let c = compile_set(&example_templates());
+    let bare = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "p", "namespace": "shop" },
+        "spec": { "containers": [{ "name": "app", "image": "x" }] },
+    });
+    let empty = bare_pod(&[], &[]);
+    let plain = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "shop" } });
+    let empty_ns = json!({ "apiVersion": "v1", "kind": "Namespace",
+                           "metadata": { "name": "shop", "labels": {}, "annotations": {} } });
+    for pod in [&bare, &empty] {
+        for ns in [&plain, &empty_ns, &opted_in_namespace(&[])] {
+            for request in [
+                cel::Request::create(pod, ns),
+                cel::Request::create_as_is(pod, ns),
+            ] {
+                let (warnings, audit) = c
+                    .warnings
+                    .warnings(&c.env, &request)
+                    .unwrap_or_else(|f| panic!("{pod} in {ns}: {}", f.message()));
+                assert!(
+                    warnings.is_empty() && audit.is_empty(),
+                    "{warnings:?} {audit:?}"
+                );
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! at the same time.
 
 use super::cel;
-use super::members::{Member, name_of, targets_c};
+use super::members::{Member, name_of, targets_c, template_ports};
 use crate::facts::Doc;
 use crate::template::Object;
 
@@ -50,45 +50,33 @@ struct Clashes {
 /// Where each port of `m` collides, its long-running containers counted as
 /// app containers (`classic_here`) or as native sidecars.
 fn clashes(m: &Member, classic_here: bool) -> Clashes {
-    let r = &m.t.rendered;
     let mut out = Clashes {
         any: Vec::new(),
         running: Vec::new(),
         sidecars: Vec::new(),
     };
-    let groups = [(&r.init_containers, true), (&r.containers, false)];
-    for (containers, init) in groups {
-        for c in containers.iter() {
-            for p in c
-                .doc()
-                .get("ports")
-                .and_then(Doc::as_array)
-                .unwrap_or_default()
-            {
-                let proto = p.get("protocol").and_then(Doc::as_str).unwrap_or("TCP");
-                let same_proto = format!(
-                    "(has(p.protocol) ? p.protocol : 'TCP') == {}",
-                    cel::string(proto)
-                );
-                if let Some(port) = p.get("containerPort").and_then(Doc::as_i64) {
-                    let clash = format!("(p.containerPort == {port} && {same_proto})");
-                    // An init container meets only native sidecars; a classic
-                    // sidecar the app containers and native sidecars; a native
-                    // sidecar everything.
-                    if init {
-                        out.sidecars.push(clash);
-                    } else if classic_here {
-                        out.running.push(clash);
-                    } else {
-                        out.any.push(clash);
-                    }
-                }
-                if let Some(host) = p.get("hostPort").and_then(Doc::as_i64).filter(|&h| h != 0) {
-                    out.any.push(format!(
-                        "(has(p.hostPort) && p.hostPort == {host} && {same_proto})"
-                    ));
-                }
+    for p in template_ports(m) {
+        let same_proto = format!(
+            "(has(p.protocol) ? p.protocol : 'TCP') == {}",
+            cel::string(p.proto)
+        );
+        if let Some(port) = p.port {
+            let clash = format!("(p.containerPort == {port} && {same_proto})");
+            // An init container meets only native sidecars; a classic
+            // sidecar the app containers and native sidecars; a native
+            // sidecar everything.
+            if p.init {
+                out.sidecars.push(clash);
+            } else if classic_here {
+                out.running.push(clash);
+            } else {
+                out.any.push(clash);
             }
+        }
+        if let Some(host) = p.host {
+            out.any.push(format!(
+                "(has(p.hostPort) && p.hostPort == {host} && {same_proto})"
+            ));
         }
     }
     out

@@ -151,21 +151,22 @@ fn meet(a: Phase, b: Phase) -> bool {
     a == Phase::Sidecar || b == Phase::Sidecar || (a == Phase::App && b == Phase::App)
 }
 
-/// (containerPort, hostPort, protocol, phase) of every port of `m`'s
-/// containers, in a pod that restarts always or not.
-fn ports(m: &Member, restarts_always: bool) -> Vec<(Option<i64>, Option<i64>, String, Phase)> {
+/// One port of a template's containers, as the engine reads it.
+pub(super) struct TemplatePort<'a> {
+    /// Of an init container (else of a long-running one).
+    pub(super) init: bool,
+    pub(super) port: Option<i64>,
+    /// `None` when unset or 0.
+    pub(super) host: Option<i64>,
+    pub(super) proto: &'a str,
+}
+
+/// Every port of `m`'s init containers, then of its long-running ones.
+pub(super) fn template_ports<'m>(m: &'m Member) -> Vec<TemplatePort<'m>> {
     let r = &m.t.rendered;
-    let long: &[Phase] = if m.classic() && restarts_always {
-        &[Phase::App]
-    } else {
-        &[Phase::Sidecar]
-    };
+    let groups = [(&r.init_containers, true), (&r.containers, false)];
     let mut out = Vec::new();
-    let groups = [
-        (&r.init_containers, &[Phase::Init][..]),
-        (&r.containers, long),
-    ];
-    for (containers, phases) in groups {
+    for (containers, init) in groups {
         for c in containers.iter() {
             for p in c
                 .doc()
@@ -173,16 +174,36 @@ fn ports(m: &Member, restarts_always: bool) -> Vec<(Option<i64>, Option<i64>, St
                 .and_then(Doc::as_array)
                 .unwrap_or_default()
             {
-                let port = p.get("containerPort").and_then(Doc::as_i64);
-                let host = p.get("hostPort").and_then(Doc::as_i64).filter(|&h| h != 0);
-                let proto = p.get("protocol").and_then(Doc::as_str).unwrap_or("TCP");
-                for &phase in phases {
-                    out.push((port, host, proto.to_string(), phase));
-                }
+                out.push(TemplatePort {
+                    init,
+                    port: p.get("containerPort").and_then(Doc::as_i64),
+                    host: p.get("hostPort").and_then(Doc::as_i64).filter(|&h| h != 0),
+                    proto: p.get("protocol").and_then(Doc::as_str).unwrap_or("TCP"),
+                });
             }
         }
     }
     out
+}
+
+/// (containerPort, hostPort, protocol, phase) of every port of `m`'s
+/// containers, in a pod that restarts always or not.
+fn ports<'m>(
+    m: &'m Member,
+    restarts_always: bool,
+) -> Vec<(Option<i64>, Option<i64>, &'m str, Phase)> {
+    let long = if m.classic() && restarts_always {
+        Phase::App
+    } else {
+        Phase::Sidecar
+    };
+    template_ports(m)
+        .into_iter()
+        .map(|p| {
+            let phase = if p.init { Phase::Init } else { long };
+            (p.port, p.host, p.proto, phase)
+        })
+        .collect()
 }
 
 /// What `a` and `b` do to each other, whichever comes first: the engine's
